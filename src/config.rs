@@ -1,0 +1,708 @@
+//! Configuration: the TOML file as written by an operator, and the validated form the
+//! rest of the agent runs on.
+//!
+//! Parsing is two steps so that every error can name the file, the key and the reason:
+//! serde (with `deny_unknown_fields`, tracked by `serde_path_to_error` for the key path)
+//! turns text into [`FileConfig`], then [`FileConfig::validate`] checks what serde cannot
+//! (addresses, duplicates, loops into our own zone) and produces a [`Config`].
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+use url::Url;
+
+/// Where `run` looks for a config when none is given on the command line.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vault-locator/config.toml";
+
+/// The config used when no file is given and none exists at [`DEFAULT_CONFIG_PATH`]:
+/// watch the local Vault and answer on Consul's default DNS port.
+pub const EMBEDDED_DEFAULT: &str = r#"
+datacenter = "dc1"
+
+[dns]
+listen = ["127.0.0.1:8600"]
+
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.0.0.1:8200"]
+"#;
+
+/// A config that could not be used: which file, which key, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(file: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as written.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    datacenter: String,
+    #[serde(default = "default_domain")]
+    domain: String,
+    #[serde(default)]
+    dns: FileDns,
+    #[serde(default)]
+    clusters: Vec<FileCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDns {
+    #[serde(default = "default_listen")]
+    listen: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    ttl: Duration,
+    #[serde(default)]
+    upstreams: Vec<String>,
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    upstream_timeout: Duration,
+    #[serde(default = "default_tcp_idle_timeout", with = "humantime_serde")]
+    tcp_idle_timeout: Duration,
+    #[serde(default)]
+    records: Vec<FileRecord>,
+}
+
+impl Default for FileDns {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            ttl: Duration::ZERO,
+            upstreams: Vec::new(),
+            upstream_timeout: default_upstream_timeout(),
+            tcp_idle_timeout: default_tcp_idle_timeout(),
+            records: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRecord {
+    name: String,
+    #[serde(default)]
+    a: Vec<String>,
+    #[serde(default)]
+    aaaa: Vec<String>,
+    cname: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    ttl: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    name: String,
+    nodes: Vec<String>,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    poll_interval: Duration,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default = "default_serve_stale_for", with = "humantime_serde")]
+    serve_stale_for: Duration,
+    #[serde(default)]
+    load_balanced: bool,
+    ca_file: Option<PathBuf>,
+}
+
+fn default_domain() -> String {
+    "consul".to_string()
+}
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:8600".to_string()]
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_tcp_idle_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_serve_stale_for() -> Duration {
+    Duration::from_secs(30)
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated form.
+// ---------------------------------------------------------------------------------------
+
+/// A validated configuration. Every address is parsed, every name is lower case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The cluster that names without a datacenter label refer to.
+    pub datacenter: String,
+    /// The zone answered authoritatively, lower case, fully qualified.
+    pub domain: Name,
+    pub dns: DnsConfig,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub ttl: Duration,
+    pub upstreams: Vec<SocketAddr>,
+    pub upstream_timeout: Duration,
+    pub tcp_idle_timeout: Duration,
+    pub records: Vec<StaticRecord>,
+}
+
+/// One `[[dns.records]]` entry: either addresses or a CNAME.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticRecord {
+    pub name: Name,
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+    pub cname: Option<Name>,
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// The datacenter label in DNS names, lower case.
+    pub name: String,
+    pub nodes: Vec<Url>,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+    /// How long the last confirmed view is served once no node answers.
+    pub serve_stale_for: Duration,
+    /// The nodes are load-balancer addresses: they tell us the leader, but are not
+    /// members themselves.
+    pub load_balanced: bool,
+    /// PEM bundle of CAs for https nodes (the system roots when absent).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&file, "(file)", format!("cannot read: {e}")))?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let raw: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "(top level)".to_string() } else { key };
+            ConfigError::new(file, key, toml_reason(e.inner()))
+        })?;
+        raw.validate(file)
+    }
+
+    /// The embedded default, used when no file exists.
+    pub fn embedded_default() -> Self {
+        Self::parse(EMBEDDED_DEFAULT, "(embedded default)")
+            .expect("the embedded default config is valid")
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// A few lines for `check-config` to print.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        use fmt::Write;
+        let _ = writeln!(
+            out,
+            "zone {} (local datacenter {}), DNS on {}",
+            self.domain,
+            self.datacenter,
+            join(&self.dns.listen)
+        );
+        if self.dns.upstreams.is_empty() {
+            let _ = writeln!(out, "names outside the zone: REFUSED (no upstreams)");
+        } else {
+            let _ = writeln!(
+                out,
+                "names outside the zone: forwarded to {}",
+                join(&self.dns.upstreams)
+            );
+        }
+        let _ = writeln!(out, "{} static record(s)", self.dns.records.len());
+        for c in &self.clusters {
+            let _ = writeln!(
+                out,
+                "cluster {}: {} node(s){}, poll every {}, stale for {}",
+                c.name,
+                c.nodes.len(),
+                if c.load_balanced {
+                    " (load-balanced)"
+                } else {
+                    ""
+                },
+                humantime::format_duration(c.poll_interval),
+                humantime::format_duration(c.serve_stale_for),
+            );
+        }
+        out
+    }
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// toml's messages carry a multi-line snippet; the first line (with the line number
+/// toml reports separately) is what an operator needs.
+fn toml_reason(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+impl FileConfig {
+    fn validate(self, file: &str) -> Result<Config, ConfigError> {
+        let err = |key: String, reason: String| ConfigError::new(file, key, reason);
+
+        let domain = parse_domain(&self.domain).map_err(|r| err("domain".into(), r))?;
+
+        // DNS listeners.
+        if self.dns.listen.is_empty() {
+            return Err(err(
+                "dns.listen".into(),
+                "needs at least one address".into(),
+            ));
+        }
+        let mut listen = Vec::new();
+        for (i, l) in self.dns.listen.iter().enumerate() {
+            let addr: SocketAddr = l.parse().map_err(|_| {
+                err(
+                    format!("dns.listen[{i}]"),
+                    format!("{l:?} is not an IP:port address"),
+                )
+            })?;
+            if listen.contains(&addr) {
+                return Err(err(format!("dns.listen[{i}]"), format!("{addr} is listed twice")));
+            }
+            listen.push(addr);
+        }
+
+        let mut upstreams = Vec::new();
+        for (i, u) in self.dns.upstreams.iter().enumerate() {
+            let key = format!("dns.upstreams[{i}]");
+            let addr = parse_upstream(u).map_err(|r| err(key.clone(), r))?;
+            if listen.contains(&addr) {
+                return Err(err(
+                    key,
+                    format!("{addr} is one of our own listen addresses: that would loop"),
+                ));
+            }
+            upstreams.push(addr);
+        }
+        if self.dns.upstream_timeout.is_zero() {
+            return Err(err("dns.upstream_timeout".into(), "must be above 0".into()));
+        }
+        if self.dns.tcp_idle_timeout.is_zero() {
+            return Err(err("dns.tcp_idle_timeout".into(), "must be above 0".into()));
+        }
+
+        // Clusters.
+        if self.clusters.is_empty() {
+            return Err(err(
+                "clusters".into(),
+                "at least one [[clusters]] entry is needed".into(),
+            ));
+        }
+        let mut clusters: Vec<ClusterConfig> = Vec::new();
+        for (i, c) in self.clusters.into_iter().enumerate() {
+            let key = |k: &str| format!("clusters[{i}].{k}");
+            let name = c.name.to_ascii_lowercase();
+            if !is_label(&name) {
+                return Err(err(
+                    key("name"),
+                    format!("{:?} is not a DNS label (letters, digits, '-')", c.name),
+                ));
+            }
+            if is_reserved_label(&name) {
+                return Err(err(
+                    key("name"),
+                    format!("{name:?} is reserved in Consul DNS names"),
+                ));
+            }
+            if clusters.iter().any(|o| o.name == name) {
+                return Err(err(
+                    key("name"),
+                    format!("datacenter {name:?} is defined twice"),
+                ));
+            }
+            if c.nodes.is_empty() {
+                return Err(err(key("nodes"), "needs at least one node address".into()));
+            }
+            let mut nodes = Vec::new();
+            for (j, n) in c.nodes.iter().enumerate() {
+                let nkey = format!("clusters[{i}].nodes[{j}]");
+                let url = parse_node_url(n, &domain).map_err(|r| err(nkey.clone(), r))?;
+                if nodes.contains(&url) {
+                    return Err(err(nkey, format!("{url} is listed twice")));
+                }
+                nodes.push(url);
+            }
+            if c.poll_interval < Duration::from_millis(10) {
+                return Err(err(key("poll_interval"), "must be at least 10ms".into()));
+            }
+            if c.request_timeout.is_zero() {
+                return Err(err(key("request_timeout"), "must be above 0".into()));
+            }
+            if let Some(ca) = &c.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    err(key("ca_file"), format!("cannot read {}: {e}", ca.display()))
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    err(key("ca_file"), format!("{} is not PEM: {e}", ca.display()))
+                })?;
+                if certs.is_empty() {
+                    return Err(err(
+                        key("ca_file"),
+                        format!("{} holds no certificate", ca.display()),
+                    ));
+                }
+            }
+            clusters.push(ClusterConfig {
+                name,
+                nodes,
+                poll_interval: c.poll_interval,
+                request_timeout: c.request_timeout,
+                serve_stale_for: c.serve_stale_for,
+                load_balanced: c.load_balanced,
+                ca_file: c.ca_file,
+            });
+        }
+
+        let datacenter = self.datacenter.to_ascii_lowercase();
+        if !clusters.iter().any(|c| c.name == datacenter) {
+            return Err(err(
+                "datacenter".into(),
+                format!(
+                    "no [[clusters]] entry is named {:?} (have: {})",
+                    self.datacenter,
+                    clusters
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+
+        // Static records.
+        let mut records: Vec<StaticRecord> = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, r) in self.dns.records.into_iter().enumerate() {
+            let key = |k: &str| format!("dns.records[{i}].{k}");
+            let name = parse_domain(&r.name).map_err(|reason| err(key("name"), reason))?;
+            if !seen.insert(name.clone()) {
+                return Err(err(
+                    key("name"),
+                    format!("{name} already has a [[dns.records]] entry"),
+                ));
+            }
+            if domain.zone_of(&name) && shadows_vault_name(&name, &domain) {
+                return Err(err(
+                    key("name"),
+                    format!("{name} would shadow the vault service answers"),
+                ));
+            }
+            let a = r
+                .a
+                .iter()
+                .enumerate()
+                .map(|(j, s)| {
+                    s.parse::<Ipv4Addr>()
+                        .map_err(|_| err(format!("dns.records[{i}].a[{j}]"), format!("{s:?} is not an IPv4 address")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let aaaa = r
+                .aaaa
+                .iter()
+                .enumerate()
+                .map(|(j, s)| {
+                    s.parse::<Ipv6Addr>()
+                        .map_err(|_| err(format!("dns.records[{i}].aaaa[{j}]"), format!("{s:?} is not an IPv6 address")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let cname = match &r.cname {
+                Some(c) => Some(parse_domain(c).map_err(|reason| err(key("cname"), reason))?),
+                None => None,
+            };
+            if cname.is_some() && !(a.is_empty() && aaaa.is_empty()) {
+                return Err(err(
+                    key("cname"),
+                    "a CNAME cannot stand beside a or aaaa records".into(),
+                ));
+            }
+            if cname.is_none() && a.is_empty() && aaaa.is_empty() {
+                return Err(err(
+                    key("name"),
+                    "needs a, aaaa or cname".into(),
+                ));
+            }
+            records.push(StaticRecord {
+                name,
+                a,
+                aaaa,
+                cname,
+                ttl: r.ttl,
+            });
+        }
+
+        Ok(Config {
+            datacenter,
+            domain,
+            dns: DnsConfig {
+                listen,
+                ttl: self.dns.ttl,
+                upstreams,
+                upstream_timeout: self.dns.upstream_timeout,
+                tcp_idle_timeout: self.dns.tcp_idle_timeout,
+                records,
+            },
+            clusters,
+        })
+    }
+}
+
+/// Labels that select a lookup kind in Consul names; a datacenter named like one of
+/// them would make names ambiguous.
+fn is_reserved_label(label: &str) -> bool {
+    matches!(label, "service" | "node" | "addr" | "query" | "connect" | "virtual" | "ingress")
+}
+
+/// True when `name` is one of the names the vault service answers (so a static record
+/// there would be ambiguous).
+fn shadows_vault_name(name: &Name, domain: &Name) -> bool {
+    let labels: Vec<String> = name
+        .iter()
+        .take(name.num_labels() as usize - domain.num_labels() as usize)
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect();
+    labels.iter().any(|l| l == "vault" || l == "_vault")
+        && labels.iter().any(|l| l == "service")
+}
+
+pub(crate) fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn parse_domain(s: &str) -> Result<Name, String> {
+    let trimmed = s.trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    let mut name =
+        Name::from_ascii(trimmed).map_err(|e| format!("{s:?} is not a domain name: {e}"))?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    Err(format!(
+        "{s:?} is not an IP or IP:port address (upstreams are addresses, never names)"
+    ))
+}
+
+fn parse_node_url(s: &str, domain: &Name) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("{s:?}: scheme must be http or https"));
+    }
+    if !(url.path() == "/" || url.path().is_empty()) || url.query().is_some() {
+        return Err(format!(
+            "{s:?}: give the node's base address only (no path or query)"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{s:?}: credentials do not belong in a node address"));
+    }
+    match url.host() {
+        None => return Err(format!("{s:?} has no host")),
+        Some(url::Host::Domain(host)) => {
+            if let Ok(name) = parse_domain(host) {
+                if domain.zone_of(&name) {
+                    return Err(format!(
+                        "{s:?} is under {domain}, the zone this agent answers: \
+                         resolving it would ask ourselves"
+                    ));
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+datacenter = "us-east-1"          # local cluster; names without a dc label mean this one
+domain = "consul"                 # the zone answered authoritatively (default "consul")
+
+[dns]
+listen = ["127.0.0.1:8600"]       # each address served on UDP and TCP
+ttl = "0s"                        # answer TTL (Consul's default is 0)
+upstreams = []                    # names outside the zone: forward here; empty -> REFUSED
+
+[[dns.records]]                   # static records, e.g. to retire nomad.service.consul
+name = "nomad.service.consul"
+a = ["127.0.0.9"]                 # and/or aaaa = [...], or cname = "host.example.internal"
+
+[[clusters]]
+name = "us-east-1"                # the dc label in DNS names
+nodes = ["http://127.0.0.1:8200", "http://127.0.0.2:8200", "http://127.0.0.3:8200"]
+poll_interval = "250ms"
+
+[[clusters]]
+name = "us-west-2"                # a peer region, reached through one load-balanced address
+nodes = ["http://127.0.1.1:8200"]
+# ca_file = "/etc/vault.d/tls/ca.pem"   # for https nodes
+"#;
+
+    fn parse_err(text: &str) -> ConfigError {
+        Config::parse(text, "test.toml").expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn issue_example_is_accepted_as_written() {
+        let c = Config::parse(ISSUE_EXAMPLE, "x.toml").unwrap();
+        assert_eq!(c.datacenter, "us-east-1");
+        assert_eq!(c.domain.to_string(), "consul.");
+        assert_eq!(c.dns.listen, vec!["127.0.0.1:8600".parse().unwrap()]);
+        assert_eq!(c.clusters.len(), 2);
+        assert_eq!(c.clusters[0].poll_interval, Duration::from_millis(250));
+        assert_eq!(c.clusters[1].poll_interval, Duration::from_secs(1));
+        assert_eq!(c.dns.records[0].name.to_string(), "nomad.service.consul.");
+        assert_eq!(c.dns.records[0].a, vec![Ipv4Addr::new(127, 0, 0, 9)]);
+    }
+
+    #[test]
+    fn embedded_default_matches_the_contract() {
+        let c = Config::embedded_default();
+        assert_eq!(c.datacenter, "dc1");
+        assert_eq!(c.clusters[0].nodes[0].as_str(), "http://127.0.0.1:8200/");
+        assert_eq!(c.dns.listen, vec!["127.0.0.1:8600".parse().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace("poll_interval", "poll_intervall"));
+        assert_eq!(e.file, "test.toml");
+        assert!(e.key.starts_with("clusters[0]"), "{e}");
+        assert!(e.reason.contains("poll_intervall"), "{e}");
+    }
+
+    #[test]
+    fn bad_addresses_are_named() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace("127.0.0.1:8600", "127.0.0.1"));
+        assert_eq!(e.key, "dns.listen[0]");
+        let e = parse_err(&ISSUE_EXAMPLE.replace("http://127.0.0.2:8200", "ftp://x"));
+        assert_eq!(e.key, "clusters[0].nodes[1]");
+        let e = parse_err(&ISSUE_EXAMPLE.replace("127.0.0.9", "300.1.1.1"));
+        assert_eq!(e.key, "dns.records[0].a[0]");
+        let e = parse_err(&ISSUE_EXAMPLE.replace("upstreams = []", "upstreams = [\"dns.google\"]"));
+        assert_eq!(e.key, "dns.upstreams[0]");
+        let e = parse_err(&ISSUE_EXAMPLE.replace("ttl = \"0s\"", "ttl = \"soon\""));
+        assert_eq!(e.key, "dns.ttl");
+    }
+
+    #[test]
+    fn duplicate_datacenters_are_rejected() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace("name = \"us-west-2\"", "name = \"US-EAST-1\""));
+        assert_eq!(e.key, "clusters[1].name");
+        assert!(e.reason.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn node_under_served_domain_is_rejected() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace(
+            "http://127.0.1.1:8200",
+            "http://active.vault.service.us-west-2.consul:8200",
+        ));
+        assert_eq!(e.key, "clusters[1].nodes[0]");
+        assert!(e.reason.contains("ask ourselves"), "{e}");
+    }
+
+    #[test]
+    fn empty_node_list_is_rejected() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace("nodes = [\"http://127.0.1.1:8200\"]", "nodes = []"));
+        assert_eq!(e.key, "clusters[1].nodes");
+    }
+
+    #[test]
+    fn datacenter_must_name_a_cluster() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace("datacenter = \"us-east-1\"", "datacenter = \"eu\""));
+        assert_eq!(e.key, "datacenter");
+    }
+
+    #[test]
+    fn upstream_loop_is_rejected() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace("upstreams = []", "upstreams = [\"127.0.0.1:8600\"]"));
+        assert!(e.reason.contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn static_record_rules() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace("a = [\"127.0.0.9\"]", ""));
+        assert_eq!(e.key, "dns.records[0].name");
+        let e = parse_err(&ISSUE_EXAMPLE.replace(
+            "a = [\"127.0.0.9\"]",
+            "a = [\"127.0.0.9\"]\ncname = \"x.example.\"",
+        ));
+        assert_eq!(e.key, "dns.records[0].cname");
+        let e = parse_err(&ISSUE_EXAMPLE.replace("nomad.service.consul", "active.vault.service.consul"));
+        assert!(e.reason.contains("shadow"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = parse_err("[dns]\nlisten = [\"127.0.0.1:53\"]\n");
+        assert!(e.reason.contains("datacenter"), "{e}");
+    }
+}

@@ -1,0 +1,160 @@
+//! Parsing a query name inside our zone into what it asks for, the way Consul does:
+//! scan from the right for the lookup-kind label (`service`, `addr`, `node`, `query`);
+//! the labels after it are the datacenter, the labels before it the query.
+//!
+//! - `[tag.]<service>.service[.<dc>].<domain>`
+//! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782; `_tcp`/`_udp` mean no tag)
+//! - `<hex ip>.addr[.<dc>].<domain>` (the SRV targets we hand out)
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A query name inside the zone, with the domain already stripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneName {
+    /// The zone apex itself.
+    Apex,
+    Service {
+        service: String,
+        tag: Option<String>,
+        dc: Option<String>,
+    },
+    Addr {
+        ip: IpAddr,
+        dc: Option<String>,
+    },
+    /// Anything else: NXDOMAIN.
+    Unknown,
+}
+
+/// `labels`: the labels left of the domain, lower case, leftmost first.
+pub fn parse(labels: &[&str]) -> ZoneName {
+    if labels.is_empty() {
+        return ZoneName::Apex;
+    }
+    let Some(kind_at) = labels
+        .iter()
+        .rposition(|l| matches!(*l, "service" | "addr" | "node" | "query"))
+    else {
+        return ZoneName::Unknown;
+    };
+    let (parts, rest) = (&labels[..kind_at], &labels[kind_at + 1..]);
+    let dc = match rest {
+        [] => None,
+        [dc] => Some(dc.to_string()),
+        _ => return ZoneName::Unknown,
+    };
+    match labels[kind_at] {
+        "service" => parse_service(parts, dc),
+        "addr" => match parts {
+            [hex] => match decode_addr(hex) {
+                Some(ip) => ZoneName::Addr { ip, dc },
+                None => ZoneName::Unknown,
+            },
+            _ => ZoneName::Unknown,
+        },
+        // Nodes and prepared queries are not ours to answer.
+        _ => ZoneName::Unknown,
+    }
+}
+
+fn parse_service(parts: &[&str], dc: Option<String>) -> ZoneName {
+    let (service, tag) = match parts {
+        [service] => (*service, None),
+        [s, t] if s.starts_with('_') && t.starts_with('_') => {
+            let tag = &t[1..];
+            let tag = (!matches!(tag, "tcp" | "udp")).then_some(tag);
+            (&s[1..], tag)
+        }
+        [tag, service] => (*service, Some(*tag)),
+        _ => return ZoneName::Unknown,
+    };
+    if service.is_empty() || tag == Some("") {
+        return ZoneName::Unknown;
+    }
+    ZoneName::Service {
+        service: service.to_string(),
+        tag: tag.map(str::to_string),
+        dc,
+    }
+}
+
+/// The label Consul uses for an address in SRV targets: 8 hex digits for IPv4,
+/// 32 for IPv6.
+pub fn encode_addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{:08x}", u32::from(v4)),
+        IpAddr::V6(v6) => format!("{:032x}", u128::from(v6)),
+    }
+}
+
+pub fn decode_addr(hex: &str) -> Option<IpAddr> {
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    match hex.len() {
+        8 => u32::from_str_radix(hex, 16)
+            .ok()
+            .map(|v| IpAddr::V4(Ipv4Addr::from(v))),
+        32 => u128::from_str_radix(hex, 16)
+            .ok()
+            .map(|v| IpAddr::V6(Ipv6Addr::from(v))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(service: &str, tag: Option<&str>, dc: Option<&str>) -> ZoneName {
+        ZoneName::Service {
+            service: service.into(),
+            tag: tag.map(Into::into),
+            dc: dc.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn consul_service_forms() {
+        assert_eq!(parse(&["vault", "service"]), svc("vault", None, None));
+        assert_eq!(
+            parse(&["active", "vault", "service"]),
+            svc("vault", Some("active"), None)
+        );
+        assert_eq!(
+            parse(&["perf-standby", "vault", "service", "us-east-1"]),
+            svc("vault", Some("perf-standby"), Some("us-east-1"))
+        );
+        assert_eq!(
+            parse(&["_vault", "_active", "service", "dc1"]),
+            svc("vault", Some("active"), Some("dc1"))
+        );
+        assert_eq!(parse(&["_vault", "_tcp", "service"]), svc("vault", None, None));
+    }
+
+    #[test]
+    fn other_forms_are_unknown() {
+        assert_eq!(parse(&[]), ZoneName::Apex);
+        assert_eq!(parse(&["vault"]), ZoneName::Unknown);
+        assert_eq!(parse(&["a", "b", "vault", "service"]), ZoneName::Unknown);
+        assert_eq!(parse(&["vault", "service", "dc1", "extra"]), ZoneName::Unknown);
+        assert_eq!(parse(&["web", "node", "dc1"]), ZoneName::Unknown);
+        assert_eq!(parse(&["service"]), ZoneName::Unknown);
+    }
+
+    #[test]
+    fn addr_round_trip() {
+        for ip in ["127.0.0.1", "10.20.30.40", "::1", "fd00::1:2"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let hex = encode_addr(ip);
+            assert_eq!(decode_addr(&hex), Some(ip));
+            assert_eq!(
+                parse(&[&hex, "addr", "dc1"]),
+                ZoneName::Addr { ip, dc: Some("dc1".into()) }
+            );
+        }
+        assert_eq!(encode_addr("127.0.0.1".parse().unwrap()), "7f000001");
+        assert_eq!(decode_addr("7f00001"), None);
+        assert_eq!(decode_addr("zz000001"), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! The authoritative data: static records plus the vault service answers read from
+//! each cluster's current `ClusterView`, with Consul's rules for what each case returns.
+//! The table of cases is in the README ("DNS answers").
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use rand::seq::SliceRandom;
+
+use super::names::{self, ZoneName};
+use crate::config::{Config, StaticRecord};
+use crate::vault::view::{Freshness, Role};
+use crate::vault::watcher::ViewReceiver;
+
+/// A computed answer, before it is put on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+impl Answer {
+    fn rcode(rcode: ResponseCode) -> Self {
+        Self {
+            rcode,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additionals: Vec::new(),
+        }
+    }
+}
+
+/// Where a cluster's view comes from, and how long it may be served stale.
+pub struct ClusterSource {
+    pub views: ViewReceiver,
+    pub serve_stale_for: std::time::Duration,
+}
+
+/// Everything the server answers authoritatively.
+pub struct Zone {
+    domain: Name,
+    local_dc: String,
+    ttl: u32,
+    statics: HashMap<Name, StaticRecord>,
+    clusters: HashMap<String, ClusterSource>,
+}
+
+/// One healthy instance of the vault service: address and API port.
+type Instance = (IpAddr, u16);
+
+impl Zone {
+    pub fn new(config: &Config, clusters: HashMap<String, ClusterSource>) -> Self {
+        Self {
+            domain: config.domain.clone(),
+            local_dc: config.datacenter.clone(),
+            ttl: ttl_secs(config.dns.ttl),
+            statics: config
+                .dns
+                .records
+                .iter()
+                .map(|r| (r.name.clone(), r.clone()))
+                .collect(),
+            clusters,
+        }
+    }
+
+    /// Answers `qname` (as asked, any case) if it is ours: a static record or a name in
+    /// the zone. `None` means the name is outside what we serve.
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
+        let mut lower = qname.to_lowercase();
+        lower.set_fqdn(true);
+        if let Some(rec) = self.statics.get(&lower) {
+            let mut answer = self.static_answer(qname, rec, qtype);
+            if answer.answers.is_empty() && self.domain.zone_of(&lower) {
+                answer.authority.push(self.soa());
+            }
+            return Some(answer);
+        }
+        if !self.domain.zone_of(&lower) {
+            return None;
+        }
+        let labels: Vec<String> = lower
+            .iter()
+            .take(lower.num_labels() as usize - self.domain.num_labels() as usize)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        Some(match names::parse(&labels) {
+            ZoneName::Apex => match qtype {
+                RecordType::SOA => Answer {
+                    answers: vec![self.soa()],
+                    ..Answer::rcode(ResponseCode::NoError)
+                },
+                _ => self.negative(ResponseCode::NoError),
+            },
+            ZoneName::Service { service, tag, dc } => {
+                self.service_answer(qname, &service, tag.as_deref(), dc.as_deref(), qtype)
+            }
+            ZoneName::Addr { ip, dc } => {
+                if !self.knows_dc(dc.as_deref()) {
+                    return Some(self.negative(ResponseCode::NXDomain));
+                }
+                let rdata = match (ip, qtype) {
+                    (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => Some(RData::A(A(v4))),
+                    (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
+                        Some(RData::AAAA(AAAA(v6)))
+                    }
+                    _ => None,
+                };
+                match rdata {
+                    Some(r) => Answer {
+                        answers: vec![Record::from_rdata(qname.clone(), self.ttl, r)],
+                        ..Answer::rcode(ResponseCode::NoError)
+                    },
+                    None => self.negative(ResponseCode::NoError),
+                }
+            }
+            ZoneName::Unknown => self.negative(ResponseCode::NXDomain),
+        })
+    }
+
+    fn knows_dc(&self, dc: Option<&str>) -> bool {
+        self.clusters.contains_key(dc.unwrap_or(&self.local_dc))
+    }
+
+    fn service_answer(
+        &self,
+        qname: &Name,
+        service: &str,
+        tag: Option<&str>,
+        dc: Option<&str>,
+        qtype: RecordType,
+    ) -> Answer {
+        let dc = dc.unwrap_or(&self.local_dc);
+        let Some(source) = self.clusters.get(dc) else {
+            return self.negative(ResponseCode::NXDomain);
+        };
+        if service != "vault" {
+            return self.negative(ResponseCode::NXDomain);
+        }
+        let view = source.views.borrow().clone();
+        if view.freshness(Instant::now(), source.serve_stale_for) == Freshness::Unusable {
+            return Answer::rcode(ResponseCode::ServFail);
+        }
+        let leader = view.leader.iter().flat_map(|l| l.addrs.iter().map(|a| (*a, l.port)));
+        let of_role = |role| {
+            view.members_with(role)
+                .flat_map(|m| m.addrs.iter().map(|a| (*a, m.port)))
+        };
+        let mut instances: Vec<Instance> = match tag {
+            Some("active") => leader.collect(),
+            Some("standby") => of_role(Role::Standby).collect(),
+            Some("performance-standby" | "perf-standby") => of_role(Role::PerfStandby).collect(),
+            None | Some("initialized") => leader
+                .chain(of_role(Role::Active))
+                .chain(of_role(Role::Standby))
+                .chain(of_role(Role::PerfStandby))
+                .collect(),
+            Some(_) => return self.negative(ResponseCode::NXDomain),
+        };
+        let mut seen = Vec::with_capacity(instances.len());
+        instances.retain(|i| {
+            let fresh = !seen.contains(i);
+            seen.push(*i);
+            fresh
+        });
+        if instances.is_empty() {
+            // Consul: a known service with no healthy instance is NXDOMAIN.
+            return self.negative(ResponseCode::NXDomain);
+        }
+        instances.shuffle(&mut rand::rng());
+
+        let mut answer = Answer::rcode(ResponseCode::NoError);
+        for (ip, port) in &instances {
+            match qtype {
+                RecordType::SRV => {
+                    let target = self.addr_name(*ip, dc);
+                    answer.answers.push(Record::from_rdata(
+                        qname.clone(),
+                        self.ttl,
+                        RData::SRV(SRV::new(1, 1, *port, target.clone())),
+                    ));
+                    answer
+                        .additionals
+                        .push(Record::from_rdata(target, self.ttl, ip_rdata(*ip)));
+                }
+                RecordType::A | RecordType::AAAA | RecordType::ANY => {
+                    let matches = match ip {
+                        IpAddr::V4(_) => qtype != RecordType::AAAA,
+                        IpAddr::V6(_) => qtype != RecordType::A,
+                    };
+                    if matches {
+                        answer
+                            .answers
+                            .push(Record::from_rdata(qname.clone(), self.ttl, ip_rdata(*ip)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if answer.answers.is_empty() {
+            // The name exists, but has no record of this type (AAAA with only IPv4).
+            return self.negative(ResponseCode::NoError);
+        }
+        answer
+    }
+
+    fn static_answer(&self, qname: &Name, rec: &StaticRecord, qtype: RecordType) -> Answer {
+        let ttl = rec.ttl.map(ttl_secs).unwrap_or(self.ttl);
+        let mut answer = Answer::rcode(ResponseCode::NoError);
+        let mut push = |rdata| answer.answers.push(Record::from_rdata(qname.clone(), ttl, rdata));
+        if let Some(target) = &rec.cname {
+            // A CNAME answers every type; the client chases it.
+            push(RData::CNAME(CNAME(target.clone())));
+        } else {
+            if matches!(qtype, RecordType::A | RecordType::ANY) {
+                rec.a.iter().for_each(|ip| push(RData::A(A(*ip))));
+            }
+            if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+                rec.aaaa.iter().for_each(|ip| push(RData::AAAA(AAAA(*ip))));
+            }
+        }
+        answer
+    }
+
+    /// `<hex>.addr.<dc>.<domain>.`, Consul's SRV target form.
+    fn addr_name(&self, ip: IpAddr, dc: &str) -> Name {
+        Name::from_ascii(format!("{}.addr.{dc}", names::encode_addr(ip)))
+            .and_then(|n| n.append_domain(&self.domain))
+            .expect("hex label and a validated dc label form a valid name")
+    }
+
+    fn negative(&self, rcode: ResponseCode) -> Answer {
+        Answer {
+            authority: vec![self.soa()],
+            ..Answer::rcode(rcode)
+        }
+    }
+
+    /// Consul's SOA: `ns.<domain> hostmaster.<domain> <unix time> 3600 600 86400 0`,
+    /// with TTL = minimum = 0 so negative answers are not cached.
+    fn soa(&self) -> Record {
+        let serial = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        let label = |l: &str| {
+            Name::from_ascii(l)
+                .and_then(|n| n.append_domain(&self.domain))
+                .expect("static label")
+        };
+        Record::from_rdata(
+            self.domain.clone(),
+            0,
+            RData::SOA(SOA::new(label("ns"), label("hostmaster"), serial, 3600, 600, 86400, 0)),
+        )
+    }
+}
+
+fn ip_rdata(ip: IpAddr) -> RData {
+    match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    }
+}
+
+fn ttl_secs(d: std::time::Duration) -> u32 {
+    d.as_secs().min(u32::MAX as u64) as u32
+}

@@ -1,0 +1,13 @@
+//! vault-locator: a per-node sidecar that tracks the leader of each configured Vault or
+//! OpenBao cluster and answers Consul-style DNS names for it.
+//!
+//! Data flow: [`vault::watcher`] polls each cluster's nodes and publishes a
+//! [`vault::view::ClusterView`] through `tokio::sync::watch`; [`dns`] answers from the
+//! current views. Nothing else talks to Vault.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod vault;

@@ -1,0 +1,205 @@
+//! HTTP client for the two unauthenticated endpoints every Vault and OpenBao node
+//! answers for itself: `/v1/sys/health` (what am I) and `/v1/sys/leader` (who leads).
+//!
+//! Each poll of a node issues both requests concurrently, each under its own timeout,
+//! and turns the answers into a [`NodeReport`]. Nothing here decides what the cluster
+//! looks like; that is [`super::view`]'s job.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Query string for `/v1/sys/health` that pins every state to its documented code, so
+/// the code can be cross-checked against the body whatever a node's defaults are
+/// (Vault: 200 active, 429 standby, 473 perf standby, 503 sealed, 501 uninitialized).
+/// OpenBao ignores the parameters it does not know.
+const HEALTH_QUERY: &str = "standbyok=false&perfstandbyok=false&activecode=200&standbycode=429\
+     &performancestandbycode=473&sealedcode=503&uninitcode=501&drsecondarycode=472";
+
+/// Largest body we read from a node; health and leader answers are a few hundred bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What one node said about itself in `/v1/sys/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Active,
+    Standby,
+    PerfStandby,
+    Sealed,
+    Uninitialized,
+}
+
+/// What `/v1/sys/leader` said.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaderReport {
+    pub is_self: bool,
+    /// The leader's `api_addr`, empty when the node does not know one.
+    pub leader_address: String,
+    /// The leader's `cluster_addr`, empty when unknown.
+    pub leader_cluster_address: String,
+}
+
+/// Why a poll did not produce an answer. `kind()` is a stable label for logs/metrics.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PollError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("unexpected HTTP status {0}")]
+    Status(u16),
+    #[error("unreadable body: {0}")]
+    Body(String),
+}
+
+impl PollError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PollError::Timeout(_) => "timeout",
+            PollError::Connect(_) => "connect",
+            PollError::Status(_) => "status",
+            PollError::Body(_) => "body",
+        }
+    }
+}
+
+/// One node's answers from one poll round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    pub health: Result<NodeState, PollError>,
+    /// `Ok(None)` when the node cannot say (sealed nodes answer 503 here).
+    pub leader: Result<Option<LeaderReport>, PollError>,
+}
+
+#[derive(Deserialize)]
+struct HealthBody {
+    initialized: bool,
+    sealed: bool,
+    standby: bool,
+    #[serde(default)]
+    performance_standby: bool,
+}
+
+#[derive(Deserialize)]
+struct LeaderBody {
+    #[serde(default)]
+    is_self: bool,
+    #[serde(default)]
+    leader_address: String,
+    #[serde(default)]
+    leader_cluster_address: String,
+}
+
+/// A client for one cluster's nodes (one TLS root store per cluster).
+#[derive(Clone)]
+pub struct VaultClient {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl VaultClient {
+    /// `ca_pem`: a PEM bundle to trust instead of the system roots.
+    pub fn new(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // Node addresses are configured; a redirect would poll some other node.
+            .redirect(reqwest::redirect::Policy::none())
+            // Never go through an HTTP proxy from the environment: nodes are reached
+            // directly, and a proxy would answer for itself.
+            .no_proxy()
+            .pool_max_idle_per_host(2)
+            .user_agent(concat!("vault-locator/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = ca_pem {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            http: builder.build()?,
+            timeout,
+        })
+    }
+
+    /// Polls one node: health and leader, concurrently.
+    pub async fn poll(&self, node: &Url) -> NodeReport {
+        let (health, leader) = tokio::join!(self.health(node), self.leader(node));
+        NodeReport { health, leader }
+    }
+
+    async fn health(&self, node: &Url) -> Result<NodeState, PollError> {
+        let url = format!(
+            "{}/v1/sys/health?{HEALTH_QUERY}",
+            node.as_str().trim_end_matches('/')
+        );
+        let (status, body) = self.get(&url).await?;
+        if !matches!(status, 200 | 429 | 472 | 473 | 474 | 501 | 503) {
+            return Err(PollError::Status(status));
+        }
+        let h: HealthBody =
+            serde_json::from_slice(&body).map_err(|e| PollError::Body(e.to_string()))?;
+        Ok(if !h.initialized {
+            NodeState::Uninitialized
+        } else if h.sealed {
+            NodeState::Sealed
+        } else if h.performance_standby || status == 473 {
+            NodeState::PerfStandby
+        } else if h.standby {
+            NodeState::Standby
+        } else {
+            NodeState::Active
+        })
+    }
+
+    async fn leader(&self, node: &Url) -> Result<Option<LeaderReport>, PollError> {
+        let url = format!("{}/v1/sys/leader", node.as_str().trim_end_matches('/'));
+        let (status, body) = self.get(&url).await?;
+        match status {
+            200 => {}
+            // Sealed or uninitialized nodes cannot say who leads.
+            503 | 501 => return Ok(None),
+            other => return Err(PollError::Status(other)),
+        }
+        let l: LeaderBody =
+            serde_json::from_slice(&body).map_err(|e| PollError::Body(e.to_string()))?;
+        Ok(Some(LeaderReport {
+            is_self: l.is_self,
+            leader_address: l.leader_address,
+            leader_cluster_address: l.leader_cluster_address,
+        }))
+    }
+
+    async fn get(&self, url: &str) -> Result<(u16, Vec<u8>), PollError> {
+        let timeout = self.timeout;
+        let classify = move |e: reqwest::Error| {
+            if e.is_timeout() {
+                PollError::Timeout(timeout)
+            } else if e.is_connect() {
+                PollError::Connect(root_cause(&e))
+            } else {
+                PollError::Body(root_cause(&e))
+            }
+        };
+        let mut resp = self.http.get(url).send().await.map_err(classify)?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(PollError::Body(format!("larger than {MAX_BODY} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
+/// reqwest's Display stops at "error sending request"; the cause is what helps.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

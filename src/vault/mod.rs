@@ -1,0 +1,5 @@
+//! Vault/OpenBao: polling nodes and deciding what each cluster looks like.
+
+pub mod client;
+pub mod view;
+pub mod watcher;

@@ -1,0 +1,208 @@
+//! The polling loop: one task per cluster, publishing a `ClusterView` through
+//! `tokio::sync::watch` after every round.
+//!
+//! A round polls every node concurrently (each request under the cluster's
+//! `request_timeout`), counts the leader reports, resolves the winner's address and
+//! builds the next view with [`super::view::next_view`]. Rounds start every
+//! `poll_interval`; a slow round delays the next one instead of piling rounds up.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use url::Url;
+
+use super::client::VaultClient;
+use super::view::{elect, next_view, ClusterView, Polled, ResolvedLeader, ViewEvent};
+use crate::config::ClusterConfig;
+
+/// Receivers of a cluster's view.
+pub type ViewReceiver = watch::Receiver<Arc<ClusterView>>;
+
+/// Errors that keep a watcher from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    #[error("cluster {cluster}: cannot read ca_file: {source}")]
+    CaFile {
+        cluster: String,
+        source: std::io::Error,
+    },
+    #[error("cluster {cluster}: cannot build HTTP client: {source}")]
+    Client {
+        cluster: String,
+        source: reqwest::Error,
+    },
+}
+
+/// A cluster's watcher, ready to run.
+pub struct Watcher {
+    config: ClusterConfig,
+    client: VaultClient,
+    tx: watch::Sender<Arc<ClusterView>>,
+}
+
+impl Watcher {
+    pub fn new(config: ClusterConfig) -> Result<(Self, ViewReceiver), WatcherError> {
+        let ca = match &config.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| WatcherError::CaFile {
+                cluster: config.name.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let client = VaultClient::new(config.request_timeout, ca.as_deref()).map_err(|source| {
+            WatcherError::Client {
+                cluster: config.name.clone(),
+                source,
+            }
+        })?;
+        let (tx, rx) = watch::channel(Arc::new(ClusterView::empty(
+            &config.name,
+            config.load_balanced,
+        )));
+        Ok((Self { config, client, tx }, rx))
+    }
+
+    /// Polls until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.poll_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let round = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                round = self.poll_round() => round,
+            };
+            let prev = self.tx.borrow().clone();
+            let (view, events) = next_view(
+                &prev,
+                round.polled,
+                round.leader,
+                Instant::now(),
+                SystemTime::now(),
+            );
+            self.log(&view, &events);
+            if *prev != view {
+                self.tx.send_replace(Arc::new(view));
+            }
+        }
+    }
+
+    async fn poll_round(&self) -> Round {
+        let polls = self.config.nodes.iter().map(|url| async move {
+            let (addrs, port) = resolve_url(url).await;
+            let report = self.client.poll(url).await;
+            Polled {
+                url: url.clone(),
+                addrs,
+                port,
+                report,
+            }
+        });
+        let polled = futures_util::future::join_all(polls).await;
+        for p in &polled {
+            if let Err(e) = &p.report.health {
+                debug!(cluster = %self.config.name, node = %p.url, kind = e.kind(), error = %e, "poll failed");
+            }
+        }
+        let election = elect(&polled);
+        if let Some(votes) = &election.disagreement {
+            warn!(
+                cluster = %self.config.name,
+                reports = ?votes,
+                chosen = ?election.winner.as_ref().map(|w| &w.0),
+                "nodes disagree about the leader; answering the majority's, or none without one"
+            );
+        }
+        let leader = match election.winner {
+            Some((api_addr, cluster_addr)) => match Url::parse(&api_addr) {
+                Ok(url) => {
+                    let (addrs, port) = resolve_url(&url).await;
+                    if addrs.is_empty() {
+                        warn!(cluster = %self.config.name, leader = %api_addr, "cannot resolve the leader's address");
+                        None
+                    } else {
+                        Some(ResolvedLeader {
+                            api_addr,
+                            cluster_addr,
+                            addrs,
+                            port,
+                        })
+                    }
+                }
+                Err(e) => {
+                    warn!(cluster = %self.config.name, leader = %api_addr, error = %e, "leader_address is not a URL");
+                    None
+                }
+            },
+            None => None,
+        };
+        Round { polled, leader }
+    }
+
+    fn log(&self, view: &ClusterView, events: &[ViewEvent]) {
+        let cluster = &self.config.name;
+        for e in events {
+            match e {
+                ViewEvent::LeaderChanged {
+                    old,
+                    new,
+                    leaderless_for,
+                    reason,
+                } => info!(
+                    %cluster,
+                    old = old.as_deref().unwrap_or("none"),
+                    new = new.as_deref().unwrap_or("none"),
+                    leaderless_for = ?leaderless_for,
+                    %reason,
+                    "leader changed"
+                ),
+                ViewEvent::BecameStale => warn!(
+                    %cluster,
+                    serve_stale_for = ?self.config.serve_stale_for,
+                    "no node answers; serving the last confirmed view (stale)"
+                ),
+                ViewEvent::Recovered => info!(%cluster, "nodes answer again; view is fresh"),
+            }
+        }
+        let _ = view;
+    }
+}
+
+struct Round {
+    polled: Vec<Polled>,
+    leader: Option<ResolvedLeader>,
+}
+
+/// The IPs and port a node or leader URL points at. IP literals need no lookup; names
+/// go through the system resolver (config validation keeps names in our own zone out).
+async fn resolve_url(url: &Url) -> (Vec<IpAddr>, u16) {
+    let port = url.port_or_known_default().unwrap_or(8200);
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => (vec![IpAddr::V4(ip)], port),
+        Some(url::Host::Ipv6(ip)) => (vec![IpAddr::V6(ip)], port),
+        Some(url::Host::Domain(name)) => {
+            let addrs = match tokio::net::lookup_host((name, port)).await {
+                Ok(it) => {
+                    let mut v: Vec<IpAddr> = it.map(|sa: SocketAddr| sa.ip()).collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                }
+                Err(e) => {
+                    debug!(host = name, error = %e, "cannot resolve");
+                    Vec::new()
+                }
+            };
+            (addrs, port)
+        }
+        None => (Vec::new(), port),
+    }
+}
