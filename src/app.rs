@@ -41,7 +41,10 @@ impl App {
         let forwarder = if config.dns.upstreams.is_empty() {
             None
         } else {
-            Some(Forwarder::new(&config.dns.upstreams, config.dns.upstream_timeout)?)
+            Some(Forwarder::new(
+                &config.dns.upstreams,
+                config.dns.upstream_timeout,
+            )?)
         };
         let dns = DnsServer::bind(
             &config.dns.listen,

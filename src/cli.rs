@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "vault-locator", version, about = "Finds the active Vault/OpenBao node of every cluster and answers for it in DNS")]
+#[command(
+    name = "vault-locator",
+    version,
+    about = "Finds the active Vault/OpenBao node of every cluster and answers for it in DNS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

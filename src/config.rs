@@ -213,7 +213,11 @@ impl Config {
         let deserializer = toml::Deserializer::new(text);
         let raw: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." { "(top level)".to_string() } else { key };
+            let key = if key == "." {
+                "(top level)".to_string()
+            } else {
+                key
+            };
             ConfigError::new(file, key, toml_reason(e.inner()))
         })?;
         raw.validate(file)
@@ -309,7 +313,10 @@ impl FileConfig {
                 )
             })?;
             if listen.contains(&addr) {
-                return Err(err(format!("dns.listen[{i}]"), format!("{addr} is listed twice")));
+                return Err(err(
+                    format!("dns.listen[{i}]"),
+                    format!("{addr} is listed twice"),
+                ));
             }
             listen.push(addr);
         }
@@ -439,22 +446,29 @@ impl FileConfig {
                     format!("{name} would shadow the vault service answers"),
                 ));
             }
-            let a = r
-                .a
-                .iter()
-                .enumerate()
-                .map(|(j, s)| {
-                    s.parse::<Ipv4Addr>()
-                        .map_err(|_| err(format!("dns.records[{i}].a[{j}]"), format!("{s:?} is not an IPv4 address")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let a =
+                r.a.iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        s.parse::<Ipv4Addr>().map_err(|_| {
+                            err(
+                                format!("dns.records[{i}].a[{j}]"),
+                                format!("{s:?} is not an IPv4 address"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
             let aaaa = r
                 .aaaa
                 .iter()
                 .enumerate()
                 .map(|(j, s)| {
-                    s.parse::<Ipv6Addr>()
-                        .map_err(|_| err(format!("dns.records[{i}].aaaa[{j}]"), format!("{s:?} is not an IPv6 address")))
+                    s.parse::<Ipv6Addr>().map_err(|_| {
+                        err(
+                            format!("dns.records[{i}].aaaa[{j}]"),
+                            format!("{s:?} is not an IPv6 address"),
+                        )
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let cname = match &r.cname {
@@ -468,10 +482,7 @@ impl FileConfig {
                 ));
             }
             if cname.is_none() && a.is_empty() && aaaa.is_empty() {
-                return Err(err(
-                    key("name"),
-                    "needs a, aaaa or cname".into(),
-                ));
+                return Err(err(key("name"), "needs a, aaaa or cname".into()));
             }
             records.push(StaticRecord {
                 name,
@@ -501,7 +512,10 @@ impl FileConfig {
 /// Labels that select a lookup kind in Consul names; a datacenter named like one of
 /// them would make names ambiguous.
 fn is_reserved_label(label: &str) -> bool {
-    matches!(label, "service" | "node" | "addr" | "query" | "connect" | "virtual" | "ingress")
+    matches!(
+        label,
+        "service" | "node" | "addr" | "query" | "connect" | "virtual" | "ingress"
+    )
 }
 
 /// True when `name` is one of the names the vault service answers (so a static record
@@ -512,8 +526,7 @@ fn shadows_vault_name(name: &Name, domain: &Name) -> bool {
         .take(name.num_labels() as usize - domain.num_labels() as usize)
         .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
         .collect();
-    labels.iter().any(|l| l == "vault" || l == "_vault")
-        && labels.iter().any(|l| l == "service")
+    labels.iter().any(|l| l == "vault" || l == "_vault") && labels.iter().any(|l| l == "service")
 }
 
 pub(crate) fn is_label(s: &str) -> bool {
@@ -558,7 +571,9 @@ fn parse_node_url(s: &str, domain: &Name) -> Result<Url, String> {
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{s:?}: credentials do not belong in a node address"));
+        return Err(format!(
+            "{s:?}: credentials do not belong in a node address"
+        ));
     }
     match url.host() {
         None => return Err(format!("{s:?} has no host")),
@@ -671,19 +686,22 @@ nodes = ["http://127.0.1.1:8200"]
 
     #[test]
     fn empty_node_list_is_rejected() {
-        let e = parse_err(&ISSUE_EXAMPLE.replace("nodes = [\"http://127.0.1.1:8200\"]", "nodes = []"));
+        let e =
+            parse_err(&ISSUE_EXAMPLE.replace("nodes = [\"http://127.0.1.1:8200\"]", "nodes = []"));
         assert_eq!(e.key, "clusters[1].nodes");
     }
 
     #[test]
     fn datacenter_must_name_a_cluster() {
-        let e = parse_err(&ISSUE_EXAMPLE.replace("datacenter = \"us-east-1\"", "datacenter = \"eu\""));
+        let e =
+            parse_err(&ISSUE_EXAMPLE.replace("datacenter = \"us-east-1\"", "datacenter = \"eu\""));
         assert_eq!(e.key, "datacenter");
     }
 
     #[test]
     fn upstream_loop_is_rejected() {
-        let e = parse_err(&ISSUE_EXAMPLE.replace("upstreams = []", "upstreams = [\"127.0.0.1:8600\"]"));
+        let e =
+            parse_err(&ISSUE_EXAMPLE.replace("upstreams = []", "upstreams = [\"127.0.0.1:8600\"]"));
         assert!(e.reason.contains("loop"), "{e}");
     }
 
@@ -696,7 +714,9 @@ nodes = ["http://127.0.1.1:8200"]
             "a = [\"127.0.0.9\"]\ncname = \"x.example.\"",
         ));
         assert_eq!(e.key, "dns.records[0].cname");
-        let e = parse_err(&ISSUE_EXAMPLE.replace("nomad.service.consul", "active.vault.service.consul"));
+        let e = parse_err(
+            &ISSUE_EXAMPLE.replace("nomad.service.consul", "active.vault.service.consul"),
+        );
         assert!(e.reason.contains("shadow"), "{e}");
     }
 

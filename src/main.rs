@@ -37,7 +37,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start runtime: {e}");
@@ -58,7 +61,9 @@ fn main() -> ExitCode {
 fn load_for_run(path: Option<&Path>) -> Result<Config, vault_locator::config::ConfigError> {
     match path {
         Some(p) => Config::load(p),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::load(Path::new(DEFAULT_CONFIG_PATH)),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH))
+        }
         None => {
             info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded default");
             Ok(Config::embedded_default())
@@ -70,7 +75,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let app = App::build(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    info!(version = env!("CARGO_PKG_VERSION"), clusters = config.clusters.len(), "vault-locator started");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        clusters = config.clusters.len(),
+        "vault-locator started"
+    );
     app.run(shutdown).await
 }
 
@@ -99,7 +108,8 @@ async fn watch_signals(shutdown: CancellationToken) {
 fn init_tracing(filter: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     // hickory-server logs every request at INFO: keep it at WARN unless asked.
-    let default = "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,hickory_proto=warn";
+    let default =
+        "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,hickory_proto=warn";
     let filter = filter
         .map(EnvFilter::new)
         .or_else(|| std::env::var("RUST_LOG").ok().map(EnvFilter::new))

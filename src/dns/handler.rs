@@ -72,7 +72,11 @@ impl RequestHandler for Handler {
             builder.edns(e);
         }
 
-        let error = if request.edns.as_ref().is_some_and(|e| e.version() > EDNS_VERSION) {
+        let error = if request
+            .edns
+            .as_ref()
+            .is_some_and(|e| e.version() > EDNS_VERSION)
+        {
             Some(ResponseCode::BADVERS)
         } else if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
@@ -89,19 +93,20 @@ impl RequestHandler for Handler {
             let query = &request.queries.queries()[0];
             let qname: &Name = query.original().name();
             let qtype = query.query_type();
-            let (answer, authoritative) = if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
-                (
-                    Answer {
-                        rcode: ResponseCode::Refused,
-                        answers: vec![],
-                        authority: vec![],
-                        additionals: vec![],
-                    },
-                    false,
-                )
-            } else {
-                self.resolve(qname, qtype).await
-            };
+            let (answer, authoritative) =
+                if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+                    (
+                        Answer {
+                            rcode: ResponseCode::Refused,
+                            answers: vec![],
+                            authority: vec![],
+                            additionals: vec![],
+                        },
+                        false,
+                    )
+                } else {
+                    self.resolve(qname, qtype).await
+                };
             let mut metadata = Metadata::response_from_request(&request.metadata);
             metadata.authoritative = authoritative;
             metadata.recursion_available = self.forwarder.is_some();
@@ -137,7 +142,10 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(upstreams: &[SocketAddr], timeout: Duration) -> Result<Self, hickory_resolver::net::NetError> {
+    pub fn new(
+        upstreams: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Self, hickory_resolver::net::NetError> {
         let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
         for up in upstreams {
             let mut ns = NameServerConfig::udp_and_tcp(up.ip());
@@ -152,7 +160,8 @@ impl Forwarder {
         opts.ndots = 0;
         opts.use_hosts_file = ResolveHosts::Never;
         opts.edns0 = true;
-        let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
         *builder.options_mut() = opts;
         Ok(Self {
             resolver: builder.build()?,

@@ -129,7 +129,10 @@ mod tests {
             parse(&["_vault", "_active", "service", "dc1"]),
             svc("vault", Some("active"), Some("dc1"))
         );
-        assert_eq!(parse(&["_vault", "_tcp", "service"]), svc("vault", None, None));
+        assert_eq!(
+            parse(&["_vault", "_tcp", "service"]),
+            svc("vault", None, None)
+        );
     }
 
     #[test]
@@ -137,7 +140,10 @@ mod tests {
         assert_eq!(parse(&[]), ZoneName::Apex);
         assert_eq!(parse(&["vault"]), ZoneName::Unknown);
         assert_eq!(parse(&["a", "b", "vault", "service"]), ZoneName::Unknown);
-        assert_eq!(parse(&["vault", "service", "dc1", "extra"]), ZoneName::Unknown);
+        assert_eq!(
+            parse(&["vault", "service", "dc1", "extra"]),
+            ZoneName::Unknown
+        );
         assert_eq!(parse(&["web", "node", "dc1"]), ZoneName::Unknown);
         assert_eq!(parse(&["service"]), ZoneName::Unknown);
     }
@@ -150,7 +156,10 @@ mod tests {
             assert_eq!(decode_addr(&hex), Some(ip));
             assert_eq!(
                 parse(&[&hex, "addr", "dc1"]),
-                ZoneName::Addr { ip, dc: Some("dc1".into()) }
+                ZoneName::Addr {
+                    ip,
+                    dc: Some("dc1".into())
+                }
             );
         }
         assert_eq!(encode_addr("127.0.0.1".parse().unwrap()), "7f000001");

@@ -148,7 +148,10 @@ impl Zone {
         if view.freshness(Instant::now(), source.serve_stale_for) == Freshness::Unusable {
             return Answer::rcode(ResponseCode::ServFail);
         }
-        let leader = view.leader.iter().flat_map(|l| l.addrs.iter().map(|a| (*a, l.port)));
+        let leader = view
+            .leader
+            .iter()
+            .flat_map(|l| l.addrs.iter().map(|a| (*a, l.port)));
         let of_role = |role| {
             view.members_with(role)
                 .flat_map(|m| m.addrs.iter().map(|a| (*a, m.port)))
@@ -196,9 +199,11 @@ impl Zone {
                         IpAddr::V6(_) => qtype != RecordType::A,
                     };
                     if matches {
-                        answer
-                            .answers
-                            .push(Record::from_rdata(qname.clone(), self.ttl, ip_rdata(*ip)));
+                        answer.answers.push(Record::from_rdata(
+                            qname.clone(),
+                            self.ttl,
+                            ip_rdata(*ip),
+                        ));
                     }
                 }
                 _ => {}
@@ -214,7 +219,11 @@ impl Zone {
     fn static_answer(&self, qname: &Name, rec: &StaticRecord, qtype: RecordType) -> Answer {
         let ttl = rec.ttl.map(ttl_secs).unwrap_or(self.ttl);
         let mut answer = Answer::rcode(ResponseCode::NoError);
-        let mut push = |rdata| answer.answers.push(Record::from_rdata(qname.clone(), ttl, rdata));
+        let mut push = |rdata| {
+            answer
+                .answers
+                .push(Record::from_rdata(qname.clone(), ttl, rdata))
+        };
         if let Some(target) = &rec.cname {
             // A CNAME answers every type; the client chases it.
             push(RData::CNAME(CNAME(target.clone())));
@@ -258,7 +267,15 @@ impl Zone {
         Record::from_rdata(
             self.domain.clone(),
             0,
-            RData::SOA(SOA::new(label("ns"), label("hostmaster"), serial, 3600, 600, 86400, 0)),
+            RData::SOA(SOA::new(
+                label("ns"),
+                label("hostmaster"),
+                serial,
+                3600,
+                600,
+                86400,
+                0,
+            )),
         )
     }
 }

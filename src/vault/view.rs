@@ -147,9 +147,7 @@ impl ClusterView {
     /// whose "members" are load balancers).
     pub fn members_with(&self, role: Role) -> impl Iterator<Item = &Member> {
         let lb = self.load_balanced;
-        self.members
-            .iter()
-            .filter(move |m| !lb && m.role == role)
+        self.members.iter().filter(move |m| !lb && m.role == role)
     }
 }
 
@@ -189,11 +187,7 @@ pub fn elect(polled: &[Polled]) -> Election {
                     entry.1 = report.leader_cluster_address.clone();
                 }
             }
-            None => tally.push((
-                addr.to_string(),
-                report.leader_cluster_address.clone(),
-                1,
-            )),
+            None => tally.push((addr.to_string(), report.leader_cluster_address.clone(), 1)),
         }
     }
     let total: usize = tally.iter().map(|t| t.2).sum();
@@ -336,7 +330,11 @@ pub fn next_view(
             (None, Some(since)) => Some(now.saturating_duration_since(since)),
             _ => None,
         };
-        view.leaderless_since = if new.is_none() { Some(prev.leaderless_since.unwrap_or(now)) } else { None };
+        view.leaderless_since = if new.is_none() {
+            Some(prev.leaderless_since.unwrap_or(now))
+        } else {
+            None
+        };
         view.leader_changed = Some((wall, reason.clone()));
         events.push(ViewEvent::LeaderChanged {
             old,
@@ -400,7 +398,11 @@ mod tests {
         })
     }
 
-    fn round(prev: &ClusterView, polled: Vec<Polled>, now: Instant) -> (ClusterView, Vec<ViewEvent>) {
+    fn round(
+        prev: &ClusterView,
+        polled: Vec<Polled>,
+        now: Instant,
+    ) -> (ClusterView, Vec<ViewEvent>) {
         let e = elect(&polled);
         next_view(prev, polled, resolved(&e), now, SystemTime::now())
     }
@@ -481,7 +483,9 @@ mod tests {
             t0 + Duration::from_millis(250),
         );
         assert_eq!(v2.leader, None);
-        assert!(matches!(&ev[0], ViewEvent::LeaderChanged { new: None, reason, .. } if reason.contains("unreachable")));
+        assert!(
+            matches!(&ev[0], ViewEvent::LeaderChanged { new: None, reason, .. } if reason.contains("unreachable"))
+        );
         // Node 2 wins the election.
         let (v3, ev) = round(
             &v2,
@@ -509,14 +513,22 @@ mod tests {
         let (v, _) = round(&ClusterView::empty("peer", true), vec![lb], Instant::now());
         let l = v.leader.as_ref().unwrap();
         assert_eq!(l.addrs, vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
-        assert_eq!(v.members_with(Role::Standby).count(), 0, "an LB is not a member");
+        assert_eq!(
+            v.members_with(Role::Standby).count(),
+            0,
+            "an LB is not a member"
+        );
     }
 
     #[test]
     fn unpolled_leader_is_trusted_even_without_lb_flag() {
         let (v, _) = round(
             &ClusterView::empty("peer", false),
-            vec![node(9, Ok(NodeState::Standby), Some("http://10.1.2.3:8200"))],
+            vec![node(
+                9,
+                Ok(NodeState::Standby),
+                Some("http://10.1.2.3:8200"),
+            )],
             Instant::now(),
         );
         assert!(v.leader.is_some());
@@ -536,19 +548,38 @@ mod tests {
         assert_eq!(ev, vec![ViewEvent::BecameStale]);
         assert!(v2.stale);
         assert_eq!(v2.leader.as_ref().unwrap().api_addr, L1, "last view kept");
-        assert_eq!(v2.freshness(t0 + Duration::from_secs(4), window), Freshness::Stale);
-        assert_eq!(v2.freshness(t0 + Duration::from_secs(6), window), Freshness::Unusable);
-        let (v3, ev) = round(&v2, vec![node(1, Ok(NodeState::Active), Some(L1))], t0 + Duration::from_secs(7));
+        assert_eq!(
+            v2.freshness(t0 + Duration::from_secs(4), window),
+            Freshness::Stale
+        );
+        assert_eq!(
+            v2.freshness(t0 + Duration::from_secs(6), window),
+            Freshness::Unusable
+        );
+        let (v3, ev) = round(
+            &v2,
+            vec![node(1, Ok(NodeState::Active), Some(L1))],
+            t0 + Duration::from_secs(7),
+        );
         assert_eq!(ev, vec![ViewEvent::Recovered]);
-        assert_eq!(v3.freshness(t0 + Duration::from_secs(7), window), Freshness::Fresh);
+        assert_eq!(
+            v3.freshness(t0 + Duration::from_secs(7), window),
+            Freshness::Fresh
+        );
     }
 
     #[test]
     fn never_confirmed_is_unusable() {
         let v = ClusterView::empty("dc1", false);
-        assert_eq!(v.freshness(Instant::now(), Duration::from_secs(60)), Freshness::Unusable);
+        assert_eq!(
+            v.freshness(Instant::now(), Duration::from_secs(60)),
+            Freshness::Unusable
+        );
         let (v, _) = round(&v, vec![down(1)], Instant::now());
-        assert_eq!(v.freshness(Instant::now(), Duration::from_secs(60)), Freshness::Unusable);
+        assert_eq!(
+            v.freshness(Instant::now(), Duration::from_secs(60)),
+            Freshness::Unusable
+        );
     }
 
     #[test]

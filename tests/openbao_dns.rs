@@ -1,0 +1,416 @@
+//! Integration tests against a real OpenBao cluster (3 raft nodes on loopback) and a
+//! 1-node peer cluster, with the real agent binary answering DNS.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use support::agent::Agent;
+use support::dns::{has_soa, ips, query, rcode, Proto};
+use support::openbao::{eventually, Cluster};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
+    v.sort();
+    v
+}
+
+/// Everything that only reads a healthy cluster shares one cluster: startup costs ~20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_a_real_cluster_and_a_peer_region() {
+    let (main, peer) = tokio::join!(Cluster::start(21, 0, 3), Cluster::start(21, 1, 1));
+    let leader = main.wait_leader(Duration::from_secs(30)).await;
+    let standbys: Vec<IpAddr> = sorted(
+        (0..3)
+            .filter(|i| *i != leader)
+            .map(|i| main.ip(i))
+            .collect(),
+    );
+
+    // An upstream for names outside the zone: a second agent, authoritative for
+    // "internal" with one static record.
+    let upstream_dns = addr("127.21.0.101:8600");
+    let _upstream = Agent::start(
+        r#"
+datacenter = "up"
+domain = "internal"
+[dns]
+listen = ["127.21.0.101:8600"]
+[[dns.records]]
+name = "db.example.internal"
+a = ["192.0.2.10"]
+[[clusters]]
+name = "up"
+nodes = ["http://127.21.0.1:8200"]
+"#,
+        upstream_dns,
+    );
+
+    let dns = addr("127.21.0.100:8600");
+    let agent = Agent::start(
+        r#"
+datacenter = "us-east-1"
+domain = "consul"
+
+[dns]
+listen = ["127.21.0.100:8600"]
+ttl = "0s"
+upstreams = ["127.21.0.101:8600"]
+
+[[dns.records]]
+name = "nomad.service.consul"
+a = ["127.0.0.9"]
+
+[[dns.records]]
+name = "alias.example.org"
+cname = "db.example.internal"
+
+[[clusters]]
+name = "us-east-1"
+nodes = ["http://127.21.0.1:8200", "http://127.21.0.2:8200", "http://127.21.0.3:8200"]
+poll_interval = "250ms"
+
+[[clusters]]
+name = "us-west-2"
+nodes = ["http://127.21.1.1:8200"]
+load_balanced = true
+poll_interval = "250ms"
+"#,
+        dns,
+    );
+
+    // Wait for the first full view.
+    eventually(
+        Duration::from_secs(20),
+        "the agent answers active",
+        || async {
+            let m = query(
+                dns,
+                "active.vault.service.consul",
+                RecordType::A,
+                Proto::Udp,
+            )
+            .ok()?;
+            (rcode(&m) == ResponseCode::NoError).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "both standbys are listed",
+        || async {
+            let m = query(
+                dns,
+                "standby.vault.service.consul",
+                RecordType::A,
+                Proto::Udp,
+            )
+            .ok()?;
+            (ips(&m).len() == 2).then_some(())
+        },
+    )
+    .await;
+
+    for proto in [Proto::Udp, Proto::Tcp] {
+        for name in [
+            "active.vault.service.consul",
+            "active.vault.service.us-east-1.consul",
+            "ACTIVE.Vault.Service.US-East-1.Consul.",
+            "_vault._active.service.us-east-1.consul",
+        ] {
+            let m = query(dns, name, RecordType::A, proto).unwrap();
+            assert_eq!(rcode(&m), ResponseCode::NoError, "{name} over {proto:?}");
+            assert!(m.metadata.authoritative, "{name}: AA set");
+            assert_eq!(ips(&m), vec![main.ip(leader)], "{name} over {proto:?}");
+            assert!(
+                m.answers.iter().all(|r| r.ttl == 0),
+                "Consul's default TTL is 0"
+            );
+        }
+        let m = query(
+            dns,
+            "standby.vault.service.us-east-1.consul",
+            RecordType::A,
+            proto,
+        )
+        .unwrap();
+        assert_eq!(ips(&m), standbys, "standby over {proto:?}");
+        let m = query(dns, "vault.service.consul", RecordType::A, proto).unwrap();
+        assert_eq!(
+            ips(&m),
+            sorted((0..3).map(|i| main.ip(i)).collect()),
+            "vault.service over {proto:?}"
+        );
+    }
+
+    // SRV: port 8200, Consul's <hex>.addr.<dc>.<domain> target, A in additional.
+    let m = query(
+        dns,
+        "active.vault.service.consul",
+        RecordType::SRV,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(m.answers.len(), 1);
+    let RData::SRV(srv) = &m.answers[0].data else {
+        panic!("not SRV: {m:?}")
+    };
+    assert_eq!(srv.port, 8200);
+    let IpAddr::V4(leader_v4) = main.ip(leader) else {
+        unreachable!()
+    };
+    assert_eq!(
+        srv.target.to_ascii(),
+        format!("{:08x}.addr.us-east-1.consul.", u32::from(leader_v4))
+    );
+    assert_eq!(
+        m.additionals
+            .iter()
+            .filter(|r| r.name == srv.target)
+            .count(),
+        1
+    );
+    let m = query(dns, &srv.target.to_ascii(), RecordType::A, Proto::Udp).unwrap();
+    assert_eq!(ips(&m), vec![main.ip(leader)], "SRV target resolves");
+    let m = query(
+        dns,
+        "_vault._tcp.service.consul",
+        RecordType::SRV,
+        Proto::Tcp,
+    )
+    .unwrap();
+    assert_eq!(m.answers.len(), 3);
+
+    // Only IPv4 exists: AAAA is NOERROR with no answer and the SOA.
+    let m = query(
+        dns,
+        "active.vault.service.consul",
+        RecordType::AAAA,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert!(has_soa(&m));
+
+    // Unknown tag, service, datacenter, form: NXDOMAIN with the SOA.
+    for name in [
+        "leader.vault.service.consul",
+        "nomad2.service.consul",
+        "active.vault.service.eu-central-1.consul",
+        "whatever.consul",
+    ] {
+        let m = query(dns, name, RecordType::A, Proto::Udp).unwrap();
+        assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name}");
+        assert!(has_soa(&m), "{name}: SOA in authority");
+    }
+    // No perf standbys on OpenBao: a known tag with no healthy instance.
+    let m = query(
+        dns,
+        "perf-standby.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+
+    // The peer region, known through one address only.
+    let m = query(
+        dns,
+        "active.vault.service.us-west-2.consul",
+        RecordType::A,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(ips(&m), vec![ip("127.21.1.1")]);
+    let _ = &peer;
+
+    // Static records.
+    let m = query(dns, "nomad.service.consul", RecordType::A, Proto::Udp).unwrap();
+    assert_eq!(ips(&m), vec![ip("127.0.0.9")]);
+    assert!(m.metadata.authoritative);
+
+    // Outside the zone: forwarded to the upstream, which answers its own zone...
+    let m = query(dns, "db.example.internal", RecordType::A, Proto::Udp).unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert_eq!(ips(&m), vec![ip("192.0.2.10")]);
+    assert!(!m.metadata.authoritative);
+    assert!(m.metadata.recursion_available);
+    // ...and the upstream itself, which has no upstreams, refuses what is not its own.
+    let m = query(
+        upstream_dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(rcode(&m), ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+    assert!(!m.metadata.recursion_available);
+    let m = query(upstream_dns, "example.com", RecordType::A, Proto::Tcp).unwrap();
+    assert_eq!(rcode(&m), ResponseCode::Refused);
+
+    drop(agent);
+}
+
+/// Kills the active node and watches the answer move; a restarted (sealed) node stays
+/// out of `standby` and `vault.service`; with every node down the last view is served
+/// for the stale window, then SERVFAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_sealed_node_and_stale_window() {
+    let mut cluster = Cluster::start(22, 0, 3).await;
+    let dns = addr("127.22.0.100:8600");
+    let _agent = Agent::start(
+        r#"
+datacenter = "dc1"
+[dns]
+listen = ["127.22.0.100:8600"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.22.0.1:8200", "http://127.22.0.2:8200", "http://127.22.0.3:8200"]
+poll_interval = "250ms"
+request_timeout = "500ms"
+serve_stale_for = "6s"
+"#,
+        dns,
+    );
+    let old = cluster.wait_leader(Duration::from_secs(30)).await;
+    let old_ip = cluster.ip(old);
+    eventually(
+        Duration::from_secs(20),
+        "active answers the leader",
+        || async {
+            let m = query(
+                dns,
+                "active.vault.service.consul",
+                RecordType::A,
+                Proto::Udp,
+            )
+            .ok()?;
+            (ips(&m) == vec![old_ip]).then_some(())
+        },
+    )
+    .await;
+
+    cluster.kill(old);
+    let new = cluster.wait_leader(Duration::from_secs(60)).await;
+    assert_ne!(new, old);
+    let new_ip = cluster.ip(new);
+    eventually(
+        Duration::from_secs(20),
+        "active answers the new leader",
+        || async {
+            let m = query(
+                dns,
+                "active.vault.service.consul",
+                RecordType::A,
+                Proto::Udp,
+            )
+            .ok()?;
+            (ips(&m) == vec![new_ip]).then_some(())
+        },
+    )
+    .await;
+    let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
+    assert!(
+        !ips(&m).contains(&old_ip),
+        "the dead node is not listed: {:?}",
+        ips(&m)
+    );
+
+    // The old leader comes back sealed: not a standby, not an instance.
+    cluster.restart(old);
+    let remaining = (0..3).find(|i| *i != old && *i != new).unwrap();
+    let remaining_ip = cluster.ip(remaining);
+    eventually(
+        Duration::from_secs(30),
+        "the sealed node answers health",
+        || async {
+            let r = reqwest::get(format!("http://{old_ip}:8200/v1/sys/health"))
+                .await
+                .ok()?;
+            (r.status().as_u16() == 503).then_some(())
+        },
+    )
+    .await;
+    // Give the agent a few polls of the sealed node, then check it stays out.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        let m = query(
+            dns,
+            "standby.vault.service.consul",
+            RecordType::A,
+            Proto::Udp,
+        )
+        .unwrap();
+        assert_eq!(ips(&m), vec![remaining_ip], "sealed node is no standby");
+        let m = query(dns, "vault.service.consul", RecordType::A, Proto::Udp).unwrap();
+        assert_eq!(
+            ips(&m),
+            sorted(vec![new_ip, remaining_ip]),
+            "sealed node is no instance"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Unsealed, it rejoins as a standby.
+    cluster.unseal(old).await;
+    eventually(
+        Duration::from_secs(30),
+        "the unsealed node is a standby again",
+        || async {
+            let m = query(
+                dns,
+                "standby.vault.service.consul",
+                RecordType::A,
+                Proto::Udp,
+            )
+            .ok()?;
+            (ips(&m) == sorted(vec![old_ip, remaining_ip])).then_some(())
+        },
+    )
+    .await;
+
+    // Every node gone: the last view is served (stale), then SERVFAIL.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let m = query(
+        dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(
+        ips(&m),
+        vec![new_ip],
+        "the last confirmed view is served while stale"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "SERVFAIL after the stale window",
+        || async {
+            let m = query(
+                dns,
+                "active.vault.service.consul",
+                RecordType::A,
+                Proto::Udp,
+            )
+            .ok()?;
+            (rcode(&m) == ResponseCode::ServFail).then_some(())
+        },
+    )
+    .await;
+    let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
+    assert_eq!(rcode(&m), ResponseCode::ServFail);
+}

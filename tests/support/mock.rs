@@ -1,0 +1,108 @@
+//! Mock Vault nodes, for what a real server cannot be made to do: garbage JSON, 500s,
+//! stalls, and contradicting leader reports (split brain).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// A well-formed node: `active` or standby, naming `leader` as the leader.
+    Node { active: bool, leader: String },
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// 500 Internal Server Error on everything.
+    ServerError,
+    /// Accepts and never answers.
+    Stall,
+}
+
+pub struct MockNode {
+    pub addr: SocketAddr,
+    behavior: Arc<Mutex<Behavior>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockNode {
+    pub async fn start(bind: SocketAddr, behavior: Behavior) -> MockNode {
+        let listener = TcpListener::bind(bind).await.expect("bind mock node");
+        let addr = listener.local_addr().unwrap();
+        let behavior = Arc::new(Mutex::new(behavior));
+        let b = behavior.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&buf);
+                    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let behavior = b.lock().unwrap().clone();
+                    let (status, body) = match behavior {
+                        Behavior::Stall => {
+                            std::future::pending::<()>().await;
+                            unreachable!()
+                        }
+                        Behavior::Garbage => (200, "<html>not json".to_string()),
+                        Behavior::ServerError => (500, "{\"errors\":[\"boom\"]}".to_string()),
+                        Behavior::Node { active, leader } => {
+                            if path.starts_with("/v1/sys/health") {
+                                (
+                                    if active { 200 } else { 429 },
+                                    format!(
+                                        r#"{{"initialized":true,"sealed":false,"standby":{}}}"#,
+                                        !active
+                                    ),
+                                )
+                            } else {
+                                (
+                                    200,
+                                    format!(
+                                        r#"{{"ha_enabled":true,"is_self":{active},"leader_address":"{leader}","leader_cluster_address":"{}"}}"#,
+                                        leader.replace(":8200", ":8201")
+                                    ),
+                                )
+                            }
+                        }
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(response.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        MockNode {
+            addr,
+            behavior,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, behavior: Behavior) {
+        *self.behavior.lock().unwrap() = behavior;
+    }
+}
+
+impl Drop for MockNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
