@@ -218,7 +218,7 @@ impl Config {
             } else {
                 key
             };
-            ConfigError::new(file, key, toml_reason(e.inner()))
+            ConfigError::new(file, key, toml_reason(e.inner(), text))
         })?;
         raw.validate(file)
     }
@@ -281,12 +281,22 @@ fn join<T: fmt::Display>(items: &[T]) -> String {
         .join(", ")
 }
 
-/// toml's messages carry a multi-line snippet; the first line (with the line number
-/// toml reports separately) is what an operator needs.
-fn toml_reason(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
+/// toml's message on one line, with the line and column it points at.
+fn toml_reason(e: &toml::de::Error, text: &str) -> String {
+    let msg = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     match e.span() {
-        Some(span) => format!("{msg} (at byte {})", span.start),
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{msg} (line {line}, column {col})")
+        }
         None => msg,
     }
 }

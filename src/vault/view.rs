@@ -222,6 +222,8 @@ pub enum ViewEvent {
         leaderless_for: Option<Duration>,
         reason: String,
     },
+    /// No node answers, and none ever has: nothing to serve.
+    NoViewYet,
     BecameStale,
     Recovered,
 }
@@ -243,7 +245,11 @@ pub fn next_view(
         // Keep the last confirmed view; record why each node failed.
         let mut view = prev.clone();
         if !view.stale {
-            events.push(ViewEvent::BecameStale);
+            events.push(if view.last_confirmed.is_some() {
+                ViewEvent::BecameStale
+            } else {
+                ViewEvent::NoViewYet
+            });
         }
         view.stale = true;
         for p in &polled {

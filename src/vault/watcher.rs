@@ -88,7 +88,7 @@ impl Watcher {
                 Instant::now(),
                 SystemTime::now(),
             );
-            self.log(&view, &events);
+            self.log(&events);
             if *prev != view {
                 self.tx.send_replace(Arc::new(view));
             }
@@ -147,7 +147,7 @@ impl Watcher {
         Round { polled, leader }
     }
 
-    fn log(&self, view: &ClusterView, events: &[ViewEvent]) {
+    fn log(&self, events: &[ViewEvent]) {
         let cluster = &self.config.name;
         for e in events {
             match e {
@@ -169,10 +169,13 @@ impl Watcher {
                     serve_stale_for = ?self.config.serve_stale_for,
                     "no node answers; serving the last confirmed view (stale)"
                 ),
+                ViewEvent::NoViewYet => warn!(
+                    %cluster,
+                    "no node answers and none has yet; this cluster's names answer SERVFAIL"
+                ),
                 ViewEvent::Recovered => info!(%cluster, "nodes answer again; view is fresh"),
             }
         }
-        let _ = view;
     }
 }
 

@@ -1,0 +1,141 @@
+//! The command line: check-config's summary and exit codes, `--version`, and `run`
+//! refusing a bad config or an address it cannot bind.
+
+mod support;
+
+use std::net::{TcpListener, UdpSocket};
+
+use support::agent::run_cli;
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+const GOOD: &str = r#"
+datacenter = "us-east-1"
+[dns]
+listen = ["127.0.0.1:8600"]
+[[clusters]]
+name = "us-east-1"
+nodes = ["http://127.0.0.1:8200"]
+"#;
+
+#[test]
+fn check_config_accepts_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "good.toml", GOOD);
+    let out = run_cli(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("cluster us-east-1: 1 node(s)"), "{stdout}");
+    assert!(stdout.contains("REFUSED"), "{stdout}");
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.toml");
+    let out = run_cli(&["check-config", "--config", path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_configs_exit_64_naming_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown key",
+            GOOD.replace("nodes =", "nodez = [\"x\"]\nnodes ="),
+            "clusters[0]",
+            "nodez",
+        ),
+        (
+            "bad listen",
+            GOOD.replace("127.0.0.1:8600", "localhost:8600"),
+            "dns.listen[0]",
+            "not an IP:port",
+        ),
+        (
+            "duplicate dc",
+            format!(
+                "{GOOD}\n[[clusters]]\nname = \"US-EAST-1\"\nnodes = [\"http://127.0.0.2:8200\"]\n"
+            ),
+            "clusters[1].name",
+            "twice",
+        ),
+        (
+            "node in our zone",
+            GOOD.replace("http://127.0.0.1:8200", "http://vault.service.consul:8200"),
+            "clusters[0].nodes[0]",
+            "zone this agent answers",
+        ),
+        (
+            "empty nodes",
+            GOOD.replace("[\"http://127.0.0.1:8200\"]", "[]"),
+            "clusters[0].nodes",
+            "at least one",
+        ),
+        ("not toml", "datacenter = \n".to_string(), "", ""),
+    ];
+    for (what, text, key, reason) in cases {
+        let path = write(&dir, "bad.toml", &text);
+        let out = run_cli(&["check-config", "--config", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{what}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("{path}: ")),
+            "{what}: names the file: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(": {key}")),
+            "{what}: names the key {key}: {stderr}"
+        );
+        assert!(
+            stderr.contains(reason),
+            "{what}: says why ({reason}): {stderr}"
+        );
+        // `run` refuses the same file with the same code, before binding anything.
+        let out = run_cli(&["run", "--config", &path]);
+        assert_eq!(out.status.code(), Some(64), "run with {what}");
+    }
+    let out = run_cli(&[
+        "check-config",
+        "--config",
+        "/nonexistent/vault-locator.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/vault-locator.toml"));
+}
+
+#[test]
+fn version_is_printed() {
+    let out = run_cli(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("vault-locator {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn run_fails_with_1_when_the_dns_address_is_taken() {
+    let udp = UdpSocket::bind("127.41.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let _tcp = TcpListener::bind(("127.41.0.1", port));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "c.toml",
+        &GOOD.replace("127.0.0.1:8600", &format!("127.41.0.1:{port}")),
+    );
+    let out = run_cli(&["run", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("127.41.0.1:{port}")), "{stderr}");
+}
