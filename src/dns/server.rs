@@ -15,10 +15,11 @@ use super::handler::Handler;
 const TCP_RESPONSE_BUFFER: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind DNS {proto} listener on {addr}: {source}")]
+#[error("cannot bind DNS {proto} listener on {addr}")]
 pub struct BindError {
     pub proto: &'static str,
     pub addr: SocketAddr,
+    #[source]
     pub source: std::io::Error,
 }
 

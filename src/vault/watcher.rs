@@ -160,7 +160,9 @@ impl Watcher {
                     %cluster,
                     old = old.as_deref().unwrap_or("none"),
                     new = new.as_deref().unwrap_or("none"),
-                    leaderless_for = ?leaderless_for,
+                    leaderless_for = %leaderless_for
+                        .map(|d| humantime::format_duration(round_ms(d)).to_string())
+                        .unwrap_or_else(|| "-".into()),
                     %reason,
                     "leader changed"
                 ),
@@ -177,6 +179,11 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Millisecond precision is plenty for a log line.
+fn round_ms(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_millis() as u64)
 }
 
 struct Round {

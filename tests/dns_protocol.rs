@@ -1,0 +1,131 @@
+//! Protocol details: truncation without EDNS, EDNS echo, error codes for requests we do
+//! not serve (non-QUERY opcodes, several questions, EDNS versions we do not speak).
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use support::agent::Agent;
+use support::dns::{query, Proto};
+
+fn exchange(server: SocketAddr, msg: &Message) -> Message {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.send_to(&msg.to_vec().unwrap(), server).unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn question(name: &str, qtype: RecordType) -> Message {
+    let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m
+}
+
+fn start(ip: &str) -> Agent {
+    let addrs: String = (1..=100)
+        .map(|i| format!("\"10.9.{}.{}\"", i / 250, i % 250))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Agent::start(
+        &format!(
+            r#"
+datacenter = "dc1"
+[dns]
+listen = ["{ip}:8600"]
+[[dns.records]]
+name = "many.example.internal"
+a = [{addrs}]
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.34.0.1:8200"]
+"#
+        ),
+        format!("{ip}:8600").parse().unwrap(),
+    )
+}
+
+#[test]
+fn large_answers_truncate_on_udp_and_fit_on_tcp_or_with_edns() {
+    let agent = start("127.34.0.100");
+    let m = exchange(agent.dns, &question("many.example.internal", RecordType::A));
+    assert!(m.metadata.truncation, "100 A records do not fit 512 bytes");
+    assert!(m.answers.len() < 100);
+
+    let mut q = question("many.example.internal", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_max_payload(4096);
+    q.edns = Some(edns);
+    let m = exchange(agent.dns, &q);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 100);
+    let e = m.edns.expect("EDNS echoed");
+    assert_eq!(e.version(), 0);
+    assert_eq!(e.max_payload(), 4096);
+
+    let m = query(
+        agent.dns,
+        "many.example.internal",
+        RecordType::A,
+        Proto::Tcp,
+    )
+    .unwrap();
+    assert_eq!(m.answers.len(), 100);
+}
+
+#[test]
+fn requests_we_do_not_serve_get_the_right_error() {
+    let agent = start("127.34.0.101");
+    let mut two = question("vault.service.consul", RecordType::A);
+    two.add_query(Query::query(
+        Name::from_ascii("nomad.service.consul").unwrap(),
+        RecordType::A,
+    ));
+    assert_eq!(
+        exchange(agent.dns, &two).metadata.response_code,
+        ResponseCode::FormErr
+    );
+
+    let mut notify = question("consul", RecordType::SOA);
+    notify.metadata.op_code = OpCode::Notify;
+    assert_eq!(
+        exchange(agent.dns, &notify).metadata.response_code,
+        ResponseCode::NotImp
+    );
+
+    let mut chaos = Message::new(7, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(Name::from_ascii("version.bind").unwrap(), RecordType::TXT);
+    q.set_query_class(DNSClass::CH);
+    chaos.add_query(q);
+    assert_eq!(
+        exchange(agent.dns, &chaos).metadata.response_code,
+        ResponseCode::Refused
+    );
+
+    let mut v1 = question("vault.service.consul", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    v1.edns = Some(edns);
+    // BADVERS is extended rcode 16 (it shares the number with TSIG's BADSIG, which is
+    // how the decoder names it).
+    let code = exchange(agent.dns, &v1).metadata.response_code;
+    assert_eq!(
+        u16::from(code),
+        u16::from(ResponseCode::BADVERS),
+        "{code:?}"
+    );
+
+    // The apex answers its SOA; a cluster never confirmed answers SERVFAIL.
+    let m = exchange(agent.dns, &question("consul.", RecordType::SOA));
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+    let m = exchange(
+        agent.dns,
+        &question("active.vault.service.consul.", RecordType::A),
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+}
