@@ -38,7 +38,7 @@ async fn split_brain_answers_the_majority_leader() {
         },
     )
     .await;
-    let _n2 = MockNode::start(addr("127.31.0.2:8200"), leader(l1)).await;
+    let n2 = MockNode::start(addr("127.31.0.2:8200"), leader(l1)).await;
     let n3 = MockNode::start(
         addr("127.31.0.3:8200"),
         Behavior::Node {
@@ -89,15 +89,10 @@ poll_interval = "100ms"
 
     // An even split (1 vs 1, the third node unreachable): no active at all.
     n3.set(Behavior::ServerError);
-    drop(_n2);
-    let _n2 = MockNode::start(
-        addr("127.31.0.2:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.31.0.2:8200".into(),
-        },
-    )
-    .await;
+    n2.set(Behavior::Node {
+        active: true,
+        leader: "http://127.31.0.2:8200".into(),
+    });
     eventually(
         Duration::from_secs(10),
         "no active during an even split",
