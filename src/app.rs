@@ -12,12 +12,14 @@ use crate::config::Config;
 use crate::dns::handler::{Forwarder, Handler};
 use crate::dns::server::DnsServer;
 use crate::dns::zone::{ClusterSource, Zone};
+use crate::proxy::forward::Proxy;
 use crate::vault::watcher::Watcher;
 
 /// Everything bound and ready to serve; [`App::run`] starts the work.
 pub struct App {
     dns: DnsServer,
     watchers: Vec<Watcher>,
+    proxies: Vec<(Arc<Proxy>, tokio::net::TcpListener)>,
 }
 
 impl App {
@@ -37,6 +39,15 @@ impl App {
             );
             watchers.push(watcher);
         }
+        let mut proxies = Vec::new();
+        for p in &config.proxies {
+            let source = &sources[&p.cluster];
+            let listener = tokio::net::TcpListener::bind(p.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind proxy listener on {}: {e}", p.listen))?;
+            let proxy = Proxy::new(p.clone(), source.views.clone(), source.serve_stale_for);
+            proxies.push((Arc::new(proxy), listener));
+        }
         let zone = Arc::new(Zone::new(config, sources));
         let forwarder = if config.dns.upstreams.is_empty() {
             None
@@ -52,7 +63,11 @@ impl App {
             config.dns.tcp_idle_timeout,
         )
         .await?;
-        Ok(Self { dns, watchers })
+        Ok(Self {
+            dns,
+            watchers,
+            proxies,
+        })
     }
 
     pub fn dns_addrs(&self) -> &[std::net::SocketAddr] {
@@ -64,6 +79,9 @@ impl App {
         let tracker = TaskTracker::new();
         for watcher in self.watchers {
             tracker.spawn(watcher.run(shutdown.child_token()));
+        }
+        for (proxy, listener) in self.proxies {
+            tracker.spawn(proxy.run(listener, shutdown.child_token()));
         }
         tracker.close();
         let result = self.dns.run(shutdown.clone()).await;

@@ -6,7 +6,7 @@
 //! turns text into [`FileConfig`], then [`FileConfig::validate`] checks what serde cannot
 //! (addresses, duplicates, loops into our own zone) and produces a [`Config`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -65,6 +65,33 @@ struct FileConfig {
     dns: FileDns,
     #[serde(default)]
     clusters: Vec<FileCluster>,
+    #[serde(default)]
+    proxy: Vec<FileProxy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProxy {
+    cluster: String,
+    listen: String,
+    #[serde(default)]
+    answer: bool,
+    #[serde(default)]
+    on_leader_change: OnLeaderChange,
+    #[serde(default = "default_reject")]
+    default_route: RouteAction,
+    #[serde(default = "default_reject")]
+    no_alpn: RouteAction,
+    #[serde(default)]
+    routes: BTreeMap<String, RouteAction>,
+    #[serde(default = "default_client_hello_timeout", with = "humantime_serde")]
+    client_hello_timeout: Duration,
+    #[serde(default = "default_max_client_hello")]
+    max_client_hello: usize,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +153,22 @@ struct FileCluster {
     ca_file: Option<PathBuf>,
 }
 
+fn default_reject() -> RouteAction {
+    RouteAction::Reject
+}
+fn default_client_hello_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_client_hello() -> usize {
+    16 * 1024
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+
 fn default_domain() -> String {
     "consul".to_string()
 }
@@ -161,7 +204,65 @@ pub struct Config {
     pub domain: Name,
     pub dns: DnsConfig,
     pub clusters: Vec<ClusterConfig>,
+    pub proxies: Vec<ProxyConfig>,
 }
+
+/// What the proxy does with a connection, chosen by its ALPN ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteAction {
+    /// Forward to the cluster's active node.
+    Active,
+    /// Close the connection.
+    Reject,
+}
+
+/// What happens to open proxy connections when the cluster's leader changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLeaderChange {
+    /// Close them, so clients reconnect and land on the new leader.
+    #[default]
+    Close,
+    /// Leave them alone.
+    Keep,
+}
+
+/// One `[[proxy]]` listener: TLS passthrough of a cluster port to the active node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub cluster: String,
+    pub listen: SocketAddr,
+    /// DNS answers this listener for `active.vault.service.<cluster>`.
+    pub answer: bool,
+    pub on_leader_change: OnLeaderChange,
+    /// Routes by ALPN id: the built-in table with the file's `routes` laid over it.
+    pub routes: BTreeMap<String, RouteAction>,
+    /// For ALPN ids not in `routes`.
+    pub default_route: RouteAction,
+    /// For ClientHellos without ALPN.
+    pub no_alpn: RouteAction,
+    pub client_hello_timeout: Duration,
+    pub max_client_hello: usize,
+    pub connect_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// The ALPN ids Vault uses on its cluster port, and where each belongs when the target
+/// is "the active node of a cluster" (Vault's `sdk/helper/consts`; see the README).
+pub const DEFAULT_ROUTES: &[(&str, RouteAction)] = &[
+    // Standby -> active request forwarding: only the active serves it.
+    ("req_fw_sb-act_v1", RouteAction::Active),
+    // Enterprise performance standby -> active.
+    ("perf_standby_v1", RouteAction::Active),
+    // Enterprise performance and DR replication, secondary -> primary's active.
+    ("replication_v1", RouteAction::Active),
+    ("replication_dr_v1", RouteAction::Active),
+    // Enterprise replication address resolution (any unsealed node; the active is fine).
+    ("replication_resolver_v1", RouteAction::Active),
+    // Raft RPC is node-to-node, addressed to one specific node: never "the active".
+    ("raft_storage_v1", RouteAction::Reject),
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsConfig {
@@ -269,7 +370,23 @@ impl Config {
                 humantime::format_duration(c.serve_stale_for),
             );
         }
+        for p in &self.proxies {
+            let _ = writeln!(
+                out,
+                "proxy {} -> active node of {}{}",
+                p.listen,
+                p.cluster,
+                if p.answer { " (answered in DNS)" } else { "" }
+            );
+        }
         out
+    }
+
+    /// The proxy listener that DNS answers for `cluster`'s active node, if any.
+    pub fn answering_proxy(&self, cluster: &str) -> Option<&ProxyConfig> {
+        self.proxies
+            .iter()
+            .find(|p| p.answer && p.cluster == cluster)
     }
 }
 
@@ -314,7 +431,7 @@ impl FileConfig {
                 "needs at least one address".into(),
             ));
         }
-        let mut listen = Vec::new();
+        let mut dns_listen = Vec::new();
         for (i, l) in self.dns.listen.iter().enumerate() {
             let addr: SocketAddr = l.parse().map_err(|_| {
                 err(
@@ -322,20 +439,20 @@ impl FileConfig {
                     format!("{l:?} is not an IP:port address"),
                 )
             })?;
-            if listen.contains(&addr) {
+            if dns_listen.contains(&addr) {
                 return Err(err(
                     format!("dns.listen[{i}]"),
                     format!("{addr} is listed twice"),
                 ));
             }
-            listen.push(addr);
+            dns_listen.push(addr);
         }
 
         let mut upstreams = Vec::new();
         for (i, u) in self.dns.upstreams.iter().enumerate() {
             let key = format!("dns.upstreams[{i}]");
             let addr = parse_upstream(u).map_err(|r| err(key.clone(), r))?;
-            if listen.contains(&addr) {
+            if dns_listen.contains(&addr) {
                 return Err(err(
                     key,
                     format!("{addr} is one of our own listen addresses: that would loop"),
@@ -503,11 +620,89 @@ impl FileConfig {
             });
         }
 
+        // Proxy listeners.
+        let mut proxies: Vec<ProxyConfig> = Vec::new();
+        for (i, p) in self.proxy.into_iter().enumerate() {
+            let key = |k: &str| format!("proxy[{i}].{k}");
+            let cluster = p.cluster.to_ascii_lowercase();
+            if !clusters.iter().any(|c| c.name == cluster) {
+                return Err(err(
+                    key("cluster"),
+                    format!("no [[clusters]] entry is named {:?}", p.cluster),
+                ));
+            }
+            let listen: SocketAddr = p.listen.parse().map_err(|_| {
+                err(
+                    key("listen"),
+                    format!("{:?} is not an IP:port address", p.listen),
+                )
+            })?;
+            if proxies.iter().any(|o| o.listen == listen) || listen_conflicts(&dns_listen, listen) {
+                return Err(err(
+                    key("listen"),
+                    format!("{listen} is already used by another listener"),
+                ));
+            }
+            if p.answer && proxies.iter().any(|o| o.answer && o.cluster == cluster) {
+                return Err(err(
+                    key("answer"),
+                    format!("another [[proxy]] already answers DNS for {cluster}"),
+                ));
+            }
+            if p.answer && listen.ip().is_unspecified() {
+                return Err(err(
+                    key("answer"),
+                    format!("{listen} is a wildcard address; DNS needs a concrete IP to answer"),
+                ));
+            }
+            let mut routes: BTreeMap<String, RouteAction> = DEFAULT_ROUTES
+                .iter()
+                .map(|(id, a)| (id.to_string(), *a))
+                .collect();
+            for (id, action) in p.routes {
+                if id.is_empty() || id.len() > 255 || !id.is_ascii() {
+                    return Err(err(
+                        format!("proxy[{i}].routes.{id:?}"),
+                        "an ALPN id is 1 to 255 ASCII bytes".into(),
+                    ));
+                }
+                routes.insert(id, action);
+            }
+            if p.client_hello_timeout.is_zero() {
+                return Err(err(key("client_hello_timeout"), "must be above 0".into()));
+            }
+            if !(512..=65536).contains(&p.max_client_hello) {
+                return Err(err(
+                    key("max_client_hello"),
+                    "must be between 512 and 65536 bytes".into(),
+                ));
+            }
+            if p.connect_timeout.is_zero() {
+                return Err(err(key("connect_timeout"), "must be above 0".into()));
+            }
+            if p.max_connections == 0 {
+                return Err(err(key("max_connections"), "must be above 0".into()));
+            }
+            proxies.push(ProxyConfig {
+                cluster,
+                listen,
+                answer: p.answer,
+                on_leader_change: p.on_leader_change,
+                routes,
+                default_route: p.default_route,
+                no_alpn: p.no_alpn,
+                client_hello_timeout: p.client_hello_timeout,
+                max_client_hello: p.max_client_hello,
+                connect_timeout: p.connect_timeout,
+                max_connections: p.max_connections,
+            });
+        }
+
         Ok(Config {
             datacenter,
             domain,
             dns: DnsConfig {
-                listen,
+                listen: dns_listen,
                 ttl: self.dns.ttl,
                 upstreams,
                 upstream_timeout: self.dns.upstream_timeout,
@@ -515,8 +710,14 @@ impl FileConfig {
                 records,
             },
             clusters,
+            proxies,
         })
     }
+}
+
+/// A TCP proxy listener cannot share an address with a DNS TCP listener.
+fn listen_conflicts(dns: &[SocketAddr], addr: SocketAddr) -> bool {
+    dns.contains(&addr)
 }
 
 /// Labels that select a lookup kind in Consul names; a datacenter named like one of

@@ -10,4 +10,5 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod proxy;
 pub mod vault;

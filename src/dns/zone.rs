@@ -49,6 +49,8 @@ pub struct Zone {
     ttl: u32,
     statics: HashMap<Name, StaticRecord>,
     clusters: HashMap<String, ClusterSource>,
+    /// Clusters whose `active` answers a local proxy listener ("proxy mode").
+    proxy_answers: HashMap<String, std::net::SocketAddr>,
 }
 
 /// One healthy instance of the vault service: address and API port.
@@ -67,6 +69,12 @@ impl Zone {
                 .map(|r| (r.name.clone(), r.clone()))
                 .collect(),
             clusters,
+            proxy_answers: config
+                .proxies
+                .iter()
+                .filter(|p| p.answer)
+                .map(|p| (p.cluster.clone(), p.listen))
+                .collect(),
         }
     }
 
@@ -156,7 +164,11 @@ impl Zone {
             view.members_with(role)
                 .flat_map(|m| m.addrs.iter().map(|a| (*a, m.port)))
         };
+        let proxy = self.proxy_answers.get(dc).map(|l| (l.ip(), l.port()));
         let mut instances: Vec<Instance> = match tag {
+            // Proxy mode: the local listener stands for the active node, answered as long
+            // as the view is usable; the proxy refuses fast while no leader is known.
+            Some("active") if proxy.is_some() => proxy.into_iter().collect(),
             Some("active") => leader.collect(),
             Some("standby") => of_role(Role::Standby).collect(),
             Some("performance-standby" | "perf-standby") => of_role(Role::PerfStandby).collect(),

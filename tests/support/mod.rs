@@ -6,3 +6,4 @@ pub mod agent;
 pub mod dns;
 pub mod mock;
 pub mod openbao;
+pub mod tls;

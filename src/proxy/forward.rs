@@ -1,0 +1,305 @@
+//! The cluster-port proxy: accept, peek the ClientHello, route by ALPN, connect to the
+//! active node's `cluster_addr`, replay the ClientHello and copy both ways until either
+//! side is done. TLS is never terminated; the proxy holds no keys.
+//!
+//! The target comes from the cluster's `ClusterView` (one source of truth: the proxy
+//! never polls Vault). When the view names a different leader, connections to the old
+//! one are closed (with `on_leader_change = "close"`), so clients reconnect and land on
+//! the new leader; new connections go to the new leader at once. With no leader known,
+//! connections are refused at once (RST), never left hanging.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use url::Url;
+
+use super::hello::read_client_hello;
+use super::route::{alpn_label, Router};
+use crate::config::{OnLeaderChange, ProxyConfig, RouteAction};
+use crate::vault::view::{ClusterView, Freshness};
+use crate::vault::watcher::ViewReceiver;
+
+/// Buffer per direction for the copy loop. 64 KiB keeps syscalls per byte low on bulk
+/// replication streams without much memory per connection.
+const COPY_BUF: usize = 64 * 1024;
+
+/// Keepalive on both legs: a dead peer (host gone, no RST) is noticed in ~1 minute.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counters a test or an operator can read.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub accepted: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub rejected: AtomicU64,
+    pub closed_on_leader_change: AtomicU64,
+}
+
+/// One `[[proxy]]` listener's state, shared by its connections.
+pub struct Proxy {
+    config: ProxyConfig,
+    router: Router,
+    views: ViewReceiver,
+    serve_stale_for: Duration,
+    permits: Arc<Semaphore>,
+    stats: Arc<ProxyStats>,
+}
+
+/// Why a connection was not forwarded, or how it ended.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Hello(#[from] super::hello::HelloError),
+    #[error("ALPN {0} is routed to reject")]
+    Rejected(String),
+    #[error("no leader known for this cluster")]
+    NoLeader,
+    #[error("cannot resolve leader cluster address {0}")]
+    Resolve(String),
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("connect to {0}: {1}")]
+    Connect(SocketAddr, io::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl ConnError {
+    fn kind(&self) -> &'static str {
+        match self {
+            ConnError::Hello(h) => h.kind(),
+            ConnError::Rejected(_) => "alpn_rejected",
+            ConnError::NoLeader => "no_leader",
+            ConnError::Resolve(_) => "resolve",
+            ConnError::ConnectTimeout(_) => "connect_timeout",
+            ConnError::Connect(..) => "connect",
+            ConnError::Io(_) => "io",
+        }
+    }
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig, views: ViewReceiver, serve_stale_for: Duration) -> Self {
+        Self {
+            router: Router::new(&config),
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            views,
+            serve_stale_for,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// Connections currently held (reading a ClientHello or forwarding).
+    pub fn open_connections(&self) -> usize {
+        self.config.max_connections - self.permits.available_permits()
+    }
+
+    pub fn stats(&self) -> Arc<ProxyStats> {
+        self.stats.clone()
+    }
+
+    /// Accepts until `shutdown` is cancelled, then closes every connection it holds and
+    /// returns once they are gone.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let local = listener.local_addr().ok();
+        info!(listen = ?local, cluster = %self.config.cluster, "proxy listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let (sock, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "proxy accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, max = self.config.max_connections, "connection cap reached; refusing");
+                reset(sock);
+                continue;
+            };
+            let this = self.clone();
+            let conn_shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(e) = this.handle(sock, peer, conn_shutdown).await {
+                    this.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, kind = e.kind(), error = %e, "proxy connection refused");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn handle(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<(), ConnError> {
+        tune(&client);
+        let hello = match read_client_hello(
+            &mut client,
+            self.config.client_hello_timeout,
+            self.config.max_client_hello,
+        )
+        .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                reset(client);
+                return Err(e.into());
+            }
+        };
+        let alpn = alpn_label(&hello.alpn);
+        if self.router.route(&hello.alpn) == RouteAction::Reject {
+            reset(client);
+            return Err(ConnError::Rejected(alpn));
+        }
+
+        let mut views = self.views.clone();
+        let view = views.borrow_and_update().clone();
+        let Some(target_addr) = self.target_of(&view) else {
+            reset(client);
+            return Err(ConnError::NoLeader);
+        };
+        let target = match resolve(&target_addr).await {
+            Some(t) => t,
+            None => {
+                reset(client);
+                return Err(ConnError::Resolve(target_addr));
+            }
+        };
+        let started = Instant::now();
+        let mut upstream =
+            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(target))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    reset(client);
+                    return Err(ConnError::Connect(target, e));
+                }
+                Err(_) => {
+                    reset(client);
+                    return Err(ConnError::ConnectTimeout(target));
+                }
+            };
+        tune(&upstream);
+        upstream.write_all(&hello.bytes).await?;
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        debug!(%peer, %target, %alpn, sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
+
+        let copy = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            COPY_BUF,
+            COPY_BUF,
+        );
+        tokio::pin!(copy);
+        let watch_leader = self.config.on_leader_change == OnLeaderChange::Close;
+        let mut views_open = true;
+        loop {
+            tokio::select! {
+                result = &mut copy => {
+                    let (up, down) = result.unwrap_or((0, 0));
+                    debug!(%peer, %target, bytes_up = up, bytes_down = down, "connection done");
+                    return Ok(());
+                }
+                changed = views.changed(), if watch_leader && views_open => {
+                    if changed.is_err() {
+                        // The watcher is gone (shutdown); the shutdown branch ends us.
+                        views_open = false;
+                        continue;
+                    }
+                    let view = views.borrow_and_update().clone();
+                    if let Some(new) = view.leader.as_ref().map(|l| self.cluster_addr_of(l)) {
+                        if new != target_addr {
+                            self.stats.closed_on_leader_change.fetch_add(1, Ordering::Relaxed);
+                            info!(%peer, old = %target_addr, %new, "leader changed; closing proxied connection");
+                            return Ok(());
+                        }
+                    }
+                }
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// The leader's cluster address, when the view may be used.
+    fn target_of(&self, view: &ClusterView) -> Option<String> {
+        if view.freshness(Instant::now(), self.serve_stale_for) == Freshness::Unusable {
+            return None;
+        }
+        view.leader.as_ref().map(|l| self.cluster_addr_of(l))
+    }
+
+    /// `leader_cluster_address` as reported, or the leader's address on port 8201 when
+    /// a node did not report one.
+    fn cluster_addr_of(&self, leader: &crate::vault::view::Leader) -> String {
+        if !leader.cluster_addr.is_empty() {
+            return leader.cluster_addr.clone();
+        }
+        match leader.addrs.first() {
+            Some(ip) => format!("https://{}", SocketAddr::new(*ip, 8201)),
+            None => String::new(),
+        }
+    }
+}
+
+/// `https://host:port` (Vault's `cluster_addr` form) or `host:port` to a socket address.
+async fn resolve(cluster_addr: &str) -> Option<SocketAddr> {
+    let with_scheme = if cluster_addr.contains("://") {
+        cluster_addr.to_string()
+    } else {
+        format!("https://{cluster_addr}")
+    };
+    let url = Url::parse(&with_scheme).ok()?;
+    let port = url.port().unwrap_or(8201);
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(SocketAddr::new(ip.into(), port)),
+        url::Host::Ipv6(ip) => Some(SocketAddr::new(ip.into(), port)),
+        url::Host::Domain(name) => tokio::net::lookup_host((name, port)).await.ok()?.next(),
+    }
+}
+
+/// TCP_NODELAY (cluster traffic is RPC: latency matters more than packet count) and
+/// keepalive (so a vanished peer does not pin a connection forever).
+fn tune(sock: &TcpStream) {
+    let _ = sock.set_nodelay(true);
+    let ka = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    let _ = SockRef::from(sock).set_tcp_keepalive(&ka);
+}
+
+/// Closes with RST: the client learns at once that there is nothing here for it.
+fn reset(sock: TcpStream) {
+    let _ = SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+    drop(sock);
+}
