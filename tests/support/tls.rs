@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -147,84 +146,42 @@ pub async fn connect(
         .await
 }
 
-/// Accepts any server certificate (checking only the handshake signature) so a test
-/// can see exactly which chain a server presented: OpenBao's cluster certificates are
-/// self-signed per active node.
-#[derive(Debug)]
-struct RecordOnly(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for RecordOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+/// Handshakes with `addr` using `openssl s_client`, offering `alpn`; returns the server's
+/// certificate chain (PEM blocks) and the ALPN id it selected, or `None` when no
+/// handshake completed. OpenSSL rather than rustls: OpenBao's cluster certificates are
+/// ECDSA P-521, which rustls' ring provider cannot verify signatures for. Our client
+/// sends no certificate, which the active node only objects to after the handshake.
+pub async fn observe(addr: SocketAddr, alpn: &[u8]) -> Option<(Vec<String>, Option<String>)> {
+    let alpn = String::from_utf8(alpn.to_vec()).unwrap();
+    let out = tokio::process::Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(addr.to_string())
+        .args(["-alpn", &alpn, "-servername", "fw-observer", "-showcerts"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut chain = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE-----") {
+            current = Some(String::new());
+        }
+        if let Some(c) = current.as_mut() {
+            c.push_str(line);
+            c.push('\n');
+        }
+        if line.starts_with("-----END CERTIFICATE-----") {
+            chain.extend(current.take());
+        }
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    if chain.is_empty() {
+        return None;
     }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A client that offers `alpn`, accepts any server certificate and has none of its own.
-pub fn observing_client(alpn: &[u8]) -> ClientConfig {
-    let p = provider();
-    let mut c = ClientConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RecordOnly(p)))
-        .with_no_client_auth();
-    c.alpn_protocols = vec![alpn.to_vec()];
-    c
-}
-
-/// Handshakes with `addr` offering `alpn`; returns the server's chain and the ALPN id it
-/// selected. The handshake completing on our side is all we need: an OpenBao active node
-/// then aborts because we present no client certificate.
-pub async fn observe(
-    addr: SocketAddr,
-    alpn: &[u8],
-) -> std::io::Result<(Vec<Vec<u8>>, Option<Vec<u8>>)> {
-    let tcp = TcpStream::connect(addr).await?;
-    let tls = TlsConnector::from(Arc::new(observing_client(alpn)))
-        .connect(ServerName::try_from("fw-observer").unwrap(), tcp)
-        .await?;
-    let (_, conn) = tls.get_ref();
-    let chain = conn
-        .peer_certificates()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.to_vec())
-        .collect();
-    Ok((chain, conn.alpn_protocol().map(<[u8]>::to_vec)))
+    let selected = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ALPN protocol: "))
+        .map(str::to_string);
+    Some((chain, selected))
 }
