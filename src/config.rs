@@ -936,4 +936,51 @@ nodes = ["http://127.0.1.1:8200"]
         let e = parse_err("[dns]\nlisten = [\"127.0.0.1:53\"]\n");
         assert!(e.reason.contains("datacenter"), "{e}");
     }
+
+    const PROXY_BASE: &str = r#"
+datacenter = "dc1"
+[dns]
+listen = ["127.0.0.1:8600"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.0.0.1:8200"]
+[[proxy]]
+cluster = "dc1"
+listen = "127.77.0.1:8201"
+"#;
+
+    #[test]
+    fn proxy_defaults_and_route_table() {
+        let c = Config::parse(PROXY_BASE, "p").unwrap();
+        let p = &c.proxies[0];
+        assert_eq!(p.on_leader_change, OnLeaderChange::Close);
+        assert!(!p.answer);
+        assert_eq!(p.routes["req_fw_sb-act_v1"], RouteAction::Active);
+        assert_eq!(p.routes["raft_storage_v1"], RouteAction::Reject);
+        assert_eq!(p.default_route, RouteAction::Reject);
+        assert_eq!(p.no_alpn, RouteAction::Reject);
+    }
+
+    #[test]
+    fn proxy_validation() {
+        let e = parse_err(&PROXY_BASE.replace("cluster = \"dc1\"", "cluster = \"dc9\""));
+        assert_eq!(e.key, "proxy[0].cluster");
+        let e = parse_err(&PROXY_BASE.replace("127.77.0.1:8201", "127.0.0.1:8600"));
+        assert_eq!(e.key, "proxy[0].listen");
+        let e = parse_err(&format!(
+            "{PROXY_BASE}answer = true\n[[proxy]]\ncluster = \"dc1\"\nlisten = \"127.77.0.2:8201\"\nanswer = true\n"
+        ));
+        assert_eq!(e.key, "proxy[1].answer");
+        let e = parse_err(&format!("{PROXY_BASE}on_leader_change = \"drop\"\n"));
+        assert_eq!(e.key, "proxy[0].on_leader_change");
+        let e = parse_err(&format!("{PROXY_BASE}[proxy.routes]\n\"x\" = \"maybe\"\n"));
+        assert!(e.key.starts_with("proxy[0].routes"), "{e}");
+        let e = parse_err(&format!("{PROXY_BASE}max_client_hello = 10\n"));
+        assert_eq!(e.key, "proxy[0].max_client_hello");
+        let e = parse_err(&PROXY_BASE.replace("127.77.0.1:8201", "0.0.0.0:8201").replace(
+            "listen = \"0.0.0.0:8201\"",
+            "listen = \"0.0.0.0:8201\"\nanswer = true",
+        ));
+        assert_eq!(e.key, "proxy[0].answer");
+    }
 }
