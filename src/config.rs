@@ -92,6 +92,8 @@ struct FileProxy {
     connect_timeout: Duration,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default)]
+    data_path: DataPath,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +219,17 @@ pub enum RouteAction {
     Reject,
 }
 
+/// How the proxy moves bytes once a connection is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPath {
+    /// splice(2) through a pipe: bytes stay in the kernel (see bench/RESULTS.md).
+    #[default]
+    Splice,
+    /// tokio's copy_bidirectional through user-space buffers.
+    Copy,
+}
+
 /// What happens to open proxy connections when the cluster's leader changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -246,6 +259,7 @@ pub struct ProxyConfig {
     pub max_client_hello: usize,
     pub connect_timeout: Duration,
     pub max_connections: usize,
+    pub data_path: DataPath,
 }
 
 /// The ALPN ids Vault uses on its cluster port, and where each belongs when the target
@@ -695,6 +709,7 @@ impl FileConfig {
                 max_client_hello: p.max_client_hello,
                 connect_timeout: p.connect_timeout,
                 max_connections: p.max_connections,
+                data_path: p.data_path,
             });
         }
 
@@ -977,10 +992,14 @@ listen = "127.77.0.1:8201"
         assert!(e.key.starts_with("proxy[0].routes"), "{e}");
         let e = parse_err(&format!("{PROXY_BASE}max_client_hello = 10\n"));
         assert_eq!(e.key, "proxy[0].max_client_hello");
-        let e = parse_err(&PROXY_BASE.replace("127.77.0.1:8201", "0.0.0.0:8201").replace(
-            "listen = \"0.0.0.0:8201\"",
-            "listen = \"0.0.0.0:8201\"\nanswer = true",
-        ));
+        let e = parse_err(
+            &PROXY_BASE
+                .replace("127.77.0.1:8201", "0.0.0.0:8201")
+                .replace(
+                    "listen = \"0.0.0.0:8201\"",
+                    "listen = \"0.0.0.0:8201\"\nanswer = true",
+                ),
+        );
         assert_eq!(e.key, "proxy[0].answer");
     }
 }

@@ -97,7 +97,13 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 async fn large_transfers_round_trip_intact_with_half_close() {
     let pki = Pki::new();
     let a = FakeNode::start(&pki, addr("127.51.0.1:0"), "node-a").await;
-    let p = start_proxy("127.51.0.100:0", "", Some(&a)).await;
+    for (i, data_path) in ["splice", "copy"].iter().enumerate() {
+        round_trip(&pki, &a, &format!("127.51.0.{}:0", 100 + i), data_path).await;
+    }
+}
+
+async fn round_trip(pki: &Pki, a: &FakeNode, listen: &str, data_path: &str) {
+    let p = start_proxy(listen, &format!("data_path = \"{data_path}\""), Some(a)).await;
 
     let tls = connect(p.addr, pki.client(&[ALPN_FW])).await.unwrap();
     {

@@ -25,13 +25,17 @@ use url::Url;
 
 use super::hello::read_client_hello;
 use super::route::{alpn_label, Router};
-use crate::config::{OnLeaderChange, ProxyConfig, RouteAction};
+use super::splice::{splice_bidirectional, PipePool};
+use crate::config::{DataPath, OnLeaderChange, ProxyConfig, RouteAction};
 use crate::vault::view::{ClusterView, Freshness};
 use crate::vault::watcher::ViewReceiver;
 
 /// Buffer per direction for the copy loop. 64 KiB keeps syscalls per byte low on bulk
 /// replication streams without much memory per connection.
 const COPY_BUF: usize = 64 * 1024;
+
+/// Empty pipes kept per listener (two per connection in flight are reused).
+const PIPE_POOL: usize = 256;
 
 /// Keepalive on both legs: a dead peer (host gone, no RST) is noticed in ~1 minute.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
@@ -54,6 +58,7 @@ pub struct Proxy {
     serve_stale_for: Duration,
     permits: Arc<Semaphore>,
     stats: Arc<ProxyStats>,
+    pipes: PipePool,
 }
 
 /// Why a connection was not forwarded, or how it ended.
@@ -98,6 +103,7 @@ impl Proxy {
             views,
             serve_stale_for,
             stats: Arc::default(),
+            pipes: PipePool::new(PIPE_POOL),
         }
     }
 
@@ -118,6 +124,9 @@ impl Proxy {
     /// returns once they are gone.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        // Accepted sockets inherit TCP_NODELAY and the keepalive settings from the
+        // listener on Linux: set once here instead of four setsockopt calls per client.
+        tune_socket(SockRef::from(&listener));
         let local = listener.local_addr().ok();
         info!(listen = ?local, cluster = %self.config.cluster, "proxy listening");
         loop {
@@ -162,7 +171,6 @@ impl Proxy {
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<(), ConnError> {
-        tune(&client);
         let hello = match read_client_hello(
             &mut client,
             self.config.client_hello_timeout,
@@ -210,17 +218,26 @@ impl Proxy {
                     return Err(ConnError::ConnectTimeout(target));
                 }
             };
-        tune(&upstream);
+        tune_socket(SockRef::from(&upstream));
         upstream.write_all(&hello.bytes).await?;
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         debug!(%peer, %target, %alpn, sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
 
-        let copy = tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut upstream,
-            COPY_BUF,
-            COPY_BUF,
-        );
+        let data_path = self.config.data_path;
+        let copy = async {
+            match data_path {
+                DataPath::Splice => splice_bidirectional(&client, &upstream, &self.pipes).await,
+                DataPath::Copy => {
+                    tokio::io::copy_bidirectional_with_sizes(
+                        &mut client,
+                        &mut upstream,
+                        COPY_BUF,
+                        COPY_BUF,
+                    )
+                    .await
+                }
+            }
+        };
         tokio::pin!(copy);
         let watch_leader = self.config.on_leader_change == OnLeaderChange::Close;
         let mut views_open = true;
@@ -290,16 +307,36 @@ async fn resolve(cluster_addr: &str) -> Option<SocketAddr> {
 
 /// TCP_NODELAY (cluster traffic is RPC: latency matters more than packet count) and
 /// keepalive (so a vanished peer does not pin a connection forever).
-fn tune(sock: &TcpStream) {
-    let _ = sock.set_nodelay(true);
+fn tune_socket(sock: SockRef<'_>) {
+    let _ = sock.set_tcp_nodelay(true);
     let ka = TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL);
-    let _ = SockRef::from(sock).set_tcp_keepalive(&ka);
+    let _ = sock.set_tcp_keepalive(&ka);
 }
 
 /// Closes with RST: the client learns at once that there is nothing here for it.
 fn reset(sock: TcpStream) {
     let _ = SockRef::from(&sock).set_linger(Some(Duration::ZERO));
     drop(sock);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tune_socket(SockRef::from(&listener));
+        let _c = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let s = SockRef::from(&s);
+        assert!(s.tcp_nodelay().unwrap());
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+    }
 }

@@ -4,3 +4,4 @@
 pub mod forward;
 pub mod hello;
 pub mod route;
+pub mod splice;
