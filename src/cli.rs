@@ -2,7 +2,15 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, key=value fields.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +34,23 @@ pub enum Command {
         /// Log filter, in RUST_LOG syntax (overrides RUST_LOG).
         #[arg(long)]
         log: Option<String>,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Show what a running agent believes: each cluster's leader, members and roles.
+    /// Exits 0 when every cluster has a leader and a fresh view, 2 when one does not,
+    /// 1 when the agent cannot be reached.
+    Status {
+        /// Config file to find the admin address in (default: as for `run`).
+        #[arg(long, short, conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// Admin address (host:port) of the agent, instead of reading the config.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the raw JSON from /status.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a config file: print a summary and exit 0, or `FILE: KEY: reason` and exit 64.
     CheckConfig {

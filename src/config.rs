@@ -67,6 +67,28 @@ struct FileConfig {
     clusters: Vec<FileCluster>,
     #[serde(default)]
     proxy: Vec<FileProxy>,
+    #[serde(default)]
+    admin: FileAdmin,
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    drain_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: String,
+    #[serde(default = "default_ready_timeout", with = "humantime_serde")]
+    ready_timeout: Duration,
+}
+
+impl Default for FileAdmin {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            ready_timeout: default_ready_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +177,15 @@ struct FileCluster {
     ca_file: Option<PathBuf>,
 }
 
+fn default_admin_listen() -> String {
+    "127.0.0.1:9464".to_string()
+}
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_reject() -> RouteAction {
     RouteAction::Reject
 }
@@ -207,6 +238,18 @@ pub struct Config {
     pub dns: DnsConfig,
     pub clusters: Vec<ClusterConfig>,
     pub proxies: Vec<ProxyConfig>,
+    pub admin: AdminConfig,
+    /// How long open proxy connections may finish after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+/// The admin HTTP endpoint: /metrics, /status, /ready, /live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `None` when disabled (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+    /// Ready (and systemd READY=1) once every cluster has a first view, or after this.
+    pub ready_timeout: Duration,
 }
 
 /// What the proxy does with a connection, chosen by its ALPN ids.
@@ -713,6 +756,27 @@ impl FileConfig {
             });
         }
 
+        let admin_listen = if self.admin.listen.is_empty() {
+            None
+        } else {
+            let addr: SocketAddr = self.admin.listen.parse().map_err(|_| {
+                err(
+                    "admin.listen".into(),
+                    format!(
+                        "{:?} is not an IP:port address (\"\" disables)",
+                        self.admin.listen
+                    ),
+                )
+            })?;
+            if proxies.iter().any(|p| p.listen == addr) || dns_listen.contains(&addr) {
+                return Err(err(
+                    "admin.listen".into(),
+                    format!("{addr} is already used by another listener"),
+                ));
+            }
+            Some(addr)
+        };
+
         Ok(Config {
             datacenter,
             domain,
@@ -726,6 +790,11 @@ impl FileConfig {
             },
             clusters,
             proxies,
+            admin: AdminConfig {
+                listen: admin_listen,
+                ready_timeout: self.admin.ready_timeout,
+            },
+            drain_timeout: self.drain_timeout,
         })
     }
 }

@@ -6,9 +6,12 @@
 //! current views. Nothing else talks to Vault.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod proxy;
+pub mod systemd;
+pub mod telemetry;
 pub mod vault;

@@ -9,7 +9,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vault_locator::app::App;
-use vault_locator::cli::{Cli, Command};
+use vault_locator::cli::{Cli, Command, LogFormat};
 use vault_locator::config::{Config, DEFAULT_CONFIG_PATH};
 
 /// EX_CONFIG-style code for a config the agent cannot use (sysexits EX_USAGE).
@@ -28,8 +28,17 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config, log } => {
-            init_tracing(log.as_deref());
+        Command::Status {
+            config,
+            admin,
+            json,
+        } => status(config.as_deref(), admin, json),
+        Command::Run {
+            config,
+            log,
+            log_format,
+        } => {
+            init_tracing(log.as_deref(), log_format);
             let config = match load_for_run(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -72,6 +81,13 @@ fn load_for_run(path: Option<&Path>) -> Result<Config, vault_locator::config::Co
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let prometheus = match vault_locator::telemetry::install() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!(error = %e, "metrics exporter unavailable");
+            None
+        }
+    };
     let app = App::build(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
@@ -80,7 +96,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         clusters = config.clusters.len(),
         "vault-locator started"
     );
-    app.run(shutdown).await
+    app.run(prometheus, shutdown).await
 }
 
 /// SIGTERM/SIGINT stop the agent. SIGHUP is caught so that a reload request never kills
@@ -105,7 +121,7 @@ async fn watch_signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn init_tracing(filter: Option<&str>) {
+fn init_tracing(filter: Option<&str>, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // hickory-server logs every request at INFO: keep it at WARN unless asked.
     let default =
@@ -114,9 +130,79 @@ fn init_tracing(filter: Option<&str>) {
         .map(EnvFilter::new)
         .or_else(|| std::env::var("RUST_LOG").ok().map(EnvFilter::new))
         .unwrap_or_else(|| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `vault-locator status`: reads `/status` from a running agent and prints it.
+fn status(config: Option<&Path>, admin: Option<String>, json: bool) -> ExitCode {
+    let addr = match admin {
+        Some(a) => a,
+        None => match load_for_run(config) {
+            Ok(c) => match c.admin.listen {
+                Some(a) => a.to_string(),
+                None => {
+                    eprintln!("the admin endpoint is disabled in this config; pass --admin");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let body = match fetch_status(&addr) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cannot read http://{addr}/status: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report: vault_locator::admin::Status = match serde_json::from_str(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("http://{addr}/status is not a status report: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        print!("{body}");
+    } else {
+        print!("{}", vault_locator::admin::render_table(&report));
+    }
+    if report.clusters.iter().all(|c| c.healthy()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn fetch_status(addr: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let sock_addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{addr} resolves to nothing"))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&sock_addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
 }

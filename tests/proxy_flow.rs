@@ -70,7 +70,11 @@ listen = "{listen}"
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(proxy.clone().run(listener, shutdown.clone()));
+    let task = tokio::spawn(
+        proxy
+            .clone()
+            .run(listener, shutdown.clone(), Duration::ZERO),
+    );
     Running {
         proxy,
         addr,

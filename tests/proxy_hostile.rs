@@ -112,7 +112,11 @@ async fn hostile_clients_are_closed_within_limits_and_nothing_leaks() {
     for (p, listen) in [(&strict, "127.54.0.100:0"), (&capped, "127.54.0.101:0")] {
         let l = tokio::net::TcpListener::bind(listen).await.unwrap();
         addrs.push(l.local_addr().unwrap());
-        tasks.push(tokio::spawn(p.clone().run(l, shutdown.clone())));
+        tasks.push(tokio::spawn(p.clone().run(
+            l,
+            shutdown.clone(),
+            Duration::ZERO,
+        )));
     }
     let (strict_addr, capped_addr) = (addrs[0], addrs[1]);
 

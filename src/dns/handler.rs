@@ -20,6 +20,20 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::{debug, warn};
 
 use super::zone::{Answer, Zone};
+use crate::telemetry;
+
+/// Prometheus label for a response code, in the names operators grep for.
+fn rcode_label(code: ResponseCode) -> &'static str {
+    match code {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::NotImp => "NOTIMP",
+        _ => "OTHER",
+    }
+}
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
@@ -59,6 +73,34 @@ impl RequestHandler for Handler {
         &self,
         request: &Request,
         mut response_handle: R,
+    ) -> ResponseInfo {
+        let started = std::time::Instant::now();
+        let proto = match request.protocol() {
+            hickory_server::net::xfer::Protocol::Udp => "udp",
+            hickory_server::net::xfer::Protocol::Tcp => "tcp",
+            _ => "other",
+        };
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map(|q| q.query_type().to_string())
+            .unwrap_or_else(|| "none".into());
+        metrics::counter!(telemetry::DNS_REQUESTS, "proto" => proto, "type" => qtype).increment(1);
+        let info = self.respond(request, &mut response_handle).await;
+        metrics::counter!(telemetry::DNS_RESPONSES, "rcode" => rcode_label(info.response_code))
+            .increment(1);
+        metrics::histogram!(telemetry::DNS_DURATION, "proto" => proto)
+            .record(started.elapsed().as_secs_f64());
+        info
+    }
+}
+
+impl Handler {
+    async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response_handle: &mut R,
     ) -> ResponseInfo {
         let response_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();

@@ -27,6 +27,7 @@ use super::hello::read_client_hello;
 use super::route::{alpn_label, Router};
 use super::splice::{splice_bidirectional, PipePool};
 use crate::config::{DataPath, OnLeaderChange, ProxyConfig, RouteAction};
+use crate::telemetry;
 use crate::vault::view::{ClusterView, Freshness};
 use crate::vault::watcher::ViewReceiver;
 
@@ -120,10 +121,16 @@ impl Proxy {
         self.stats.clone()
     }
 
-    /// Accepts until `shutdown` is cancelled, then closes every connection it holds and
-    /// returns once they are gone.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    /// Accepts until `shutdown` is cancelled; then open connections get `drain` to
+    /// finish on their own before they are closed. Returns once they are all gone.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) {
         let tracker = TaskTracker::new();
+        let connections = CancellationToken::new();
         // Accepted sockets inherit TCP_NODELAY and the keepalive settings from the
         // listener on Linux: set once here instead of four setsockopt calls per client.
         tune_socket(SockRef::from(&listener));
@@ -146,22 +153,34 @@ impl Proxy {
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.count("-".into(), "over_capacity");
                 debug!(%peer, max = self.config.max_connections, "connection cap reached; refusing");
                 reset(sock);
                 continue;
             };
             let this = self.clone();
-            let conn_shutdown = shutdown.clone();
+            let conn_shutdown = connections.clone();
             tracker.spawn(async move {
-                if let Err(e) = this.handle(sock, peer, conn_shutdown).await {
+                let active = metrics::gauge!(telemetry::PROXY_ACTIVE, "cluster" => this.config.cluster.clone());
+                active.increment(1.0);
+                if let Err((alpn, e)) = this.handle(sock, peer, conn_shutdown).await {
                     this.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    this.count(alpn, e.kind());
                     debug!(%peer, kind = e.kind(), error = %e, "proxy connection refused");
                 }
+                active.decrement(1.0);
                 drop(permit);
             });
         }
         drop(listener);
         tracker.close();
+        if !tracker.is_empty() {
+            info!(cluster = %self.config.cluster, open = tracker.len(), ?drain, "proxy draining");
+            if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+                info!(cluster = %self.config.cluster, open = tracker.len(), "drain deadline passed; closing");
+            }
+        }
+        connections.cancel();
         tracker.wait().await;
     }
 
@@ -170,7 +189,7 @@ impl Proxy {
         mut client: TcpStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
-    ) -> Result<(), ConnError> {
+    ) -> Result<(), (String, ConnError)> {
         let hello = match read_client_hello(
             &mut client,
             self.config.client_hello_timeout,
@@ -181,26 +200,26 @@ impl Proxy {
             Ok(h) => h,
             Err(e) => {
                 reset(client);
-                return Err(e.into());
+                return Err(("-".into(), e.into()));
             }
         };
         let alpn = alpn_label(&hello.alpn);
         if self.router.route(&hello.alpn) == RouteAction::Reject {
             reset(client);
-            return Err(ConnError::Rejected(alpn));
+            return Err((alpn.clone(), ConnError::Rejected(alpn)));
         }
 
         let mut views = self.views.clone();
         let view = views.borrow_and_update().clone();
         let Some(target_addr) = self.target_of(&view) else {
             reset(client);
-            return Err(ConnError::NoLeader);
+            return Err((alpn, ConnError::NoLeader));
         };
         let target = match resolve(&target_addr).await {
             Some(t) => t,
             None => {
                 reset(client);
-                return Err(ConnError::Resolve(target_addr));
+                return Err((alpn, ConnError::Resolve(target_addr)));
             }
         };
         let started = Instant::now();
@@ -211,16 +230,21 @@ impl Proxy {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     reset(client);
-                    return Err(ConnError::Connect(target, e));
+                    return Err((alpn, ConnError::Connect(target, e)));
                 }
                 Err(_) => {
                     reset(client);
-                    return Err(ConnError::ConnectTimeout(target));
+                    return Err((alpn, ConnError::ConnectTimeout(target)));
                 }
             };
+        metrics::histogram!(telemetry::PROXY_CONNECT_DURATION, "cluster" => self.config.cluster.clone())
+            .record(started.elapsed().as_secs_f64());
         tune_socket(SockRef::from(&upstream));
-        upstream.write_all(&hello.bytes).await?;
+        if let Err(e) = upstream.write_all(&hello.bytes).await {
+            return Err((alpn, e.into()));
+        }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        self.count(alpn.clone(), "forwarded");
         debug!(%peer, %target, %alpn, sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
 
         let data_path = self.config.data_path;
@@ -245,6 +269,8 @@ impl Proxy {
             tokio::select! {
                 result = &mut copy => {
                     let (up, down) = result.unwrap_or((0, 0));
+                    metrics::counter!(telemetry::PROXY_BYTES, "direction" => "client_to_server").increment(up);
+                    metrics::counter!(telemetry::PROXY_BYTES, "direction" => "server_to_client").increment(down);
                     debug!(%peer, %target, bytes_up = up, bytes_down = down, "connection done");
                     return Ok(());
                 }
@@ -266,6 +292,16 @@ impl Proxy {
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
+    }
+
+    fn count(&self, alpn: String, result: &'static str) {
+        metrics::counter!(
+            telemetry::PROXY_CONNECTIONS,
+            "cluster" => self.config.cluster.clone(),
+            "alpn" => alpn,
+            "result" => result
+        )
+        .increment(1);
     }
 
     /// The leader's cluster address, when the view may be used.

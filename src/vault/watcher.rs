@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -19,6 +19,8 @@ use url::Url;
 use super::client::VaultClient;
 use super::view::{elect, next_view, ClusterView, Polled, ResolvedLeader, ViewEvent};
 use crate::config::ClusterConfig;
+use crate::systemd::Heartbeat;
+use crate::telemetry;
 
 /// Receivers of a cluster's view.
 pub type ViewReceiver = watch::Receiver<Arc<ClusterView>>;
@@ -43,6 +45,7 @@ pub struct Watcher {
     config: ClusterConfig,
     client: VaultClient,
     tx: watch::Sender<Arc<ClusterView>>,
+    heartbeat: Heartbeat,
 }
 
 impl Watcher {
@@ -64,7 +67,25 @@ impl Watcher {
             &config.name,
             config.load_balanced,
         )));
-        Ok((Self { config, client, tx }, rx))
+        // A round takes at most the request timeout (both requests run concurrently) and
+        // starts every poll interval; twice that plus slack means the loop is stuck.
+        let heartbeat = Heartbeat::new(
+            2 * (config.poll_interval + config.request_timeout) + Duration::from_secs(1),
+        );
+        Ok((
+            Self {
+                config,
+                client,
+                tx,
+                heartbeat,
+            },
+            rx,
+        ))
+    }
+
+    /// Beats after every completed round (for the systemd watchdog).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Polls until `shutdown` is cancelled.
@@ -88,7 +109,9 @@ impl Watcher {
                 Instant::now(),
                 SystemTime::now(),
             );
+            self.heartbeat.beat();
             self.log(&events);
+            self.record(&view, &events);
             if *prev != view {
                 self.tx.send_replace(Arc::new(view));
             }
@@ -109,6 +132,8 @@ impl Watcher {
         let polled = futures_util::future::join_all(polls).await;
         for p in &polled {
             if let Err(e) = &p.report.health {
+                metrics::counter!(telemetry::POLL_ERRORS, "cluster" => self.config.name.clone(), "kind" => e.kind())
+                    .increment(1);
                 debug!(cluster = %self.config.name, node = %p.url, kind = e.kind(), error = %e, "poll failed");
             }
         }
@@ -145,6 +170,33 @@ impl Watcher {
             None => None,
         };
         Round { polled, leader }
+    }
+
+    /// Metrics for one round (the view's age is computed at scrape time).
+    fn record(&self, view: &ClusterView, events: &[ViewEvent]) {
+        let cluster = self.config.name.clone();
+        let reachable = view
+            .members
+            .iter()
+            .filter(|m| m.role != super::view::Role::Unreachable && !view.stale)
+            .count();
+        let unreachable = view.members.len() - reachable;
+        metrics::gauge!(telemetry::NODES, "cluster" => cluster.clone(), "state" => "reachable")
+            .set(reachable as f64);
+        metrics::gauge!(telemetry::NODES, "cluster" => cluster.clone(), "state" => "unreachable")
+            .set(unreachable as f64);
+        metrics::gauge!(telemetry::STALE, "cluster" => cluster.clone())
+            .set(f64::from(u8::from(view.stale)));
+        metrics::gauge!(telemetry::HAS_LEADER, "cluster" => cluster.clone())
+            .set(f64::from(u8::from(view.leader.is_some())));
+        let changes = events
+            .iter()
+            .filter(|e| matches!(e, ViewEvent::LeaderChanged { .. }))
+            .count();
+        if changes > 0 {
+            metrics::counter!(telemetry::LEADER_CHANGES, "cluster" => cluster)
+                .increment(changes as u64);
+        }
     }
 
     fn log(&self, events: &[ViewEvent]) {

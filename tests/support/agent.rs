@@ -25,6 +25,8 @@ pub fn run_cli(args: &[&str]) -> Output {
 pub struct Agent {
     child: Option<Child>,
     pub dns: SocketAddr,
+    /// The admin endpoint: `<dns ip>:9464` unless the config sets `[admin]`.
+    pub admin: SocketAddr,
     dir: tempfile::TempDir,
 }
 
@@ -32,14 +34,27 @@ impl Agent {
     /// Starts the agent with `config` (which must listen on `dns`) and waits until it
     /// answers DNS.
     pub fn start(config: &str, dns: SocketAddr) -> Agent {
+        Self::start_with_env(config, dns, &[])
+    }
+
+    /// As [`Agent::start`], with extra environment variables.
+    pub fn start_with_env(config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
+        let admin = SocketAddr::new(dns.ip(), 9464);
+        let config = if config.contains("[admin]") {
+            config.to_string()
+        } else {
+            // Each test owns its IP; keep its admin endpoint there too.
+            format!("{config}\n[admin]\nlisten = \"{admin}\"\n")
+        };
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,vault_locator=debug,hickory_server=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -48,6 +63,7 @@ impl Agent {
         let mut agent = Agent {
             child: Some(child),
             dns,
+            admin,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -77,13 +93,39 @@ impl Agent {
         self.child.as_ref().unwrap().id()
     }
 
-    /// Sends SIGTERM and returns the exit code.
+    /// Sends a signal (by name, e.g. "HUP") to the agent.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// `GET path` on the admin endpoint: (status code, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.admin).expect("admin endpoint");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+        let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, body.to_string())
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
     pub fn stop(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// Waits for the agent to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status.code();
@@ -91,7 +133,7 @@ impl Agent {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("agent did not stop within 10s of SIGTERM");
+                panic!("agent did not stop within {within:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,0 +1,340 @@
+//! The admin endpoint (loopback by default): `GET /metrics` (Prometheus text),
+//! `GET /status` (JSON of every cluster's view and every proxy listener), `GET /ready`
+//! and `GET /live`.
+//!
+//! A few fixed GET routes on a loopback socket do not justify an HTTP server framework:
+//! this reads one request head (bounded in size and time), answers, and closes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::proxy::forward::Proxy;
+use crate::telemetry;
+use crate::vault::view::{ClusterView, Freshness};
+use crate::vault::watcher::ViewReceiver;
+
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One tracked cluster, as the admin endpoint and systemd see it.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    pub name: String,
+    pub views: ViewReceiver,
+    pub serve_stale_for: Duration,
+}
+
+/// Everything the admin endpoint reports on.
+pub struct Observed {
+    pub clusters: Vec<ClusterHandle>,
+    pub proxies: Vec<Arc<Proxy>>,
+    pub started: Instant,
+    pub ready_timeout: Duration,
+}
+
+impl Observed {
+    /// Listeners are bound before anything runs, so ready means: every cluster has a
+    /// first view, or the first-view deadline has passed.
+    pub fn is_ready(&self) -> bool {
+        self.started.elapsed() >= self.ready_timeout
+            || self
+                .clusters
+                .iter()
+                .all(|c| c.views.borrow().last_confirmed.is_some())
+    }
+
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ready: self.is_ready(),
+            clusters: self
+                .clusters
+                .iter()
+                .map(|c| ClusterStatus::of(&c.views.borrow(), now, c.serve_stale_for))
+                .collect(),
+            proxies: self
+                .proxies
+                .iter()
+                .map(|p| ProxyStatus {
+                    cluster: p.config().cluster.clone(),
+                    listen: p.config().listen.to_string(),
+                    answer: p.config().answer,
+                    open_connections: p.open_connections(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Gauges that depend on "now" are set at scrape time.
+    fn refresh_gauges(&self) {
+        let now = Instant::now();
+        for c in &self.clusters {
+            if let Some(t) = c.views.borrow().last_confirmed {
+                metrics::gauge!(telemetry::VIEW_AGE, "cluster" => c.name.clone())
+                    .set(now.saturating_duration_since(t).as_secs_f64());
+            }
+        }
+    }
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub ready: bool,
+    pub clusters: Vec<ClusterStatus>,
+    pub proxies: Vec<ProxyStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    /// "fresh", "stale" (served from the last confirmed view) or "unusable" (SERVFAIL).
+    pub state: String,
+    pub leader: Option<LeaderStatus>,
+    pub view_age_seconds: Option<f64>,
+    pub last_leader_change: Option<ChangeStatus>,
+    pub load_balanced: bool,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderStatus {
+    pub api_addr: String,
+    pub cluster_addr: String,
+    pub addrs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeStatus {
+    pub at: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub url: String,
+    pub role: String,
+    pub last_confirmed: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    pub cluster: String,
+    pub listen: String,
+    pub answer: bool,
+    pub open_connections: usize,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl ClusterStatus {
+    fn of(view: &ClusterView, now: Instant, serve_stale_for: Duration) -> Self {
+        let state = match view.freshness(now, serve_stale_for) {
+            Freshness::Fresh => "fresh",
+            Freshness::Stale => "stale",
+            Freshness::Unusable => "unusable",
+        };
+        Self {
+            name: view.cluster.clone(),
+            state: state.to_string(),
+            leader: view.leader.as_ref().map(|l| LeaderStatus {
+                api_addr: l.api_addr.clone(),
+                cluster_addr: l.cluster_addr.clone(),
+                addrs: l.addrs.iter().map(|a| a.to_string()).collect(),
+            }),
+            view_age_seconds: view
+                .last_confirmed
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            last_leader_change: view
+                .leader_changed
+                .as_ref()
+                .map(|(at, reason)| ChangeStatus {
+                    at: rfc3339(*at),
+                    reason: reason.clone(),
+                }),
+            load_balanced: view.load_balanced,
+            members: view
+                .members
+                .iter()
+                .map(|m| MemberStatus {
+                    url: m.url.to_string(),
+                    role: m.role.as_str().to_string(),
+                    last_confirmed: m.last_confirmed.map(rfc3339),
+                    error: m.error.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Healthy for `vault-locator status`: a leader, and a view that is not stale.
+    pub fn healthy(&self) -> bool {
+        self.leader.is_some() && self.state == "fresh"
+    }
+}
+
+/// Serves the admin endpoint until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    observed: Arc<Observed>,
+    prometheus: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) {
+    info!(addr = ?listener.local_addr().ok(), "admin endpoint listening");
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let observed = observed.clone();
+        let prometheus = prometheus.clone();
+        tokio::spawn(async move {
+            let served =
+                tokio::time::timeout(REQUEST_TIMEOUT, serve(sock, &observed, prometheus.as_ref()))
+                    .await;
+            if !matches!(served, Ok(Ok(()))) {
+                debug!(%peer, "admin request failed or timed out");
+            }
+        });
+    }
+}
+
+async fn serve(
+    mut sock: TcpStream,
+    observed: &Observed,
+    prometheus: Option<&PrometheusHandle>,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > MAX_REQUEST_HEAD {
+            return respond(&mut sock, 431, "text/plain", "request head too large\n").await;
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return respond(&mut sock, 405, "text/plain", "only GET\n").await;
+    }
+    match path {
+        "/metrics" => {
+            observed.refresh_gauges();
+            let body = match prometheus {
+                Some(p) => {
+                    p.run_upkeep();
+                    p.render()
+                }
+                None => String::new(),
+            };
+            respond(&mut sock, 200, "text/plain; version=0.0.4", &body).await
+        }
+        "/status" => {
+            let body = serde_json::to_string_pretty(&observed.status())
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            respond(&mut sock, 200, "application/json", &(body + "\n")).await
+        }
+        "/ready" => {
+            if observed.is_ready() {
+                respond(&mut sock, 200, "text/plain", "ready\n").await
+            } else {
+                respond(&mut sock, 503, "text/plain", "waiting for first views\n").await
+            }
+        }
+        "/live" => respond(&mut sock, 200, "text/plain", "live\n").await,
+        _ => respond(&mut sock, 404, "text/plain", "not found\n").await,
+    }
+}
+
+async fn respond(sock: &mut TcpStream, code: u16, ctype: &str, body: &str) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let msg = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(msg.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+/// The human table `vault-locator status` prints.
+pub fn render_table(status: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<28} {:<9} {:>8}  LAST LEADER CHANGE",
+        "CLUSTER", "LEADER", "STATE", "AGE"
+    );
+    for c in &status.clusters {
+        let leader = c
+            .leader
+            .as_ref()
+            .map(|l| l.api_addr.as_str())
+            .unwrap_or("(none)");
+        let age = c
+            .view_age_seconds
+            .map(|a| format!("{a:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        let change = c
+            .last_leader_change
+            .as_ref()
+            .map(|ch| format!("{} ({})", ch.at, ch.reason))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<14} {:<28} {:<9} {:>8}  {}",
+            c.name, leader, c.state, age, change
+        );
+        for m in &c.members {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<14} {}",
+                m.url,
+                m.role,
+                m.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    for p in &status.proxies {
+        let _ = writeln!(
+            out,
+            "proxy {} -> {} ({} open{})",
+            p.listen,
+            p.cluster,
+            p.open_connections,
+            if p.answer { ", answered in DNS" } else { "" }
+        );
+    }
+    out
+}

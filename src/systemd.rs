@@ -1,0 +1,109 @@
+//! systemd integration (`Type=notify`): READY=1 once listeners are bound and first views
+//! are in (or the first-view deadline passed), STATUS= with each cluster's leader,
+//! WATCHDOG=1 at half of `WatchdogSec` only while the watchers make progress, and
+//! STOPPING=1 on shutdown. Without `NOTIFY_SOCKET` every call is a no-op.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::admin::Observed;
+
+/// Proof of life from one watcher: the time of its last completed poll round.
+#[derive(Clone)]
+pub struct Heartbeat {
+    base: Instant,
+    last_ms: Arc<AtomicU64>,
+    /// Longer than this without a round means the watcher is stuck.
+    max_gap: Duration,
+}
+
+impl Heartbeat {
+    pub fn new(max_gap: Duration) -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+            max_gap,
+        }
+    }
+
+    pub fn beat(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(last) <= self.max_gap
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        debug!(error = %e, "sd_notify failed");
+    }
+}
+
+pub fn stopping() {
+    notify(&[NotifyState::Stopping]);
+}
+
+/// One line for `systemctl status`: each cluster's leader.
+pub fn summary(observed: &Observed) -> String {
+    observed
+        .status()
+        .clusters
+        .iter()
+        .map(|c| match &c.leader {
+            Some(l) if c.state == "fresh" => format!("{}: {}", c.name, l.api_addr),
+            Some(l) => format!("{}: {} ({})", c.name, l.api_addr, c.state),
+            None => format!("{}: no leader ({})", c.name, c.state),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Runs until `shutdown`: READY=1, then STATUS= on change and WATCHDOG=1 while healthy.
+pub async fn run(observed: Arc<Observed>, heartbeats: Vec<Heartbeat>, shutdown: CancellationToken) {
+    // READY=1 once ready.
+    while !observed.is_ready() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let mut last = summary(&observed);
+    notify(&[NotifyState::Ready, NotifyState::Status(&last)]);
+
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let tick = watchdog
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    let mut next_ping = Instant::now();
+    let mut ticker = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now_summary = summary(&observed);
+        if now_summary != last {
+            notify(&[NotifyState::Status(&now_summary)]);
+            last = now_summary;
+        }
+        if let Some(every) = watchdog {
+            if Instant::now() >= next_ping {
+                next_ping = Instant::now() + every;
+                if heartbeats.iter().all(Heartbeat::is_fresh) {
+                    notify(&[NotifyState::Watchdog]);
+                } else {
+                    warn!("a cluster watcher has stopped making progress; withholding WATCHDOG=1");
+                }
+            }
+        }
+    }
+}

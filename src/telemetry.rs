@@ -1,0 +1,41 @@
+//! Metric names (Prometheus conventions: units in the name, `_total` for counters), the
+//! exporter, and logging setup. One place so names stay consistent and documented.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+// DNS (CoreDNS-like names).
+pub const DNS_REQUESTS: &str = "dns_requests_total"; // {proto, type}
+pub const DNS_RESPONSES: &str = "dns_responses_total"; // {rcode}
+pub const DNS_DURATION: &str = "dns_request_duration_seconds"; // histogram {proto}
+
+// Vault clusters.
+pub const LEADER_CHANGES: &str = "vault_leader_changes_total"; // {cluster}
+pub const VIEW_AGE: &str = "vault_cluster_view_age_seconds"; // {cluster}
+pub const NODES: &str = "vault_cluster_nodes"; // {cluster, state=reachable|unreachable}
+pub const POLL_ERRORS: &str = "vault_poll_errors_total"; // {cluster, kind}
+pub const STALE: &str = "vault_cluster_stale"; // {cluster} 0/1
+pub const HAS_LEADER: &str = "vault_cluster_has_leader"; // {cluster} 0/1
+
+// Proxy.
+pub const PROXY_CONNECTIONS: &str = "proxy_connections_total"; // {cluster, alpn, result}
+pub const PROXY_ACTIVE: &str = "proxy_active_connections"; // {cluster}
+pub const PROXY_BYTES: &str = "proxy_bytes_total"; // {direction}
+pub const PROXY_CONNECT_DURATION: &str = "proxy_connect_duration_seconds"; // histogram {cluster}
+
+pub const BUILD_INFO: &str = "build_info"; // {version}
+
+/// Latency buckets from 50 µs to 5 s: DNS answers from memory sit at the bottom,
+/// forwarded queries and connects in the middle.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+/// Installs the process-wide Prometheus recorder. Call once, from `main`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
+        .install_recorder()?;
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
