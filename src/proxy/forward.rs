@@ -117,6 +117,11 @@ impl Proxy {
         self.config.max_connections - self.permits.available_permits()
     }
 
+    /// Empty pipes held for reuse (two file descriptors each; bounded).
+    pub fn pooled_pipes(&self) -> usize {
+        self.pipes.pooled()
+    }
+
     pub fn stats(&self) -> Arc<ProxyStats> {
         self.stats.clone()
     }
