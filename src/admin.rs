@@ -37,12 +37,17 @@ pub struct Observed {
     pub proxies: Vec<Arc<Proxy>>,
     pub started: Instant,
     pub ready_timeout: Duration,
+    /// Set when the agent is stopping (lame duck): no longer ready.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Observed {
     /// Listeners are bound before anything runs, so ready means: every cluster has a
     /// first view, or the first-view deadline has passed.
     pub fn is_ready(&self) -> bool {
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         self.started.elapsed() >= self.ready_timeout
             || self
                 .clusters
@@ -261,6 +266,8 @@ async fn serve(
         "/ready" => {
             if observed.is_ready() {
                 respond(&mut sock, 200, "text/plain", "ready\n").await
+            } else if observed.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                respond(&mut sock, 503, "text/plain", "stopping\n").await
             } else {
                 respond(&mut sock, 503, "text/plain", "waiting for first views\n").await
             }

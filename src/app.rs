@@ -34,6 +34,7 @@ pub struct App {
     observed: Arc<Observed>,
     heartbeats: Vec<Heartbeat>,
     drain_timeout: Duration,
+    lameduck: Duration,
 }
 
 impl App {
@@ -91,6 +92,7 @@ impl App {
             proxies: proxies.iter().map(|(p, _)| p.clone()).collect(),
             started,
             ready_timeout: config.admin.ready_timeout,
+            stopping: Default::default(),
         });
         let heartbeats = watchers.iter().map(Watcher::heartbeat).collect();
         Ok(Self {
@@ -101,6 +103,7 @@ impl App {
             observed,
             heartbeats,
             drain_timeout: config.drain_timeout,
+            lameduck: config.dns.lameduck,
         })
     }
 
@@ -142,8 +145,26 @@ impl App {
         ));
         accepting.close();
 
-        let dns_stop = shutdown.child_token();
+        // Lame duck: on shutdown, say STOPPING=1 and turn /ready to 503 at once, but keep
+        // answering DNS for `lameduck` so queries in flight (and clients still switching
+        // away) get their answers; hickory drops unfinished requests when it stops.
+        let dns_stop = CancellationToken::new();
+        let lame = {
+            let (shutdown, dns_stop, observed) =
+                (shutdown.clone(), dns_stop.clone(), self.observed.clone());
+            let lameduck = self.lameduck;
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                systemd::stopping();
+                observed
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(lameduck).await;
+                dns_stop.cancel();
+            })
+        };
         let result = self.dns.run(dns_stop).await;
+        lame.abort();
         // Whether asked to stop or the DNS server failed: stop everything, in order.
         systemd::stopping();
         proxies_stop.cancel();

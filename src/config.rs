@@ -131,6 +131,8 @@ struct FileDns {
     upstream_timeout: Duration,
     #[serde(default = "default_tcp_idle_timeout", with = "humantime_serde")]
     tcp_idle_timeout: Duration,
+    #[serde(default = "default_lameduck", with = "humantime_serde")]
+    lameduck: Duration,
     #[serde(default)]
     records: Vec<FileRecord>,
 }
@@ -143,6 +145,7 @@ impl Default for FileDns {
             upstreams: Vec::new(),
             upstream_timeout: default_upstream_timeout(),
             tcp_idle_timeout: default_tcp_idle_timeout(),
+            lameduck: default_lameduck(),
             records: Vec::new(),
         }
     }
@@ -213,6 +216,9 @@ fn default_upstream_timeout() -> Duration {
 }
 fn default_tcp_idle_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_lameduck() -> Duration {
+    Duration::from_millis(500)
 }
 fn default_poll_interval() -> Duration {
     Duration::from_secs(1)
@@ -328,6 +334,8 @@ pub struct DnsConfig {
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
     pub tcp_idle_timeout: Duration,
+    /// After SIGTERM, keep answering this long (with /ready at 503) before closing.
+    pub lameduck: Duration,
     pub records: Vec<StaticRecord>,
 }
 
@@ -786,6 +794,7 @@ impl FileConfig {
                 upstreams,
                 upstream_timeout: self.dns.upstream_timeout,
                 tcp_idle_timeout: self.dns.tcp_idle_timeout,
+                lameduck: self.dns.lameduck,
                 records,
             },
             clusters,

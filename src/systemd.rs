@@ -42,10 +42,33 @@ impl Heartbeat {
     }
 }
 
+/// Sends one notification without ever blocking the runtime: the socket is
+/// non-blocking, and a message the manager's queue cannot take is dropped (a later
+/// WATCHDOG=1 or STATUS= supersedes it). sd-notify's own `notify` blocks when the queue
+/// is full, which would stall a worker thread.
 fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        debug!(error = %e, "sd_notify failed");
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
+    if let Err(e) = send_nonblocking(&path, msg.as_bytes()) {
+        debug!(error = %e, "sd_notify message not sent");
     }
+}
+
+fn send_nonblocking(path: &std::ffi::OsStr, msg: &[u8]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = path.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(path)?,
+    };
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    sock.send_to_addr(msg, &addr)?;
+    Ok(())
 }
 
 pub fn stopping() {

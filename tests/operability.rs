@@ -1,0 +1,414 @@
+//! Operating the agent: metrics that move with traffic and failover, the status command,
+//! systemd notifications, and a clean stop under load.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use support::agent::{run_cli, Agent};
+use support::dns::{build_query, query, Proto};
+use support::mock::{Behavior, MockNode};
+use support::openbao::{eventually, Cluster};
+use support::tls::observe;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Sum of the samples of `name` whose labels include every `k="v"` pair.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn scrape(agent: &Agent) -> String {
+    let (code, body) = agent.admin_get("/metrics");
+    assert_eq!(code, 200);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_status_follow_a_real_cluster() {
+    let mut cluster = Cluster::start(24, 0, 3).await;
+    let dns = addr("127.24.0.100:8600");
+    let agent = Agent::start(
+        r#"
+datacenter = "dc1"
+[dns]
+listen = ["127.24.0.100:8600"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.24.0.1:8200", "http://127.24.0.2:8200", "http://127.24.0.3:8200"]
+poll_interval = "250ms"
+serve_stale_for = "2s"
+[[proxy]]
+cluster = "dc1"
+listen = "127.24.0.200:8201"
+"#,
+        dns,
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let leader_api = format!("http://{}:8200", cluster.ip(leader));
+    eventually(
+        Duration::from_secs(20),
+        "ready with a full view",
+        || async {
+            let (code, _) = agent.admin_get("/ready");
+            let out = run_cli(&["status", "--admin", &agent.admin.to_string()]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (code == 200 && out.status.code() == Some(0) && text.matches("standby").count() == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(agent.admin_get("/live").0, 200);
+
+    // `status`: leader and roles, human and JSON.
+    let out = run_cli(&["status", "--admin", &agent.admin.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&leader_api), "{text}");
+    for i in 0..3 {
+        let role = if i == leader { "active" } else { "standby" };
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("http://{}:8200/", cluster.ip(i))))
+            .unwrap_or_else(|| panic!("no member line for node {i}: {text}"));
+        assert!(line.contains(role), "node {i} should be {role}: {line}");
+    }
+    let out = run_cli(&["status", "--admin", &agent.admin.to_string(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["clusters"][0]["leader"]["api_addr"], leader_api.as_str());
+    assert_eq!(v["clusters"][0]["state"], "fresh");
+    assert_eq!(v["proxies"][0]["listen"], "127.24.0.200:8201");
+
+    // DNS counters move with the traffic we send.
+    let before = scrape(&agent);
+    for _ in 0..3 {
+        query(
+            dns,
+            "active.vault.service.consul",
+            RecordType::A,
+            Proto::Udp,
+        )
+        .unwrap();
+    }
+    for _ in 0..2 {
+        query(dns, "nope.vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
+    }
+    query(dns, "example.com", RecordType::A, Proto::Udp).unwrap();
+    // Proxy counters: one forwarded, one rejected (raft is never sent to the active).
+    let proxy = addr("127.24.0.200:8201");
+    assert!(observe(proxy, b"req_fw_sb-act_v1").await.is_some());
+    assert!(observe(proxy, b"raft_storage_v1").await.is_none());
+    let after = scrape(&agent);
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        metric(&after, name, labels) - metric(&before, name, labels)
+    };
+    assert_eq!(delta("dns_responses_total", &[("rcode", "NOERROR")]), 3.0);
+    assert_eq!(delta("dns_responses_total", &[("rcode", "NXDOMAIN")]), 2.0);
+    assert_eq!(delta("dns_responses_total", &[("rcode", "REFUSED")]), 1.0);
+    assert_eq!(
+        delta("dns_requests_total", &[("proto", "tcp"), ("type", "A")]),
+        2.0
+    );
+    assert_eq!(
+        delta(
+            "proxy_connections_total",
+            &[("alpn", "req_fw_sb-act_v1"), ("result", "forwarded")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "proxy_connections_total",
+            &[("alpn", "raft_storage_v1"), ("result", "alpn_rejected")]
+        ),
+        1.0
+    );
+    assert!(metric(&after, "dns_request_duration_seconds_count", &[]) >= 6.0);
+    assert_eq!(
+        metric(&after, "vault_cluster_nodes", &[("state", "reachable")]),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    let changes_before = metric(&after, "vault_leader_changes_total", &[("cluster", "dc1")]);
+    assert!(changes_before >= 1.0, "the first view counts as a change");
+
+    // A real failover moves the leader-change counter.
+    cluster.kill(leader);
+    let new = cluster.wait_leader(Duration::from_secs(60)).await;
+    let new_api = format!("http://{}:8200", cluster.ip(new));
+    eventually(
+        Duration::from_secs(20),
+        "status shows the new leader",
+        || async {
+            let out = run_cli(&["status", "--admin", &agent.admin.to_string()]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&new_api)
+                .then_some(())
+        },
+    )
+    .await;
+    let m = scrape(&agent);
+    assert!(
+        metric(&m, "vault_leader_changes_total", &[("cluster", "dc1")]) >= changes_before + 1.0
+    );
+    assert!(
+        metric(
+            &m,
+            "vault_poll_errors_total",
+            &[("cluster", "dc1"), ("kind", "connect")]
+        ) >= 1.0
+    );
+
+    // The leader's cluster unreachable: status exits non-zero.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "status reports the cluster unhealthy",
+        || async {
+            let out = run_cli(&["status", "--admin", &agent.admin.to_string()]);
+            (out.status.code() == Some(2)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &scrape(&agent),
+            "vault_cluster_stale",
+            &[("cluster", "dc1")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_ready_status_watchdog_and_stopping() {
+    let _node = MockNode::start(
+        addr("127.36.0.1:8200"),
+        Behavior::Node {
+            active: true,
+            leader: "http://127.36.0.1:8200".into(),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut agent = Agent::start_with_env(
+        r#"
+datacenter = "dc1"
+[dns]
+listen = ["127.36.0.100:8600"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.36.0.1:8200"]
+poll_interval = "100ms"
+"#,
+        addr("127.36.0.100:8600"),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let recv = |sock: &UnixDatagram| {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let first = recv(&sock);
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(
+        first.contains("STATUS=dc1: http://127.36.0.1:8200"),
+        "{first}"
+    );
+
+    // WATCHDOG=1 every WatchdogSec/2 = 200 ms: about 10 in 2 s (after draining what
+    // queued up while the test was starting the agent).
+    sock.set_nonblocking(true).unwrap();
+    while sock.recv(&mut [0u8; 4096]).is_ok() {}
+    sock.set_nonblocking(false).unwrap();
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        if recv(&sock).contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert!((6..=14).contains(&pings), "{pings} watchdog pings in 2 s");
+
+    agent.signal("TERM");
+    let mut stopping = false;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        let mut buf = [0u8; 4096];
+        match sock.recv(&mut buf) {
+            Ok(n) if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") => {
+                stopping = true;
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
+    let _node = MockNode::start(
+        addr("127.35.0.1:8200"),
+        Behavior::Node {
+            active: true,
+            leader: "http://127.35.0.1:8200".into(),
+        },
+    )
+    .await;
+    // The "cluster port" of the active node: a plain TCP echo.
+    let echo = std::net::TcpListener::bind("127.35.0.1:8201").unwrap();
+    std::thread::spawn(move || {
+        for s in echo.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dns = addr("127.35.0.100:8600");
+    let mut agent = Agent::start(
+        r#"
+drain_timeout = "2s"
+datacenter = "dc1"
+[dns]
+listen = ["127.35.0.100:8600"]
+lameduck = "1s"
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.35.0.1:8200"]
+poll_interval = "100ms"
+[[proxy]]
+cluster = "dc1"
+listen = "127.35.0.200:8201"
+"#,
+        dns,
+    );
+    eventually(Duration::from_secs(10), "active answers", || async {
+        let m = query(
+            dns,
+            "active.vault.service.consul",
+            RecordType::A,
+            Proto::Udp,
+        )
+        .ok()?;
+        (!m.answers.is_empty()).then_some(())
+    })
+    .await;
+
+    // A proxied connection, working.
+    let hello = client_hello();
+    let mut conn = TcpStream::connect("127.35.0.200:8201").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(back, hello);
+
+    // 200 queries pipelined on one TCP connection and 100 UDP queries, then SIGTERM
+    // before reading any answer: every one is answered.
+    let mut tcp = TcpStream::connect(dns).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let q = build_query("active.vault.service.consul", RecordType::A);
+    let mut framed = Vec::new();
+    for _ in 0..200 {
+        framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&q);
+    }
+    tcp.write_all(&framed).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..100 {
+        udp.send_to(&q, dns).unwrap();
+    }
+    let stopped_at = Instant::now();
+    agent.signal("TERM");
+    for i in 0..200 {
+        let mut len = [0u8; 2];
+        tcp.read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("TCP answer {i} lost: {e}"));
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        tcp.read_exact(&mut msg).unwrap();
+        assert!(!Message::from_vec(&msg).unwrap().answers.is_empty());
+    }
+    for i in 0..100 {
+        let mut buf = [0u8; 512];
+        udp.recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("UDP answer {i} lost: {e}"));
+    }
+
+    // The proxied connection keeps working while it drains...
+    conn.write_all(b"still here").unwrap();
+    let mut b = [0u8; 10];
+    conn.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"still here");
+    // ...and is closed by the drain deadline (lame duck 1 s + drain 2 s).
+    let mut rest = [0u8; 16];
+    match conn.read(&mut rest) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("unexpected {n} bytes"),
+    }
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(8),
+        "closed by the drain deadline"
+    );
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+fn client_hello() -> Vec<u8> {
+    use std::sync::Arc;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"req_fw_sb-act_v1".to_vec()];
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), "fw-test".try_into().unwrap()).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
