@@ -29,12 +29,13 @@ pub struct ClusterHandle {
     pub name: String,
     pub views: ViewReceiver,
     pub serve_stale_for: Duration,
+    pub heartbeat: crate::systemd::Heartbeat,
 }
 
-/// Everything the admin endpoint reports on.
+/// Everything the admin endpoint reports on. The lists are replaced on reload.
 pub struct Observed {
-    pub clusters: Vec<ClusterHandle>,
-    pub proxies: Vec<Arc<Proxy>>,
+    pub clusters: std::sync::RwLock<Vec<ClusterHandle>>,
+    pub proxies: std::sync::RwLock<Vec<Arc<Proxy>>>,
     pub started: Instant,
     pub ready_timeout: Duration,
     /// Set when the agent is stopping (lame duck): no longer ready.
@@ -50,9 +51,28 @@ impl Observed {
         }
         self.started.elapsed() >= self.ready_timeout
             || self
-                .clusters
+                .clusters()
                 .iter()
                 .all(|c| c.views.borrow().last_confirmed.is_some())
+    }
+
+    pub fn clusters(&self) -> Vec<ClusterHandle> {
+        self.clusters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn proxies(&self) -> Vec<Arc<Proxy>> {
+        self.proxies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn replace(&self, clusters: Vec<ClusterHandle>, proxies: Vec<Arc<Proxy>>) {
+        *self.clusters.write().unwrap_or_else(|p| p.into_inner()) = clusters;
+        *self.proxies.write().unwrap_or_else(|p| p.into_inner()) = proxies;
     }
 
     pub fn status(&self) -> Status {
@@ -61,12 +81,12 @@ impl Observed {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ready: self.is_ready(),
             clusters: self
-                .clusters
+                .clusters()
                 .iter()
                 .map(|c| ClusterStatus::of(&c.views.borrow(), now, c.serve_stale_for))
                 .collect(),
             proxies: self
-                .proxies
+                .proxies()
                 .iter()
                 .map(|p| ProxyStatus {
                     cluster: p.config().cluster.clone(),
@@ -81,7 +101,7 @@ impl Observed {
     /// Gauges that depend on "now" are set at scrape time.
     fn refresh_gauges(&self) {
         let now = Instant::now();
-        for c in &self.clusters {
+        for c in &self.clusters() {
             if let Some(t) = c.views.borrow().last_confirmed {
                 metrics::gauge!(telemetry::VIEW_AGE, "cluster" => c.name.clone())
                     .set(now.saturating_duration_since(t).as_secs_f64());

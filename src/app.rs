@@ -1,184 +1,449 @@
-//! Wiring: one watcher task per cluster, the DNS server and proxies reading their views,
-//! the admin endpoint and systemd notifications, and an orderly stop.
+//! The supervisor: starts every part from a validated config, reloads it on SIGHUP, and
+//! stops it in order.
 //!
-//! Stop order on shutdown: STOPPING=1; the DNS server stops accepting and answers what it
-//! has in flight; proxies stop accepting and give open connections `drain_timeout`;
-//! watchers stop last, so draining connections still see leader changes.
+//! Reload is blue/green inside the process. Watchers whose cluster config did not change
+//! keep running (open proxy connections keep watching their leader); changed ones are
+//! replaced by a watcher seeded with the old view, so answers never gap. A new DNS
+//! server and new proxy listeners are bound on their addresses with SO_REUSEPORT beside
+//! the old ones, started, and only then are the old ones retired: the old DNS server
+//! stops, old proxy listeners stop accepting while their open connections stay until
+//! they end (or their leader changes). Proxy listeners whose config did not change are
+//! kept as they are. A config that fails validation changes nothing.
+//!
+//! Stop order: STOPPING=1 and /ready 503 at once; DNS keeps answering for `lameduck`
+//! (in-flight queries are answered), then stops; proxies stop accepting and give open
+//! connections `drain_timeout`; watchers stop last.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::admin::{ClusterHandle, Observed};
-use crate::config::Config;
+use crate::config::{ClusterConfig, Config, ProxyConfig};
 use crate::dns::handler::{Forwarder, Handler};
 use crate::dns::server::DnsServer;
 use crate::dns::zone::{ClusterSource, Zone};
 use crate::proxy::forward::Proxy;
-use crate::systemd::{self, Heartbeat};
-use crate::vault::watcher::Watcher;
+use crate::systemd;
+use crate::vault::watcher::{ViewReceiver, Watcher};
 
-/// Everything bound and ready to serve; [`App::run`] starts the work.
-pub struct App {
-    dns: DnsServer,
-    watchers: Vec<Watcher>,
-    proxies: Vec<(Arc<Proxy>, TcpListener)>,
-    admin: Option<TcpListener>,
-    observed: Arc<Observed>,
-    heartbeats: Vec<Heartbeat>,
-    drain_timeout: Duration,
-    lameduck: Duration,
+/// Effectively "until the connection ends": how long a retired listener's connections
+/// may stay after a reload.
+const RETIRED_DRAIN: Duration = Duration::from_secs(365 * 24 * 3600);
+
+struct RunningWatcher {
+    config: ClusterConfig,
+    handle: ClusterHandle,
+    stop: CancellationToken,
 }
 
-impl App {
-    /// Builds every part and binds every listener. Fails before anything runs, so a bad
-    /// address or CA file never leaves a half-started agent.
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let started = Instant::now();
-        let mut watchers = Vec::new();
-        let mut sources = HashMap::new();
-        let mut handles = Vec::new();
-        for cluster in &config.clusters {
-            let (watcher, views) = Watcher::new(cluster.clone())?;
-            handles.push(ClusterHandle {
-                name: cluster.name.clone(),
-                views: views.clone(),
-                serve_stale_for: cluster.serve_stale_for,
-            });
-            sources.insert(
-                cluster.name.clone(),
-                ClusterSource {
-                    views,
-                    serve_stale_for: cluster.serve_stale_for,
-                },
-            );
-            watchers.push(watcher);
-        }
-        let mut proxies = Vec::new();
-        for p in &config.proxies {
-            let source = &sources[&p.cluster];
-            let listener = bind_tcp("proxy", p.listen).await?;
-            let proxy = Proxy::new(p.clone(), source.views.clone(), source.serve_stale_for);
-            proxies.push((Arc::new(proxy), listener));
-        }
-        let admin = match config.admin.listen {
-            Some(addr) => Some(bind_tcp("admin", addr).await?),
-            None => None,
-        };
-        let zone = Arc::new(Zone::new(config, sources));
-        let forwarder = if config.dns.upstreams.is_empty() {
-            None
-        } else {
-            Some(Forwarder::new(
-                &config.dns.upstreams,
-                config.dns.upstream_timeout,
-            )?)
-        };
-        let dns = DnsServer::bind(
-            &config.dns.listen,
-            Handler::new(zone, forwarder),
-            config.dns.tcp_idle_timeout,
-        )
-        .await?;
+struct RunningDns {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct RunningProxy {
+    config: ProxyConfig,
+    proxy: Arc<Proxy>,
+    stop: CancellationToken,
+}
+
+struct RunningAdmin {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+}
+
+/// A running agent.
+pub struct Supervisor {
+    config: Config,
+    watchers: HashMap<String, RunningWatcher>,
+    dns: RunningDns,
+    proxies: Vec<RunningProxy>,
+    admin: Option<RunningAdmin>,
+    observed: Arc<Observed>,
+    prometheus: Option<PrometheusHandle>,
+    /// Watcher and proxy tasks, including retired ones still draining.
+    tasks: TaskTracker,
+    watcher_tasks: TaskTracker,
+    /// Cancelled at the end of the drain: closes what retired listeners still hold.
+    close_all: CancellationToken,
+    side_stop: CancellationToken,
+    /// A DNS server that stops on its own reports here: that is fatal.
+    fatal_tx: mpsc::UnboundedSender<anyhow::Error>,
+}
+
+impl Supervisor {
+    /// Binds every listener and starts every task. Fails before serving anything if an
+    /// address cannot be bound or a CA file cannot be used.
+    pub async fn start(
+        config: Config,
+        prometheus: Option<PrometheusHandle>,
+    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<anyhow::Error>)> {
+        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
         let observed = Arc::new(Observed {
-            clusters: handles,
-            proxies: proxies.iter().map(|(p, _)| p.clone()).collect(),
-            started,
+            clusters: Default::default(),
+            proxies: Default::default(),
+            started: Instant::now(),
             ready_timeout: config.admin.ready_timeout,
             stopping: Default::default(),
         });
-        let heartbeats = watchers.iter().map(Watcher::heartbeat).collect();
-        Ok(Self {
-            dns,
-            watchers,
-            proxies,
-            admin,
-            observed,
-            heartbeats,
-            drain_timeout: config.drain_timeout,
-            lameduck: config.dns.lameduck,
-        })
-    }
+        let tasks = TaskTracker::new();
+        let watcher_tasks = TaskTracker::new();
+        let close_all = CancellationToken::new();
 
-    pub fn dns_addrs(&self) -> &[SocketAddr] {
-        self.dns.local_addrs()
-    }
-
-    /// Runs until `shutdown` is cancelled, then stops in order (see the module docs).
-    pub async fn run(
-        self,
-        prometheus: Option<PrometheusHandle>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let watchers_stop = CancellationToken::new();
-        let watchers = TaskTracker::new();
-        for watcher in self.watchers {
-            watchers.spawn(watcher.run(watchers_stop.clone()));
+        let mut prepared = Vec::new();
+        for c in &config.clusters {
+            prepared.push(prepare_watcher(c, None)?);
         }
-        watchers.close();
-
-        let accepting = TaskTracker::new();
-        let proxies_stop = CancellationToken::new();
-        for (proxy, listener) in self.proxies {
-            accepting.spawn(proxy.run(listener, proxies_stop.clone(), self.drain_timeout));
+        let views: HashMap<String, (ViewReceiver, Duration)> = prepared
+            .iter()
+            .map(|p| {
+                (
+                    p.config.name.clone(),
+                    (p.handle.views.clone(), p.handle.serve_stale_for),
+                )
+            })
+            .collect();
+        let mut listeners = Vec::new();
+        for p in &config.proxies {
+            listeners.push((p.clone(), bind_proxy(p)?));
         }
+        let dns_server = bind_dns(&config, &views).await?;
+        let watchers: HashMap<String, RunningWatcher> = prepared
+            .into_iter()
+            .map(|p| (p.config.name.clone(), p.start(&watcher_tasks)))
+            .collect();
+        let proxies = listeners
+            .into_iter()
+            .map(|(p, l)| start_proxy(&p, l, &views, &close_all, &tasks))
+            .collect::<Vec<_>>();
+        let dns = start_dns(dns_server, fatal_tx.clone());
         let side_stop = CancellationToken::new();
-        if let Some(listener) = self.admin {
-            accepting.spawn(crate::admin::run(
-                listener,
-                self.observed.clone(),
+        let admin = match config.admin.listen {
+            Some(addr) => Some(spawn_admin(
+                addr,
+                &observed,
+                prometheus.clone(),
+                &side_stop,
+            )?),
+            None => None,
+        };
+        observed.replace(
+            watchers.values().map(|w| w.handle.clone()).collect(),
+            proxies.iter().map(|p| p.proxy.clone()).collect(),
+        );
+        tokio::spawn(systemd::run(observed.clone(), side_stop.clone()));
+        info!(
+            clusters = config.clusters.len(),
+            proxies = config.proxies.len(),
+            admin = ?config.admin.listen,
+            "vault-locator started"
+        );
+        Ok((
+            Self {
+                config,
+                watchers,
+                dns,
+                proxies,
+                admin,
+                observed,
                 prometheus,
-                side_stop.clone(),
+                tasks,
+                watcher_tasks,
+                close_all,
+                side_stop,
+                fatal_tx,
+            },
+            fatal_rx,
+        ))
+    }
+
+    /// Applies a new, already validated config (see the module docs). Everything that
+    /// can fail (watcher clients, binding listeners) happens before anything is swapped,
+    /// so an error leaves the running generation untouched.
+    pub async fn reload(&mut self, new: Config) -> anyhow::Result<()> {
+        // 1. Prepare: watchers (not yet running), listeners (bound, not yet serving).
+        let mut kept: Vec<String> = Vec::new();
+        let mut prepared: Vec<PreparedWatcher> = Vec::new();
+        for c in &new.clusters {
+            match self.watchers.get(&c.name) {
+                Some(old) if old.config == *c => kept.push(c.name.clone()),
+                Some(old) => {
+                    let seed = old.handle.views.borrow().clone();
+                    prepared.push(prepare_watcher(c, Some(seed))?);
+                }
+                None => prepared.push(prepare_watcher(c, None)?),
+            }
+        }
+        let mut views: HashMap<String, (ViewReceiver, Duration)> = kept
+            .iter()
+            .map(|n| {
+                let h = &self.watchers[n].handle;
+                (n.clone(), (h.views.clone(), h.serve_stale_for))
+            })
+            .collect();
+        for p in &prepared {
+            views.insert(
+                p.config.name.clone(),
+                (p.handle.views.clone(), p.handle.serve_stale_for),
+            );
+        }
+        let mut keep_proxy = vec![false; self.proxies.len()];
+        let mut new_listeners = Vec::new();
+        for p in &new.proxies {
+            let reusable = self
+                .proxies
+                .iter()
+                .enumerate()
+                .position(|(i, o)| !keep_proxy[i] && o.config == *p)
+                .filter(|_| kept.contains(&p.cluster));
+            match reusable {
+                Some(i) => keep_proxy[i] = true,
+                None => new_listeners.push((p.clone(), bind_proxy(p)?)),
+            }
+        }
+        let dns_server = bind_dns(&new, &views).await?;
+
+        // 2. Commit: start the new parts, then retire the old.
+        let mut watchers = HashMap::new();
+        for name in &kept {
+            let w = self.watchers.remove(name).expect("kept watcher exists");
+            watchers.insert(name.clone(), w);
+        }
+        let retired_watchers: Vec<RunningWatcher> = self.watchers.drain().map(|(_, w)| w).collect();
+        for p in prepared {
+            watchers.insert(p.config.name.clone(), p.start(&self.watcher_tasks));
+        }
+        let mut proxies = Vec::new();
+        let mut retired_proxies = Vec::new();
+        for (keep, old) in keep_proxy
+            .into_iter()
+            .zip(std::mem::take(&mut self.proxies))
+        {
+            if keep {
+                proxies.push(old);
+            } else {
+                retired_proxies.push(old);
+            }
+        }
+        for (config, listener) in new_listeners {
+            proxies.push(start_proxy(
+                &config,
+                listener,
+                &views,
+                &self.close_all,
+                &self.tasks,
             ));
         }
-        accepting.spawn(systemd::run(
-            self.observed.clone(),
-            self.heartbeats,
-            side_stop.clone(),
-        ));
-        accepting.close();
+        let old_dns =
+            std::mem::replace(&mut self.dns, start_dns(dns_server, self.fatal_tx.clone()));
+        old_dns.stop.cancel();
+        let _ = old_dns.task.await;
+        for p in retired_proxies {
+            p.stop.cancel();
+        }
+        for w in retired_watchers {
+            w.stop.cancel();
+        }
+        self.watchers = watchers;
+        self.proxies = proxies;
 
-        // Lame duck: on shutdown, say STOPPING=1 and turn /ready to 503 at once, but keep
-        // answering DNS for `lameduck` so queries in flight (and clients still switching
-        // away) get their answers; hickory drops unfinished requests when it stops.
-        let dns_stop = CancellationToken::new();
-        let lame = {
-            let (shutdown, dns_stop, observed) =
-                (shutdown.clone(), dns_stop.clone(), self.observed.clone());
-            let lameduck = self.lameduck;
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                systemd::stopping();
-                observed
-                    .stopping
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(lameduck).await;
-                dns_stop.cancel();
-            })
-        };
-        let result = self.dns.run(dns_stop).await;
-        lame.abort();
-        // Whether asked to stop or the DNS server failed: stop everything, in order.
+        // Admin: rebind only if its address changed.
+        if self.admin.as_ref().map(|a| a.addr) != new.admin.listen {
+            if let Some(old) = self.admin.take() {
+                old.stop.cancel();
+            }
+            if let Some(addr) = new.admin.listen {
+                match spawn_admin(
+                    addr,
+                    &self.observed,
+                    self.prometheus.clone(),
+                    &self.side_stop,
+                ) {
+                    Ok(a) => self.admin = Some(a),
+                    Err(e) => error!(error = %e, "admin endpoint not rebound"),
+                }
+            }
+        }
+        self.observed.replace(
+            self.watchers.values().map(|w| w.handle.clone()).collect(),
+            self.proxies.iter().map(|p| p.proxy.clone()).collect(),
+        );
+        self.config = new;
+        Ok(())
+    }
+
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    /// Stops in order (see the module docs).
+    pub async fn shutdown(self) {
         systemd::stopping();
-        proxies_stop.cancel();
-        side_stop.cancel();
-        accepting.wait().await;
-        watchers_stop.cancel();
-        watchers.wait().await;
+        self.observed
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(self.config.dns.lameduck).await;
+        self.dns.stop.cancel();
+        let _ = self.dns.task.await;
+        for p in &self.proxies {
+            p.stop.cancel();
+        }
+        // Retired listeners' connections get the same drain deadline as current ones.
+        let close_all = self.close_all.clone();
+        let drain = self.config.drain_timeout;
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(drain).await;
+            close_all.cancel();
+        });
+        self.tasks.close();
+        self.tasks.wait().await;
+        closer.abort();
+        self.side_stop.cancel();
+        for w in self.watchers.values() {
+            w.stop.cancel();
+        }
+        self.watcher_tasks.close();
+        self.watcher_tasks.wait().await;
         info!("stopped");
-        result
     }
 }
 
-async fn bind_tcp(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind {what} listener on {addr}: {e}"))
+/// A watcher built (its HTTP client and channel exist) but not yet polling.
+struct PreparedWatcher {
+    config: ClusterConfig,
+    watcher: Watcher,
+    handle: ClusterHandle,
+}
+
+impl PreparedWatcher {
+    fn start(self, tasks: &TaskTracker) -> RunningWatcher {
+        let stop = CancellationToken::new();
+        tasks.spawn(self.watcher.run(stop.clone()));
+        RunningWatcher {
+            config: self.config,
+            handle: self.handle,
+            stop,
+        }
+    }
+}
+
+fn prepare_watcher(
+    config: &ClusterConfig,
+    seed: Option<Arc<crate::vault::view::ClusterView>>,
+) -> anyhow::Result<PreparedWatcher> {
+    let (watcher, views) = Watcher::new(config.clone(), seed)?;
+    let handle = ClusterHandle {
+        name: config.name.clone(),
+        views,
+        serve_stale_for: config.serve_stale_for,
+        heartbeat: watcher.heartbeat(),
+    };
+    Ok(PreparedWatcher {
+        config: config.clone(),
+        watcher,
+        handle,
+    })
+}
+
+fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    crate::net::bind_tcp(config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot bind proxy listener on {}: {e}", config.listen))
+}
+
+/// Starts a proxy on a bound listener. When its `stop` is cancelled (reload or stop) it
+/// stops accepting; its connections stay until they end, or until `close_all` (the
+/// agent's drain deadline).
+fn start_proxy(
+    config: &ProxyConfig,
+    listener: tokio::net::TcpListener,
+    views: &HashMap<String, (ViewReceiver, Duration)>,
+    close_all: &CancellationToken,
+    tasks: &TaskTracker,
+) -> RunningProxy {
+    let (rx, serve_stale_for) = &views[&config.cluster];
+    let proxy = Arc::new(Proxy::new(config.clone(), rx.clone(), *serve_stale_for));
+    let stop = CancellationToken::new();
+    tasks.spawn(
+        proxy
+            .clone()
+            .run(listener, stop.clone(), RETIRED_DRAIN, close_all.clone()),
+    );
+    RunningProxy {
+        config: config.clone(),
+        proxy,
+        stop,
+    }
+}
+
+async fn bind_dns(
+    config: &Config,
+    views: &HashMap<String, (ViewReceiver, Duration)>,
+) -> anyhow::Result<DnsServer> {
+    let sources = views
+        .iter()
+        .map(|(name, (rx, serve_stale_for))| {
+            (
+                name.clone(),
+                ClusterSource {
+                    views: rx.clone(),
+                    serve_stale_for: *serve_stale_for,
+                },
+            )
+        })
+        .collect();
+    let zone = Arc::new(Zone::new(config, sources));
+    let forwarder = if config.dns.upstreams.is_empty() {
+        None
+    } else {
+        Some(Forwarder::new(
+            &config.dns.upstreams,
+            config.dns.upstream_timeout,
+        )?)
+    };
+    Ok(DnsServer::bind(
+        &config.dns.listen,
+        Handler::new(zone, forwarder),
+        config.dns.tcp_idle_timeout,
+    )
+    .await?)
+}
+
+fn start_dns(server: DnsServer, fatal: mpsc::UnboundedSender<anyhow::Error>) -> RunningDns {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            if let Err(e) = server.run(stop).await {
+                error!(error = %e, "DNS server failed");
+                let _ = fatal.send(e);
+            }
+        }
+    });
+    RunningDns { stop, task }
+}
+
+fn spawn_admin(
+    addr: std::net::SocketAddr,
+    observed: &Arc<Observed>,
+    prometheus: Option<PrometheusHandle>,
+    side_stop: &CancellationToken,
+) -> anyhow::Result<RunningAdmin> {
+    let listener = crate::net::bind_tcp(addr)
+        .map_err(|e| anyhow::anyhow!("cannot bind admin listener on {addr}: {e}"))?;
+    let stop = side_stop.child_token();
+    tokio::spawn(crate::admin::run(
+        listener,
+        observed.clone(),
+        prometheus,
+        stop.clone(),
+    ));
+    Ok(RunningAdmin { addr, stop })
 }

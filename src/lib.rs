@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod net;
 pub mod proxy;
 pub mod systemd;
 pub mod telemetry;

@@ -2,13 +2,12 @@
 //! (64 for a bad config or usage, 1 for a runtime failure).
 #![forbid(unsafe_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-use vault_locator::app::App;
+use tracing::{error, info, warn};
+use vault_locator::app::Supervisor;
 use vault_locator::cli::{Cli, Command, LogFormat};
 use vault_locator::config::{Config, DEFAULT_CONFIG_PATH};
 
@@ -39,7 +38,11 @@ fn main() -> ExitCode {
             log_format,
         } => {
             init_tracing(log.as_deref(), log_format);
-            let config = match load_for_run(config.as_deref()) {
+            let source = ConfigSource::resolve(config.as_deref());
+            if matches!(source, ConfigSource::Embedded) {
+                info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded default");
+            }
+            let config = match source.load() {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(config, source)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vault-locator: {e:#}");
@@ -67,20 +70,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_for_run(path: Option<&Path>) -> Result<Config, vault_locator::config::ConfigError> {
-    match path {
-        Some(p) => Config::load(p),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-            Config::load(Path::new(DEFAULT_CONFIG_PATH))
+/// Where the running config came from, so SIGHUP re-reads the same source.
+#[derive(Clone)]
+enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ConfigSource {
+    fn resolve(path: Option<&Path>) -> Self {
+        match path {
+            Some(p) => ConfigSource::File(p.to_path_buf()),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                ConfigSource::File(PathBuf::from(DEFAULT_CONFIG_PATH))
+            }
+            None => ConfigSource::Embedded,
         }
-        None => {
-            info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded default");
-            Ok(Config::embedded_default())
+    }
+
+    fn load(&self) -> Result<Config, vault_locator::config::ConfigError> {
+        match self {
+            ConfigSource::File(p) => Config::load(p),
+            ConfigSource::Embedded => Ok(Config::embedded_default()),
         }
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let prometheus = match vault_locator::telemetry::install() {
         Ok(h) => Some(h),
         Err(e) => {
@@ -88,37 +105,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let app = App::build(&config).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        clusters = config.clusters.len(),
-        "vault-locator started"
-    );
-    app.run(prometheus, shutdown).await
-}
-
-/// SIGTERM/SIGINT stop the agent. SIGHUP is caught so that a reload request never kills
-/// it (the default action would); reloading itself is not implemented yet.
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
-    loop {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (mut supervisor, mut fatal) = Supervisor::start(config, prometheus).await?;
+    info!(version = env!("CARGO_PKG_VERSION"), "vault-locator running");
+    let result = loop {
         tokio::select! {
-            _ = term.recv() => { info!(signal = "SIGTERM", "stopping"); break; }
-            _ = int.recv() => { info!(signal = "SIGINT", "stopping"); break; }
-            _ = hup.recv() => warn!("SIGHUP: config reload is not supported yet; restart to apply changes"),
+            _ = term.recv() => { info!(signal = "SIGTERM", "stopping"); break Ok(()); }
+            _ = int.recv() => { info!(signal = "SIGINT", "stopping"); break Ok(()); }
+            Some(e) = fatal.recv() => break Err(e),
+            _ = hup.recv() => {
+                info!(signal = "SIGHUP", "reloading config");
+                vault_locator::systemd::reloading();
+                match source.load() {
+                    Err(e) => error!(error = %e, "reload rejected: invalid config; still running the previous one"),
+                    Ok(new) => match supervisor.reload(new).await {
+                        Ok(()) => info!("reload applied"),
+                        Err(e) => error!(error = %e, "reload failed; still running the previous config"),
+                    },
+                }
+                vault_locator::systemd::reloaded(supervisor.observed());
+            }
         }
-    }
-    shutdown.cancel();
+    };
+    supervisor.shutdown().await;
+    result
 }
 
 fn init_tracing(filter: Option<&str>, format: LogFormat) {
@@ -144,7 +156,7 @@ fn init_tracing(filter: Option<&str>, format: LogFormat) {
 fn status(config: Option<&Path>, admin: Option<String>, json: bool) -> ExitCode {
     let addr = match admin {
         Some(a) => a,
-        None => match load_for_run(config) {
+        None => match ConfigSource::resolve(config).load() {
             Ok(c) => match c.admin.listen {
                 Some(a) => a.to_string(),
                 None => {

@@ -75,6 +75,20 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping]);
 }
 
+/// RELOADING=1, with the monotonic timestamp systemd >= 253 requires beside it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// READY=1 after a reload, with a fresh STATUS=.
+pub fn reloaded(observed: &Observed) {
+    let status = summary(observed);
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+}
+
 /// One line for `systemctl status`: each cluster's leader.
 pub fn summary(observed: &Observed) -> String {
     observed
@@ -91,7 +105,7 @@ pub fn summary(observed: &Observed) -> String {
 }
 
 /// Runs until `shutdown`: READY=1, then STATUS= on change and WATCHDOG=1 while healthy.
-pub async fn run(observed: Arc<Observed>, heartbeats: Vec<Heartbeat>, shutdown: CancellationToken) {
+pub async fn run(observed: Arc<Observed>, shutdown: CancellationToken) {
     // READY=1 once ready.
     while !observed.is_ready() {
         tokio::select! {
@@ -121,7 +135,7 @@ pub async fn run(observed: Arc<Observed>, heartbeats: Vec<Heartbeat>, shutdown: 
         if let Some(every) = watchdog {
             if Instant::now() >= next_ping {
                 next_ping = Instant::now() + every;
-                if heartbeats.iter().all(Heartbeat::is_fresh) {
+                if observed.clusters().iter().all(|c| c.heartbeat.is_fresh()) {
                     notify(&[NotifyState::Watchdog]);
                 } else {
                     warn!("a cluster watcher has stopped making progress; withholding WATCHDOG=1");

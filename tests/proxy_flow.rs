@@ -70,11 +70,12 @@ listen = "{listen}"
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(
-        proxy
-            .clone()
-            .run(listener, shutdown.clone(), Duration::ZERO),
-    );
+    let task = tokio::spawn(proxy.clone().run(
+        listener,
+        shutdown.clone(),
+        Duration::ZERO,
+        CancellationToken::new(),
+    ));
     Running {
         proxy,
         addr,

@@ -116,6 +116,7 @@ async fn hostile_clients_are_closed_within_limits_and_nothing_leaks() {
             l,
             shutdown.clone(),
             Duration::ZERO,
+            CancellationToken::new(),
         )));
     }
     let (strict_addr, capped_addr) = (addrs[0], addrs[1]);

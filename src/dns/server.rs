@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -40,7 +39,7 @@ impl DnsServer {
         let mut sockets = Vec::new();
         let mut local_addrs = Vec::new();
         for &addr in listen {
-            let udp = UdpSocket::bind(addr).await.map_err(|source| BindError {
+            let udp = crate::net::bind_udp(addr).map_err(|source| BindError {
                 proto: "UDP",
                 addr,
                 source,
@@ -52,7 +51,7 @@ impl DnsServer {
                 addr,
                 source,
             })?;
-            let tcp = TcpListener::bind(bound).await.map_err(|source| BindError {
+            let tcp = crate::net::bind_tcp(bound).map_err(|source| BindError {
                 proto: "TCP",
                 addr: bound,
                 source,

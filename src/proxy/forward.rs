@@ -127,12 +127,15 @@ impl Proxy {
     }
 
     /// Accepts until `shutdown` is cancelled; then open connections get `drain` to
-    /// finish on their own before they are closed. Returns once they are all gone.
+    /// finish on their own, or until `close` is cancelled, before they are closed.
+    /// Returns once they are all gone. (A reload retires a listener with an unbounded
+    /// drain: its connections stay until they end or the leader changes.)
     pub async fn run(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: CancellationToken,
         drain: Duration,
+        close: CancellationToken,
     ) {
         let tracker = TaskTracker::new();
         let connections = CancellationToken::new();
@@ -181,8 +184,12 @@ impl Proxy {
         tracker.close();
         if !tracker.is_empty() {
             info!(cluster = %self.config.cluster, open = tracker.len(), ?drain, "proxy draining");
-            if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-                info!(cluster = %self.config.cluster, open = tracker.len(), "drain deadline passed; closing");
+            tokio::select! {
+                _ = tracker.wait() => {}
+                _ = tokio::time::sleep(drain) => {
+                    info!(cluster = %self.config.cluster, open = tracker.len(), "drain deadline passed; closing");
+                }
+                _ = close.cancelled() => {}
             }
         }
         connections.cancel();

@@ -49,7 +49,12 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(config: ClusterConfig) -> Result<(Self, ViewReceiver), WatcherError> {
+    /// `seed`: a view to start from (the previous generation's, on reload), so answers
+    /// continue without a gap until this watcher's first round.
+    pub fn new(
+        config: ClusterConfig,
+        seed: Option<Arc<ClusterView>>,
+    ) -> Result<(Self, ViewReceiver), WatcherError> {
         let ca = match &config.ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|source| WatcherError::CaFile {
                 cluster: config.name.clone(),
@@ -63,10 +68,15 @@ impl Watcher {
                 source,
             }
         })?;
-        let (tx, rx) = watch::channel(Arc::new(ClusterView::empty(
-            &config.name,
-            config.load_balanced,
-        )));
+        let initial = match seed {
+            Some(view) => {
+                let mut view = (*view).clone();
+                view.load_balanced = config.load_balanced;
+                Arc::new(view)
+            }
+            None => Arc::new(ClusterView::empty(&config.name, config.load_balanced)),
+        };
+        let (tx, rx) = watch::channel(initial);
         // A round takes at most the request timeout (both requests run concurrently) and
         // starts every poll interval; twice that plus slack means the loop is stuck.
         let heartbeat = Heartbeat::new(
