@@ -261,6 +261,21 @@ poll_interval = "100ms"
     }
     assert!((6..=14).contains(&pings), "{pings} watchdog pings in 2 s");
 
+    // A reload is framed by RELOADING=1 (with MONOTONIC_USEC) and READY=1.
+    agent.signal("HUP");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(seen.contains("RELOADING=1") && seen.contains("READY=1")) {
+        assert!(Instant::now() < deadline, "no RELOADING/READY pair: {seen}");
+        let m = recv(&sock);
+        if m.contains("RELOADING=1") {
+            assert!(m.contains("MONOTONIC_USEC="), "{m}");
+            seen.push_str(&m);
+        } else if seen.contains("RELOADING=1") && m.contains("READY=1") {
+            seen.push_str(&m);
+        }
+    }
+
     agent.signal("TERM");
     let mut stopping = false;
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -392,6 +407,160 @@ listen = "127.35.0.200:8201"
         "closed by the drain deadline"
     );
     assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// SIGHUP with a broken config keeps the old one answering; with a good one the new
+/// static record and the new cluster are answered, while a proxy connection opened
+/// before the reload stays open and working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
+    let _n1 = MockNode::start(
+        addr("127.38.0.1:8200"),
+        Behavior::Node {
+            active: true,
+            leader: "http://127.38.0.1:8200".into(),
+        },
+    )
+    .await;
+    let _n2 = MockNode::start(
+        addr("127.38.1.1:8200"),
+        Behavior::Node {
+            active: true,
+            leader: "http://127.38.1.1:8200".into(),
+        },
+    )
+    .await;
+    let echo = std::net::TcpListener::bind("127.38.0.1:8201").unwrap();
+    std::thread::spawn(move || {
+        for s in echo.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dns = addr("127.38.0.100:8600");
+    let base = r#"
+drain_timeout = "1s"
+datacenter = "dc1"
+[dns]
+listen = ["127.38.0.100:8600"]
+[[dns.records]]
+name = "old.example.internal"
+a = ["192.0.2.1"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.38.0.1:8200"]
+poll_interval = "100ms"
+[[proxy]]
+cluster = "dc1"
+listen = "127.38.0.200:8201"
+"#;
+    let mut agent = Agent::start(base, dns);
+    eventually(Duration::from_secs(10), "dc1 answers", || async {
+        let m = query(
+            dns,
+            "active.vault.service.dc1.consul",
+            RecordType::A,
+            Proto::Udp,
+        )
+        .ok()?;
+        (!m.answers.is_empty()).then_some(())
+    })
+    .await;
+    let hello = client_hello();
+    let mut conn = TcpStream::connect("127.38.0.200:8201").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
+    conn.read_exact(&mut back).unwrap();
+    let echo_ok = |conn: &mut TcpStream, what: &[u8]| {
+        conn.write_all(what).unwrap();
+        let mut b = vec![0u8; what.len()];
+        conn.read_exact(&mut b).unwrap();
+        assert_eq!(b, what);
+    };
+
+    // A broken config: logged, and the old one keeps answering.
+    agent.write_config(&base.replace("poll_interval", "poll_intervall"));
+    agent.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the rejection is logged",
+        || async { agent.log().contains("reload rejected").then_some(()) },
+    )
+    .await;
+    let m = query(dns, "old.example.internal", RecordType::A, Proto::Udp).unwrap();
+    assert_eq!(
+        support::dns::ips(&m),
+        vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let m = query(
+        dns,
+        "active.vault.service.dc1.consul",
+        RecordType::A,
+        Proto::Tcp,
+    )
+    .unwrap();
+    assert!(!m.answers.is_empty());
+    echo_ok(&mut conn, b"after bad reload");
+
+    // A good config: a new record and a new cluster.
+    let good = base.replace("old.example.internal", "new.example.internal")
+        + r#"
+[[clusters]]
+name = "dc2"
+nodes = ["http://127.38.1.1:8200"]
+poll_interval = "100ms"
+"#;
+    agent.write_config(&good);
+    agent.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the new record is answered",
+        || async {
+            let m = query(dns, "new.example.internal", RecordType::A, Proto::Udp).ok()?;
+            (!m.answers.is_empty()).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the new cluster is answered",
+        || async {
+            let m = query(
+                dns,
+                "active.vault.service.dc2.consul",
+                RecordType::A,
+                Proto::Udp,
+            )
+            .ok()?;
+            (support::dns::ips(&m) == vec!["127.38.1.1".parse::<std::net::IpAddr>().unwrap()])
+                .then_some(())
+        },
+    )
+    .await;
+    let m = query(dns, "old.example.internal", RecordType::A, Proto::Udp).unwrap();
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::Refused,
+        "old record gone"
+    );
+    echo_ok(&mut conn, b"after good reload");
+    // The kept proxy listener still accepts.
+    let mut c2 = TcpStream::connect("127.38.0.200:8201").unwrap();
+    c2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c2.write_all(&hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
+    c2.read_exact(&mut back).unwrap();
+    assert!(agent.log().contains("reload applied"));
+    assert_eq!(agent.stop(), Some(0));
 }
 
 fn client_hello() -> Vec<u8> {

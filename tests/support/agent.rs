@@ -42,13 +42,7 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         let admin = SocketAddr::new(dns.ip(), 9464);
-        let config = if config.contains("[admin]") {
-            config.to_string()
-        } else {
-            // Each test owns its IP; keep its admin endpoint there too.
-            format!("{config}\n[admin]\nlisten = \"{admin}\"\n")
-        };
-        std::fs::write(&path, config).unwrap();
+        std::fs::write(&path, with_admin(config, admin)).unwrap();
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         let child = Command::new(bin())
             .args(["run", "--config"])
@@ -79,6 +73,15 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
         agent
+    }
+
+    /// Replaces the config file (a SIGHUP then applies it).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(
+            self.dir.path().join("config.toml"),
+            with_admin(config, self.admin),
+        )
+        .unwrap();
     }
 
     pub fn log(&self) -> String {
@@ -149,5 +152,14 @@ impl Drop for Agent {
         if std::thread::panicking() {
             eprintln!("--- agent log ---\n{}", self.log());
         }
+    }
+}
+
+/// Each test owns its IP; unless the config says otherwise, its admin endpoint is there too.
+fn with_admin(config: &str, admin: SocketAddr) -> String {
+    if config.contains("[admin]") {
+        config.to_string()
+    } else {
+        format!("{config}\n[admin]\nlisten = \"{admin}\"\n")
     }
 }
