@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Packaging checks: build the .deb and .rpm, inspect them, install the .deb into a
+# throwaway root, verify and score the systemd unit, and run the Ansible role for real
+# (twice, for idempotence) plus ansible-lint. Prints "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root_dir="$(pwd)"
+passed=0; failed=0
+check() { # check DESCRIPTION COMMAND...
+    local what=$1; shift
+    if "$@" >/tmp/vl-check.out 2>&1; then
+        passed=$((passed+1)); echo "ok   $what"
+    else
+        failed=$((failed+1)); echo "FAIL $what"; sed 's/^/     /' /tmp/vl-check.out | tail -20
+    fi
+}
+has() { grep -qE -- "$2" "$1"; }
+
+command -v rpm >/dev/null || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; }
+python3 -m pip --version >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
+command -v ansible-playbook >/dev/null && command -v ansible-lint >/dev/null \
+    || python3 -m pip install -q ansible-core ansible-lint
+
+packaging/build.sh >/tmp/vl-build.log 2>&1 || { cat /tmp/vl-build.log; echo "0 passed, 1 failed"; exit 1; }
+deb=$(ls -1t target/debian/vault-locator_*.deb | head -1)
+rpmf=$(ls -1t target/generate-rpm/vault-locator-*.rpm | head -1)
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+
+# --- .deb contents, conffiles, scripts
+dpkg-deb -c "$deb" > "$work/deb.list"
+for p in ./usr/bin/vault-locator ./usr/lib/systemd/system/vault-locator.service \
+         ./usr/lib/sysusers.d/vault-locator.conf ./etc/vault-locator/config.toml \
+         ./etc/systemd/resolved.conf.d/vault-locator.conf \
+         ./etc/dnssec-trust-anchors.d/vault-locator.negative; do
+    check "deb ships $p" has "$work/deb.list" " $p\$"
+done
+dpkg-deb -e "$deb" "$work/control"
+check "deb marks the config as a conffile" has "$work/control/conffiles" '^/etc/vault-locator/config.toml$'
+check "deb postinst creates the user and enables on install" \
+    bash -c "grep -q systemd-sysusers '$work/control/postinst' && grep -q 'enable --now' '$work/control/postinst'"
+check "deb postinst restarts on upgrade" has "$work/control/postinst" 'try-restart'
+check "deb prerm stops and disables on removal" has "$work/control/prerm" 'disable --now'
+check "deb postrm drops the config only on purge" has "$work/control/postrm" 'purge'
+
+# --- .rpm contents, config(noreplace), scriptlets
+rpm -qlp "$rpmf" > "$work/rpm.list" 2>/dev/null
+for p in /usr/bin/vault-locator /usr/lib/systemd/system/vault-locator.service \
+         /usr/lib/sysusers.d/vault-locator.conf /etc/vault-locator/config.toml \
+         /etc/systemd/resolved.conf.d/vault-locator.conf; do
+    check "rpm ships $p" has "$work/rpm.list" "^$p\$"
+done
+rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmf" > "$work/rpm.flags" 2>/dev/null
+check "rpm marks the config %config(noreplace)" has "$work/rpm.flags" '^/etc/vault-locator/config.toml cn'
+rpm -qp --scripts "$rpmf" > "$work/rpm.scripts" 2>/dev/null
+check "rpm %post enables on install" has "$work/rpm.scripts" 'enable --now vault-locator'
+check "rpm %preun disables on removal" has "$work/rpm.scripts" 'disable --now vault-locator'
+check "rpm %postun restarts on upgrade" has "$work/rpm.scripts" 'try-restart vault-locator'
+
+# --- install the .deb into a throwaway root
+troot="$work/root"
+mkdir -p "$troot/var/lib/dpkg/updates" "$troot/var/lib/dpkg/info" "$troot/etc" "$troot/bin"
+touch "$troot/var/lib/dpkg/status"
+check "deb installs into a throwaway root" \
+    dpkg --root="$troot" --force-script-chrootless --force-depends --force-not-root \
+         --log=/dev/null -i "$deb"
+check "installed: binary, unit, config" test -x "$troot/usr/bin/vault-locator" -a \
+    -f "$troot/usr/lib/systemd/system/vault-locator.service" -a -f "$troot/etc/vault-locator/config.toml"
+check "installed: the vault-locator user" has "$troot/etc/passwd" '^vault-locator:'
+check "installed binary accepts the installed example config" \
+    "$troot/usr/bin/vault-locator" check-config --config "$troot/etc/vault-locator/config.toml"
+check "dpkg knows the conffile" bash -c "dpkg --root='$troot' --status vault-locator | grep -A3 Conffiles | grep -q /etc/vault-locator/config.toml"
+
+# --- the unit
+# verify resolves the unit's dependencies and commands inside the root: give it the
+# host's targets and kill(1), which a real system has.
+cp /bin/kill "$troot/bin/kill"
+cp -n /usr/lib/systemd/system/*.target "$troot/usr/lib/systemd/system/" 2>/dev/null || true
+check "systemd-analyze verify" systemd-analyze verify --root="$troot" /usr/lib/systemd/system/vault-locator.service
+score=$(systemd-analyze security --offline=true systemd/vault-locator.service 2>/dev/null | sed -n 's/.*Overall exposure level for vault-locator.service: \([0-9.]*\).*/\1/p')
+echo "     systemd-analyze security --offline=true: $score"
+check "unit exposure <= 1.5 (got $score)" awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 1.5) }'
+
+# --- the Ansible role, for real, twice
+aroot="$work/aroot"; mkdir -p "$aroot"
+cat > "$work/play.yml" <<YML
+- name: Render vault-locator into a throwaway root
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: vault_locator
+      vars:
+        vault_locator_install_package: false
+        vault_locator_manage_service: false
+        vault_locator_root: "$aroot"
+        vault_locator_binary: "$troot/usr/bin/vault-locator"
+        vault_locator_datacenter: us-east-1
+        vault_locator_dns_records:
+          - name: nomad.service.consul
+            a: ["10.0.0.9"]
+        vault_locator_clusters:
+          - name: us-east-1
+            nodes: ["http://10.0.1.10:8200", "http://10.0.1.11:8200"]
+            poll_interval: 250ms
+          - name: us-west-2
+            nodes: ["http://10.1.0.10:8200"]
+            load_balanced: true
+        vault_locator_proxies:
+          - cluster: us-east-1
+            listen: 127.77.0.1:8201
+            answer: true
+            routes:
+              raft_storage_v1: reject
+YML
+export ANSIBLE_ROLES_PATH="$root_dir/packaging/ansible/roles" ANSIBLE_NOCOLOR=1 ANSIBLE_LOCALHOST_WARNING=false
+# The Python that runs Ansible, not whatever interpreter discovery finds first.
+export ANSIBLE_PYTHON_INTERPRETER="$(python3 -c "import sys; print(sys.executable)")"
+ansible-playbook -i localhost, -c local "$work/play.yml" > "$work/run1.log" 2>&1
+check "ansible role runs" has "$work/run1.log" 'failed=0'
+check "the role renders a config check-config accepts" \
+    "$troot/usr/bin/vault-locator" check-config --config "$aroot/etc/vault-locator/config.toml"
+ansible-playbook -i localhost, -c local "$work/play.yml" > "$work/run2.log" 2>&1
+check "ansible role is idempotent (second run: changed=0)" has "$work/run2.log" 'changed=0.*failed=0'
+check "ansible-lint passes" bash -c "cd '$root_dir/packaging/ansible' && ansible-lint roles/vault_locator playbook.yml"
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
