@@ -2,9 +2,10 @@
 //!
 //! - `sink LISTEN`: a stand-in cluster node. Per connection: read the first bytes,
 //!   answer one byte, then read and discard until EOF.
-//! - `fake-vault LISTEN CLUSTER_ADDR`: answers `/v1/sys/health` (active) and
-//!   `/v1/sys/leader` naming CLUSTER_ADDR as the leader's cluster address, so the agent
-//!   proxies to the sink.
+//! - `fake-vault LISTEN CLUSTER_ADDR [LEADER_API]`: answers `/v1/sys/health` and
+//!   `/v1/sys/leader`, naming CLUSTER_ADDR as the leader's cluster address (so the agent
+//!   proxies to the sink) and LEADER_API as the leader (default: itself, active; any
+//!   other: it is a standby).
 //! - `throughput TARGET SECONDS`: one connection: a real ClientHello with ALPN
 //!   `req_fw_sb-act_v1`, wait for the sink's byte, then stream 256 KiB writes; prints
 //!   Gbit/s.
@@ -54,9 +55,11 @@ async fn sink(listen: SocketAddr) {
     }
 }
 
-async fn fake_vault(listen: SocketAddr, cluster_addr: String) {
+async fn fake_vault(listen: SocketAddr, cluster_addr: String, leader: Option<String>) {
     let l = TcpListener::bind(listen).await.unwrap();
-    let api = format!("http://{listen}");
+    let own = format!("http://{listen}");
+    let standby = leader.as_ref().is_some_and(|l| *l != own);
+    let api = leader.unwrap_or(own);
     loop {
         let (mut s, _) = l.accept().await.unwrap();
         let (api, cluster) = (api.clone(), cluster_addr.clone());
@@ -67,10 +70,11 @@ async fn fake_vault(listen: SocketAddr, cluster_addr: String) {
             };
             let req = String::from_utf8_lossy(&buf[..n]);
             let body = if req.contains("/v1/sys/health") {
-                r#"{"initialized":true,"sealed":false,"standby":false}"#.to_string()
+                format!(r#"{{"initialized":true,"sealed":false,"standby":{standby}}}"#)
             } else {
                 format!(
-                    r#"{{"ha_enabled":true,"is_self":true,"leader_address":"{api}","leader_cluster_address":"https://{cluster}"}}"#
+                    r#"{{"ha_enabled":true,"is_self":{},"leader_address":"{api}","leader_cluster_address":"https://{cluster}"}}"#,
+                    !standby
                 )
             };
             let resp = format!(
@@ -143,7 +147,10 @@ async fn main() {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(1).as_str() {
         "sink" => sink(arg(2).parse().unwrap()).await,
-        "fake-vault" => fake_vault(arg(2).parse().unwrap(), arg(3)).await,
+        "fake-vault" => {
+            let leader = args.get(4).cloned();
+            fake_vault(arg(2).parse().unwrap(), arg(3), leader).await
+        }
         "throughput" => throughput(arg(2).parse().unwrap(), arg(3).parse().unwrap()).await,
         "connrate" => {
             connrate(
