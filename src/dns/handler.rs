@@ -35,38 +35,163 @@ fn rcode_label(code: ResponseCode) -> &'static str {
     }
 }
 
+/// Query types with a label of their own; everything else counts as "other".
+const QTYPES: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::SRV,
+    RecordType::ANY,
+    RecordType::SOA,
+    RecordType::NS,
+    RecordType::TXT,
+    RecordType::PTR,
+    RecordType::CNAME,
+];
+const RCODES: &[&str] = &[
+    "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "OTHER",
+];
+
+/// Metric handles resolved once: a per-query `counter!` with labels hashes its key in
+/// the registry every time, which showed in the DNS profile.
+pub(crate) struct DnsMetrics {
+    /// [proto][qtype index or "other"]
+    requests: [Vec<metrics::Counter>; 2],
+    responses: Vec<metrics::Counter>,
+    duration: [metrics::Histogram; 2],
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Proto {
+    Udp = 0,
+    Tcp = 1,
+}
+
+impl DnsMetrics {
+    fn new() -> Self {
+        let requests = |proto: &'static str| {
+            QTYPES
+                .iter()
+                .map(|t| t.to_string())
+                .chain(std::iter::once("other".to_string()))
+                .map(|t| metrics::counter!(telemetry::DNS_REQUESTS, "proto" => proto, "type" => t))
+                .collect()
+        };
+        Self {
+            requests: [requests("udp"), requests("tcp")],
+            responses: RCODES
+                .iter()
+                .map(|r| metrics::counter!(telemetry::DNS_RESPONSES, "rcode" => *r))
+                .collect(),
+            duration: [
+                metrics::histogram!(telemetry::DNS_DURATION, "proto" => "udp"),
+                metrics::histogram!(telemetry::DNS_DURATION, "proto" => "tcp"),
+            ],
+        }
+    }
+
+    pub(crate) fn record(
+        &self,
+        proto: Proto,
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+        started: std::time::Instant,
+    ) {
+        let i = qtype
+            .and_then(|t| QTYPES.iter().position(|q| *q == t))
+            .unwrap_or(QTYPES.len());
+        self.requests[proto as usize][i].increment(1);
+        let label = rcode_label(rcode);
+        let r = RCODES
+            .iter()
+            .position(|x| *x == label)
+            .unwrap_or(RCODES.len() - 1);
+        self.responses[r].increment(1);
+        self.duration[proto as usize].record(started.elapsed().as_secs_f64());
+    }
+}
+
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
+
+/// What a request gets, decided without I/O (both transports share this).
+pub(crate) enum Decision {
+    /// An error response with this code (no records).
+    Error(ResponseCode),
+    /// An answer; `authoritative` sets AA.
+    Answer { answer: Answer, authoritative: bool },
+    /// The name is outside what we serve and upstreams are configured.
+    Forward,
+}
 
 pub struct Handler {
     zone: Arc<Zone>,
     forwarder: Option<Forwarder>,
+    pub(crate) metrics: DnsMetrics,
 }
 
 impl Handler {
     pub fn new(zone: Arc<Zone>, forwarder: Option<Forwarder>) -> Self {
-        Self { zone, forwarder }
+        Self {
+            zone,
+            forwarder,
+            metrics: DnsMetrics::new(),
+        }
     }
 
-    async fn resolve(&self, qname: &Name, qtype: RecordType) -> (Answer, bool) {
-        if let Some(answer) = self.zone.answer(qname, qtype) {
-            return (answer, true);
+    pub(crate) fn recursion_available(&self) -> bool {
+        self.forwarder.is_some()
+    }
+
+    /// The checks every request goes through, then the zone's answer.
+    pub(crate) fn decide(
+        &self,
+        op_code: OpCode,
+        edns: Option<&Edns>,
+        queries: &[(&Name, RecordType, DNSClass)],
+    ) -> Decision {
+        if edns.is_some_and(|e| e.version() > EDNS_VERSION) {
+            return Decision::Error(ResponseCode::BADVERS);
         }
+        if op_code != OpCode::Query {
+            return Decision::Error(ResponseCode::NotImp);
+        }
+        let [(qname, qtype, qclass)] = queries else {
+            return Decision::Error(ResponseCode::FormErr);
+        };
+        if !matches!(qclass, DNSClass::IN | DNSClass::ANY) {
+            return Decision::Error(ResponseCode::Refused);
+        }
+        match self.zone.answer(qname, *qtype) {
+            Some(answer) => Decision::Answer {
+                answer,
+                authoritative: true,
+            },
+            None if self.forwarder.is_some() => Decision::Forward,
+            None => Decision::Error(ResponseCode::Refused),
+        }
+    }
+
+    /// Asks the upstreams (only after `decide` said `Forward`).
+    pub(crate) async fn forward(&self, qname: &Name, qtype: RecordType) -> Answer {
         match &self.forwarder {
-            Some(f) => (f.forward(qname, qtype).await, false),
-            None => (
-                Answer {
-                    rcode: ResponseCode::Refused,
-                    answers: vec![],
-                    authority: vec![],
-                    additionals: vec![],
-                },
-                false,
-            ),
+            Some(f) => f.forward(qname, qtype).await,
+            None => Answer::empty(ResponseCode::Refused),
         }
     }
 }
 
+/// The OPT record of a response to a request that carried `req`.
+pub(crate) fn response_edns(req: Option<&Edns>) -> Option<Edns> {
+    req.map(|req| {
+        let mut e = Edns::new();
+        e.set_dnssec_ok(false);
+        e.set_max_payload(req.max_payload().max(512));
+        e.set_version(EDNS_VERSION);
+        e
+    })
+}
+
+/// hickory-server's path: TCP (and UDP only if a socket is registered with it).
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -76,22 +201,13 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let started = std::time::Instant::now();
         let proto = match request.protocol() {
-            hickory_server::net::xfer::Protocol::Udp => "udp",
-            hickory_server::net::xfer::Protocol::Tcp => "tcp",
-            _ => "other",
+            hickory_server::net::xfer::Protocol::Udp => Proto::Udp,
+            _ => Proto::Tcp,
         };
-        let qtype = request
-            .queries
-            .queries()
-            .first()
-            .map(|q| q.query_type().to_string())
-            .unwrap_or_else(|| "none".into());
-        metrics::counter!(telemetry::DNS_REQUESTS, "proto" => proto, "type" => qtype).increment(1);
+        let qtype = request.queries.queries().first().map(|q| q.query_type());
         let info = self.respond(request, &mut response_handle).await;
-        metrics::counter!(telemetry::DNS_RESPONSES, "rcode" => rcode_label(info.response_code))
-            .increment(1);
-        metrics::histogram!(telemetry::DNS_DURATION, "proto" => proto)
-            .record(started.elapsed().as_secs_f64());
+        self.metrics
+            .record(proto, qtype, info.response_code, started);
         info
     }
 }
@@ -102,77 +218,59 @@ impl Handler {
         request: &Request,
         response_handle: &mut R,
     ) -> ResponseInfo {
-        let response_edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_dnssec_ok(false);
-            e.set_max_payload(req.max_payload().max(512));
-            e.set_version(EDNS_VERSION);
-            e
-        });
+        let response_edns = response_edns(request.edns.as_ref());
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if let Some(e) = &response_edns {
             builder.edns(e);
         }
+        let queries: Vec<(&Name, RecordType, DNSClass)> = request
+            .queries
+            .queries()
+            .iter()
+            .map(|q| (q.original().name(), q.query_type(), q.query_class()))
+            .collect();
+        let (answer, authoritative) =
+            match self.decide(request.metadata.op_code, request.edns.as_ref(), &queries) {
+                Decision::Error(code) => {
+                    let mut response = builder.error_msg(&request.metadata, code);
+                    response.metadata_mut().recursion_available = self.recursion_available();
+                    return finish(request, response_handle.send_response(response).await);
+                }
+                Decision::Answer {
+                    answer,
+                    authoritative,
+                } => (answer, authoritative),
+                Decision::Forward => (self.forward(queries[0].0, queries[0].1).await, false),
+            };
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = authoritative;
+        metadata.recursion_available = self.recursion_available();
+        metadata.response_code = answer.rcode;
+        let response = builder.build(
+            metadata,
+            answer.answers.iter(),
+            answer.authority.iter(),
+            std::iter::empty::<&Record>(),
+            answer.additionals.iter(),
+        );
+        finish(request, response_handle.send_response(response).await)
+    }
+}
 
-        let error = if request
-            .edns
-            .as_ref()
-            .is_some_and(|e| e.version() > EDNS_VERSION)
-        {
-            Some(ResponseCode::BADVERS)
-        } else if request.metadata.op_code != OpCode::Query {
-            Some(ResponseCode::NotImp)
-        } else if request.queries.len() != 1 {
-            Some(ResponseCode::FormErr)
-        } else {
-            None
-        };
-        let result = if let Some(code) = error {
-            let mut response = builder.error_msg(&request.metadata, code);
-            response.metadata_mut().recursion_available = self.forwarder.is_some();
-            response_handle.send_response(response).await
-        } else {
-            let query = &request.queries.queries()[0];
-            let qname: &Name = query.original().name();
-            let qtype = query.query_type();
-            let (answer, authoritative) =
-                if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
-                    (
-                        Answer {
-                            rcode: ResponseCode::Refused,
-                            answers: vec![],
-                            authority: vec![],
-                            additionals: vec![],
-                        },
-                        false,
-                    )
-                } else {
-                    self.resolve(qname, qtype).await
-                };
+fn finish(
+    request: &Request,
+    result: Result<ResponseInfo, hickory_server::net::NetError>,
+) -> ResponseInfo {
+    match result {
+        Ok(info) => info,
+        Err(error) => {
+            debug!(%error, src = %request.src(), "cannot send response");
             let mut metadata = Metadata::response_from_request(&request.metadata);
-            metadata.authoritative = authoritative;
-            metadata.recursion_available = self.forwarder.is_some();
-            metadata.response_code = answer.rcode;
-            let response = builder.build(
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(hickory_proto::op::Header {
                 metadata,
-                answer.answers.iter(),
-                answer.authority.iter(),
-                std::iter::empty::<&Record>(),
-                answer.additionals.iter(),
-            );
-            response_handle.send_response(response).await
-        };
-        match result {
-            Ok(info) => info,
-            Err(error) => {
-                debug!(%error, src = %request.src(), "cannot send response");
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(hickory_proto::op::Header {
-                    metadata,
-                    counts: Default::default(),
-                })
-            }
+                counts: Default::default(),
+            })
         }
     }
 }
@@ -210,7 +308,7 @@ impl Forwarder {
         })
     }
 
-    async fn forward(&self, qname: &Name, qtype: RecordType) -> Answer {
+    pub(crate) async fn forward(&self, qname: &Name, qtype: RecordType) -> Answer {
         let mut name = qname.clone();
         name.set_fqdn(true);
         match self.resolver.lookup(name, qtype).await {
@@ -239,12 +337,7 @@ impl Forwarder {
             }
             Err(e) => {
                 warn!(name = %qname, %qtype, error = %e, "upstream lookup failed");
-                Answer {
-                    rcode: ResponseCode::ServFail,
-                    answers: vec![],
-                    authority: vec![],
-                    additionals: vec![],
-                }
+                Answer::empty(ResponseCode::ServFail)
             }
         }
     }

@@ -3,4 +3,5 @@
 pub mod handler;
 pub mod names;
 pub mod server;
+pub mod udp;
 pub mod zone;

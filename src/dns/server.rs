@@ -8,7 +8,20 @@ use hickory_server::Server;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use std::sync::Arc;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use tokio_util::task::TaskTracker;
+
 use super::handler::Handler;
+
+/// UDP receive loops per address: one per core, at most 4.
+fn udp_loops() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+}
 
 /// Response buffer per TCP connection, in messages.
 const TCP_RESPONSE_BUFFER: usize = 32;
@@ -22,10 +35,29 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// A DNS server with every listener bound, not yet serving.
+/// A DNS server with every listener bound, not yet serving: UDP on our own per-socket
+/// receive threads (`super::udp`, one per core via SO_REUSEPORT), TCP on hickory-server.
 pub struct DnsServer {
-    server: Server<Handler>,
+    server: Server<SharedHandler>,
+    handler: Arc<Handler>,
+    udp: Vec<tokio::net::UdpSocket>,
     local_addrs: Vec<SocketAddr>,
+}
+
+/// hickory-server takes its handler by value; the UDP loops share the same one.
+pub struct SharedHandler(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
 }
 
 impl DnsServer {
@@ -59,13 +91,27 @@ impl DnsServer {
             local_addrs.push(bound);
             sockets.push((udp, tcp));
         }
-        let mut server = Server::new(handler);
-        for (udp, tcp) in sockets {
-            server.register_socket(udp);
+        let handler = Arc::new(handler);
+        let mut server = Server::new(SharedHandler(handler.clone()));
+        let mut udp_sockets = Vec::new();
+        for ((udp, tcp), bound) in sockets.into_iter().zip(&local_addrs) {
+            udp_sockets.push(udp);
+            // More sockets on the same address (SO_REUSEPORT): the kernel spreads
+            // clients over them, one receive loop per core.
+            for _ in 1..udp_loops() {
+                let extra = crate::net::bind_udp(*bound).map_err(|source| BindError {
+                    proto: "UDP",
+                    addr: *bound,
+                    source,
+                })?;
+                udp_sockets.push(extra);
+            }
             server.register_listener(tcp, tcp_idle_timeout, TCP_RESPONSE_BUFFER);
         }
         Ok(Self {
             server,
+            handler,
+            udp: udp_sockets,
             local_addrs,
         })
     }
@@ -80,15 +126,28 @@ impl DnsServer {
         for addr in &self.local_addrs {
             info!(%addr, "DNS listening on UDP and TCP");
         }
-        tokio::select! {
+        let udp = TaskTracker::new();
+        let runtime = tokio::runtime::Handle::current();
+        for socket in self.udp.drain(..) {
+            let socket = socket.into_std()?;
+            let (handler, stop, rt) = (self.handler.clone(), shutdown.clone(), runtime.clone());
+            udp.spawn(tokio::task::spawn_blocking(move || {
+                super::udp::serve_blocking(socket, handler, stop, rt)
+            }));
+        }
+        udp.close();
+        let result = tokio::select! {
             _ = shutdown.cancelled() => {
                 self.server.shutdown_gracefully().await?;
                 Ok(())
             }
             result = self.server.block_until_done() => {
                 result?;
-                anyhow::bail!("DNS server stopped unexpectedly")
+                Err(anyhow::anyhow!("DNS server stopped unexpectedly"))
             }
-        }
+        };
+        shutdown.cancel();
+        udp.wait().await;
+        result
     }
 }

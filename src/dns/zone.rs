@@ -26,6 +26,10 @@ pub struct Answer {
 }
 
 impl Answer {
+    pub fn empty(rcode: ResponseCode) -> Self {
+        Self::rcode(rcode)
+    }
+
     fn rcode(rcode: ResponseCode) -> Self {
         Self {
             rcode,

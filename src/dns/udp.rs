@@ -1,0 +1,198 @@
+//! The UDP path: one loop per socket, on a thread of its own, that receives a datagram,
+//! decides, encodes and sends the answer without leaving the thread. hickory-server's UDP path hands each request to a
+//! new task and each response through a channel to another; on 2 cores those wakeups
+//! and hand-offs cost more than the answer itself (bench/RESULTS.md). Zone answers need
+//! no I/O, so they are answered inline; only forwarded names get a task of their own.
+//! TCP stays on hickory-server. The rules (EDNS, error codes, truncation) are the same:
+//! both paths go through `Handler::decide`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Header, Message, MessageType, Metadata, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::handler::{response_edns, Decision, Handler, Proto};
+use super::zone::Answer;
+
+/// Largest datagram read; anything longer is cut and fails to decode (FORMERR).
+const MAX_DATAGRAM: usize = 4096;
+
+/// How often a receive loop checks for shutdown while no datagram arrives.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Serves `socket` on the calling (blocking) thread until `stop`: receive, decide,
+/// encode, send, with no task hand-off or wakeup between them, the way unbound's workers
+/// do. Forwarded names go to the runtime; those still in flight are awaited before
+/// returning.
+pub fn serve_blocking(
+    socket: std::net::UdpSocket,
+    handler: Arc<Handler>,
+    stop: CancellationToken,
+    runtime: tokio::runtime::Handle,
+) {
+    if let Err(e) = socket
+        .set_nonblocking(false)
+        .and_then(|()| socket.set_read_timeout(Some(STOP_CHECK)))
+    {
+        tracing::error!(error = %e, "cannot configure the UDP socket");
+        return;
+    }
+    let socket = Arc::new(socket);
+    let forwards = TaskTracker::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while !stop.is_cancelled() {
+        let (n, src) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; keep serving.
+                debug!(error = %e, "udp receive error");
+                continue;
+            }
+        };
+        if src.port() == 0 || src.ip().is_unspecified() {
+            continue;
+        }
+        let started = Instant::now();
+        match handle(&handler, &buf[..n]) {
+            Outcome::Drop => {}
+            Outcome::Reply(bytes, qtype, rcode) => {
+                send(&socket, &bytes, src);
+                handler.metrics.record(Proto::Udp, qtype, rcode, started);
+            }
+            Outcome::Forward(request) => {
+                let (socket, handler) = (socket.clone(), handler.clone());
+                forwards.spawn_on(
+                    async move {
+                        let (name, qtype) = {
+                            let q = &request.queries[0];
+                            (q.name().clone(), q.query_type())
+                        };
+                        let answer = handler.forward(&name, qtype).await;
+                        let rcode = answer.rcode;
+                        let bytes = encode(&handler, &request, answer, false);
+                        send(&socket, &bytes, src);
+                        handler
+                            .metrics
+                            .record(Proto::Udp, Some(qtype), rcode, started);
+                    },
+                    &runtime,
+                );
+            }
+        }
+    }
+    forwards.close();
+    runtime.block_on(forwards.wait());
+}
+
+/// A UDP send does not block for long (no congestion control); a failure is the
+/// client's loss, like a dropped datagram.
+fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, dst) {
+        debug!(error = %e, %dst, "udp send failed");
+    }
+}
+
+enum Outcome {
+    /// Not answerable (too short, or a response): say nothing.
+    Drop,
+    Reply(Vec<u8>, Option<RecordType>, ResponseCode),
+    Forward(Message),
+}
+
+fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
+    let request = match Message::from_vec(raw) {
+        Ok(m) => m,
+        Err(_) => {
+            // Undecodable: FORMERR if at least the header is there, as hickory does.
+            let Ok(header) = Header::read(&mut BinDecoder::new(raw)) else {
+                return Outcome::Drop;
+            };
+            if header.metadata.message_type == MessageType::Response {
+                return Outcome::Drop;
+            }
+            let mut metadata = Metadata::response_from_request(&header.metadata);
+            metadata.response_code = ResponseCode::FormErr;
+            metadata.recursion_available = handler.recursion_available();
+            let mut out = Vec::with_capacity(12);
+            let _ = Header {
+                metadata,
+                counts: Default::default(),
+            }
+            .emit(&mut BinEncoder::new(&mut out));
+            return Outcome::Reply(out, None, ResponseCode::FormErr);
+        }
+    };
+    if request.metadata.message_type == MessageType::Response {
+        // Never answer responses: no reflection loops.
+        return Outcome::Drop;
+    }
+    let qtype = request.queries.first().map(|q| q.query_type());
+    let queries: Vec<(&Name, RecordType, DNSClass)> = request
+        .queries
+        .iter()
+        .map(|q| (q.name(), q.query_type(), q.query_class()))
+        .collect();
+    let decision = handler.decide(request.metadata.op_code, request.edns.as_ref(), &queries);
+    let (answer, authoritative) = match decision {
+        Decision::Forward => return Outcome::Forward(request),
+        Decision::Error(code) => (Answer::empty(code), false),
+        Decision::Answer {
+            answer,
+            authoritative,
+        } => (answer, authoritative),
+    };
+    let rcode = answer.rcode;
+    Outcome::Reply(
+        encode(handler, &request, answer, authoritative),
+        qtype,
+        rcode,
+    )
+}
+
+/// The response message, truncated (TC) to 512 bytes, or to the client's EDNS size.
+fn encode(handler: &Handler, request: &Message, answer: Answer, authoritative: bool) -> Vec<u8> {
+    let mut response = Message::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    response.metadata = Metadata::response_from_request(&request.metadata);
+    response.metadata.authoritative = authoritative;
+    response.metadata.recursion_available = handler.recursion_available();
+    response.metadata.response_code = answer.rcode;
+    response.queries = request.queries.clone();
+    response.answers = answer.answers;
+    response.authorities = answer.authority;
+    response.additionals = answer.additionals;
+    response.edns = response_edns(request.edns.as_ref());
+    let max = response.edns.as_ref().map_or(512, |e| e.max_payload());
+    let mut out = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut out);
+    encoder.set_max_size(max);
+    if response.emit(&mut encoder).is_err() {
+        // Not even the header and question fit: a bare SERVFAIL.
+        out.clear();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = ResponseCode::ServFail;
+        let _ = Header {
+            metadata,
+            counts: Default::default(),
+        }
+        .emit(&mut BinEncoder::new(&mut out));
+    }
+    out
+}
