@@ -305,20 +305,7 @@ async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
     )
     .await;
     // The "cluster port" of the active node: a plain TCP echo.
-    let echo = std::net::TcpListener::bind("127.35.0.1:8201").unwrap();
-    std::thread::spawn(move || {
-        for s in echo.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    support::tls::spawn_echo("127.35.0.1:8201");
     let dns = addr("127.35.0.100:8600");
     let mut agent = Agent::start(
         r#"
@@ -350,7 +337,7 @@ listen = "127.35.0.200:8201"
     .await;
 
     // A proxied connection, working.
-    let hello = client_hello();
+    let hello = support::tls::client_hello_bytes(support::tls::ALPN_FW);
     let mut conn = TcpStream::connect("127.35.0.200:8201").unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -430,20 +417,7 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
         },
     )
     .await;
-    let echo = std::net::TcpListener::bind("127.38.0.1:8201").unwrap();
-    std::thread::spawn(move || {
-        for s in echo.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    support::tls::spawn_echo("127.38.0.1:8201");
     let dns = addr("127.38.0.100:8600");
     let base = r#"
 drain_timeout = "1s"
@@ -473,7 +447,7 @@ listen = "127.38.0.200:8201"
         (!m.answers.is_empty()).then_some(())
     })
     .await;
-    let hello = client_hello();
+    let hello = support::tls::client_hello_bytes(support::tls::ALPN_FW);
     let mut conn = TcpStream::connect("127.38.0.200:8201").unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -561,23 +535,4 @@ poll_interval = "100ms"
     c2.read_exact(&mut back).unwrap();
     assert!(agent.log().contains("reload applied"));
     assert_eq!(agent.stop(), Some(0));
-}
-
-fn client_hello() -> Vec<u8> {
-    use std::sync::Arc;
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"req_fw_sb-act_v1".to_vec()];
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), "fw-test".try_into().unwrap()).unwrap();
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).unwrap();
-    }
-    out
 }

@@ -185,3 +185,40 @@ pub async fn observe(addr: SocketAddr, alpn: &[u8]) -> Option<(Vec<String>, Opti
         .map(str::to_string);
     Some((chain, selected))
 }
+
+/// The bytes of a real ClientHello (rustls) offering `alpn`: what the proxy peeks at.
+pub fn client_hello_bytes(alpn: &[u8]) -> Vec<u8> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), SNI.try_into().unwrap()).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// A plain TCP echo server on `addr` (a stand-in cluster port behind the proxy, for
+/// tests that only need bytes to come back), on its own threads.
+pub fn spawn_echo(addr: &str) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
