@@ -10,7 +10,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::agent::Agent;
-use support::dns::{build_query, ips, query, rcode, Proto};
+use support::dns::{build_query, ips, query, rcode, wait_answer, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
 
@@ -93,19 +93,14 @@ poll_interval = "100ms"
         active: true,
         leader: "http://127.31.0.2:8200".into(),
     });
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(10),
         "no active during an even split",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (rcode(&m) == ResponseCode::NXDomain).then_some(())
-        },
+        |m| rcode(m) == ResponseCode::NXDomain,
     )
     .await;
 }
@@ -154,19 +149,14 @@ request_timeout = "300ms"
         ),
         dns,
     );
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.good.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(10),
         "the good cluster answers",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.good.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (rcode(&m) == ResponseCode::NoError).then_some(())
-        },
+        |m| rcode(m) == ResponseCode::NoError,
     )
     .await;
     for dc in ["garbage", "failing", "stalled"] {
@@ -200,19 +190,14 @@ request_timeout = "300ms"
         active: true,
         leader: "http://127.32.1.1:8200".into(),
     });
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.garbage.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(10),
         "the recovered cluster answers",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.garbage.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (ips(&m) == vec!["127.32.1.1".parse::<IpAddr>().unwrap()]).then_some(())
-        },
+        |m| ips(m) == vec!["127.32.1.1".parse::<IpAddr>().unwrap()],
     )
     .await;
 }
@@ -312,19 +297,14 @@ poll_interval = "100ms"
         "idle TCP client is closed"
     );
 
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(10),
         "answers after the garbage",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (ips(&m) == vec!["127.33.0.1".parse::<IpAddr>().unwrap()]).then_some(())
-        },
+        |m| ips(m) == vec!["127.33.0.1".parse::<IpAddr>().unwrap()],
     )
     .await;
     let m = query(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use support::agent::Agent;
-use support::dns::{has_soa, ips, query, rcode, Proto};
+use support::dns::{has_soa, ips, query, rcode, wait_answer, Proto};
 use support::openbao::{eventually, Cluster};
 
 fn addr(s: &str) -> SocketAddr {
@@ -90,34 +90,24 @@ poll_interval = "250ms"
     );
 
     // Wait for the first full view.
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(20),
         "the agent answers active",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (rcode(&m) == ResponseCode::NoError).then_some(())
-        },
+        |m| rcode(m) == ResponseCode::NoError,
     )
     .await;
-    eventually(
+    wait_answer(
+        dns,
+        "standby.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(20),
         "both standbys are listed",
-        || async {
-            let m = query(
-                dns,
-                "standby.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (ips(&m).len() == 2).then_some(())
-        },
+        |m| ips(m).len() == 2,
     )
     .await;
 
@@ -286,19 +276,14 @@ serve_stale_for = "6s"
     );
     let old = cluster.wait_leader(Duration::from_secs(30)).await;
     let old_ip = cluster.ip(old);
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(20),
         "active answers the leader",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (ips(&m) == vec![old_ip]).then_some(())
-        },
+        |m| ips(m) == vec![old_ip],
     )
     .await;
 
@@ -306,19 +291,14 @@ serve_stale_for = "6s"
     let new = cluster.wait_leader(Duration::from_secs(60)).await;
     assert_ne!(new, old);
     let new_ip = cluster.ip(new);
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(20),
         "active answers the new leader",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (ips(&m) == vec![new_ip]).then_some(())
-        },
+        |m| ips(m) == vec![new_ip],
     )
     .await;
     let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
@@ -364,19 +344,14 @@ serve_stale_for = "6s"
     }
     // Unsealed, it rejoins as a standby.
     cluster.unseal(old).await;
-    eventually(
+    wait_answer(
+        dns,
+        "standby.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(30),
         "the unsealed node is a standby again",
-        || async {
-            let m = query(
-                dns,
-                "standby.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (ips(&m) == sorted(vec![old_ip, remaining_ip])).then_some(())
-        },
+        |m| ips(m) == sorted(vec![old_ip, remaining_ip]),
     )
     .await;
 
@@ -396,19 +371,14 @@ serve_stale_for = "6s"
         vec![new_ip],
         "the last confirmed view is served while stale"
     );
-    eventually(
+    wait_answer(
+        dns,
+        "active.vault.service.consul",
+        RecordType::A,
+        Proto::Udp,
         Duration::from_secs(30),
         "SERVFAIL after the stale window",
-        || async {
-            let m = query(
-                dns,
-                "active.vault.service.consul",
-                RecordType::A,
-                Proto::Udp,
-            )
-            .ok()?;
-            (rcode(&m) == ResponseCode::ServFail).then_some(())
-        },
+        |m| rcode(m) == ResponseCode::ServFail,
     )
     .await;
     let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();

@@ -100,3 +100,21 @@ pub fn has_soa(msg: &Message) -> bool {
         .iter()
         .any(|r| r.record_type() == RecordType::SOA)
 }
+
+/// Queries `name` until `accept` holds for the answer, or panics naming `what` after
+/// `within`. Returns the accepted answer.
+pub async fn wait_answer(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    proto: Proto,
+    within: Duration,
+    what: &str,
+    accept: impl Fn(&Message) -> bool,
+) -> Message {
+    super::openbao::eventually(within, what, || async {
+        let m = query(server, name, qtype, proto).ok()?;
+        accept(&m).then_some(m)
+    })
+    .await
+}
