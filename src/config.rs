@@ -638,31 +638,14 @@ impl FileConfig {
                     format!("{name} would shadow the vault service answers"),
                 ));
             }
-            let a =
-                r.a.iter()
-                    .enumerate()
-                    .map(|(j, s)| {
-                        s.parse::<Ipv4Addr>().map_err(|_| {
-                            err(
-                                format!("dns.records[{i}].a[{j}]"),
-                                format!("{s:?} is not an IPv4 address"),
-                            )
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-            let aaaa = r
-                .aaaa
-                .iter()
-                .enumerate()
-                .map(|(j, s)| {
-                    s.parse::<Ipv6Addr>().map_err(|_| {
-                        err(
-                            format!("dns.records[{i}].aaaa[{j}]"),
-                            format!("{s:?} is not an IPv6 address"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let a = parse_each::<Ipv4Addr>(&r.a, &format!("dns.records[{i}].a"), "an IPv4 address")
+                .map_err(|(key, reason)| err(key, reason))?;
+            let aaaa = parse_each::<Ipv6Addr>(
+                &r.aaaa,
+                &format!("dns.records[{i}].aaaa"),
+                "an IPv6 address",
+            )
+            .map_err(|(key, reason)| err(key, reason))?;
             let cname = match &r.cname {
                 Some(c) => Some(parse_domain(c).map_err(|reason| err(key("cname"), reason))?),
                 None => None,
@@ -850,6 +833,22 @@ fn parse_domain(s: &str) -> Result<Name, String> {
         Name::from_ascii(trimmed).map_err(|e| format!("{s:?} is not a domain name: {e}"))?;
     name.set_fqdn(true);
     Ok(name.to_lowercase())
+}
+
+/// Parses every string of a list, naming the first bad one as `key[index]`.
+fn parse_each<T: std::str::FromStr>(
+    items: &[String],
+    key: &str,
+    what: &str,
+) -> Result<Vec<T>, (String, String)> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            s.parse::<T>()
+                .map_err(|_| (format!("{key}[{j}]"), format!("{s:?} is not {what}")))
+        })
+        .collect()
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
