@@ -39,14 +39,7 @@ async fn split_brain_answers_the_majority_leader() {
     )
     .await;
     let n2 = MockNode::start(addr("127.31.0.2:8200"), leader(l1)).await;
-    let n3 = MockNode::start(
-        addr("127.31.0.3:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.31.0.3:8200".into(),
-        },
-    )
-    .await;
+    let n3 = MockNode::active_leader("127.31.0.3").await;
     let dns = addr("127.31.0.100:8600");
     let agent = Agent::start(
         r#"
@@ -109,14 +102,7 @@ poll_interval = "100ms"
 /// answers usefully is SERVFAIL; other clusters keep answering promptly meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_nodes_never_break_other_clusters() {
-    let good = MockNode::start(
-        addr("127.32.0.1:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.32.0.1:8200".into(),
-        },
-    )
-    .await;
+    let good = MockNode::active_leader("127.32.0.1").await;
     let garbage = MockNode::start(addr("127.32.1.1:8200"), Behavior::Garbage).await;
     let failing = MockNode::start(addr("127.32.2.1:8200"), Behavior::ServerError).await;
     let stalled = MockNode::start(addr("127.32.3.1:8200"), Behavior::Stall).await;
@@ -207,14 +193,7 @@ request_timeout = "300ms"
 /// afterwards, on both transports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_packets_leave_the_server_answering() {
-    let _node = MockNode::start(
-        addr("127.33.0.1:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.33.0.1:8200".into(),
-        },
-    )
-    .await;
+    let _node = MockNode::active_leader("127.33.0.1").await;
     let dns = addr("127.33.0.100:8600");
     let mut agent = Agent::start(
         r#"

@@ -12,7 +12,7 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use support::agent::{run_cli, Agent};
 use support::dns::{build_query, query, wait_answer, Proto};
-use support::mock::{Behavior, MockNode};
+use support::mock::MockNode;
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
 
@@ -206,14 +206,7 @@ listen = "127.24.0.200:8201"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_ready_status_watchdog_and_stopping() {
-    let _node = MockNode::start(
-        addr("127.36.0.1:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.36.0.1:8200".into(),
-        },
-    )
-    .await;
+    let _node = MockNode::active_leader("127.36.0.1").await;
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -296,14 +289,7 @@ poll_interval = "100ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
-    let _node = MockNode::start(
-        addr("127.35.0.1:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.35.0.1:8200".into(),
-        },
-    )
-    .await;
+    let _node = MockNode::active_leader("127.35.0.1").await;
     // The "cluster port" of the active node: a plain TCP echo.
     support::tls::spawn_echo("127.35.0.1:8201");
     let dns = addr("127.35.0.100:8600");
@@ -400,22 +386,8 @@ listen = "127.35.0.200:8201"
 /// before the reload stays open and working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
-    let _n1 = MockNode::start(
-        addr("127.38.0.1:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.38.0.1:8200".into(),
-        },
-    )
-    .await;
-    let _n2 = MockNode::start(
-        addr("127.38.1.1:8200"),
-        Behavior::Node {
-            active: true,
-            leader: "http://127.38.1.1:8200".into(),
-        },
-    )
-    .await;
+    let _n1 = MockNode::active_leader("127.38.0.1").await;
+    let _n2 = MockNode::active_leader("127.38.1.1").await;
     support::tls::spawn_echo("127.38.0.1:8201");
     let dns = addr("127.38.0.100:8600");
     let base = r#"

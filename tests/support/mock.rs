@@ -92,6 +92,19 @@ impl MockNode {
         }
     }
 
+    /// A node on `ip:8200` that is active and names itself the leader.
+    pub async fn active_leader(ip: &str) -> MockNode {
+        let addr: SocketAddr = format!("{ip}:8200").parse().unwrap();
+        Self::start(
+            addr,
+            Behavior::Node {
+                active: true,
+                leader: format!("http://{addr}"),
+            },
+        )
+        .await
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
