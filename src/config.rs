@@ -685,7 +685,7 @@ impl FileConfig {
                     format!("{:?} is not an IP:port address", p.listen),
                 )
             })?;
-            if proxies.iter().any(|o| o.listen == listen) || listen_conflicts(&dns_listen, listen) {
+            if tcp_listener_taken(&dns_listen, &proxies, listen) {
                 return Err(err(
                     key("listen"),
                     format!("{listen} is already used by another listener"),
@@ -759,7 +759,7 @@ impl FileConfig {
                     ),
                 )
             })?;
-            if proxies.iter().any(|p| p.listen == addr) || dns_listen.contains(&addr) {
+            if tcp_listener_taken(&dns_listen, &proxies, addr) {
                 return Err(err(
                     "admin.listen".into(),
                     format!("{addr} is already used by another listener"),
@@ -791,9 +791,9 @@ impl FileConfig {
     }
 }
 
-/// A TCP proxy listener cannot share an address with a DNS TCP listener.
-fn listen_conflicts(dns: &[SocketAddr], addr: SocketAddr) -> bool {
-    dns.contains(&addr)
+/// True when a DNS listener (which is TCP too) or a proxy already has `addr`.
+fn tcp_listener_taken(dns: &[SocketAddr], proxies: &[ProxyConfig], addr: SocketAddr) -> bool {
+    dns.contains(&addr) || proxies.iter().any(|p| p.listen == addr)
 }
 
 /// Labels that select a lookup kind in Consul names; a datacenter named like one of

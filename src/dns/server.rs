@@ -116,11 +116,6 @@ impl DnsServer {
         })
     }
 
-    /// The addresses actually bound (useful when the config asked for port 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
-    }
-
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         for addr in &self.local_addrs {
