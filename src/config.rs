@@ -171,6 +171,10 @@ struct FileCluster {
     nodes: Vec<String>,
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     poll_interval: Duration,
+    #[serde(default, with = "humantime_serde")]
+    failover_poll_interval: Option<Duration>,
+    #[serde(default = "default_failover_poll_for", with = "humantime_serde")]
+    failover_poll_for: Duration,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
     #[serde(default = "default_serve_stale_for", with = "humantime_serde")]
@@ -222,6 +226,12 @@ fn default_lameduck() -> Duration {
 }
 fn default_poll_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_failover_poll_interval() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_failover_poll_for() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(2)
@@ -355,6 +365,11 @@ pub struct ClusterConfig {
     pub name: String,
     pub nodes: Vec<Url>,
     pub poll_interval: Duration,
+    /// While the cluster has no confirmed leader (an election, a step-down, a start),
+    /// rounds run this often instead, for at most `failover_poll_for` after the leader
+    /// was lost: the new leader is seen within this interval of its election.
+    pub failover_poll_interval: Duration,
+    pub failover_poll_for: Duration,
     pub request_timeout: Duration,
     /// How long the last confirmed view is served once no node answers.
     pub serve_stale_for: Duration,
@@ -423,7 +438,7 @@ impl Config {
         for c in &self.clusters {
             let _ = writeln!(
                 out,
-                "cluster {}: {} node(s){}, poll every {}, stale for {}",
+                "cluster {}: {} node(s){}, poll every {} ({} while leaderless), stale for {}",
                 c.name,
                 c.nodes.len(),
                 if c.load_balanced {
@@ -432,6 +447,7 @@ impl Config {
                     ""
                 },
                 humantime::format_duration(c.poll_interval),
+                humantime::format_duration(c.failover_poll_interval),
                 humantime::format_duration(c.serve_stale_for),
             );
         }
@@ -576,6 +592,25 @@ impl FileConfig {
             if c.poll_interval < Duration::from_millis(10) {
                 return Err(err(key("poll_interval"), "must be at least 10ms".into()));
             }
+            // Unset, it is 50 ms, or the poll interval if that is already faster.
+            let failover_poll_interval = c
+                .failover_poll_interval
+                .unwrap_or_else(|| default_failover_poll_interval().min(c.poll_interval));
+            if failover_poll_interval < Duration::from_millis(10) {
+                return Err(err(
+                    key("failover_poll_interval"),
+                    "must be at least 10ms".into(),
+                ));
+            }
+            if failover_poll_interval > c.poll_interval {
+                return Err(err(
+                    key("failover_poll_interval"),
+                    format!(
+                        "must not exceed poll_interval ({}); set it equal to poll at one rate",
+                        humantime::format_duration(c.poll_interval)
+                    ),
+                ));
+            }
             if c.request_timeout.is_zero() {
                 return Err(err(key("request_timeout"), "must be above 0".into()));
             }
@@ -597,6 +632,8 @@ impl FileConfig {
                 name,
                 nodes,
                 poll_interval: c.poll_interval,
+                failover_poll_interval,
+                failover_poll_for: c.failover_poll_for,
                 request_timeout: c.request_timeout,
                 serve_stale_for: c.serve_stale_for,
                 load_balanced: c.load_balanced,
@@ -938,6 +975,47 @@ nodes = ["http://127.0.1.1:8200"]
         assert_eq!(c.clusters[1].poll_interval, Duration::from_secs(1));
         assert_eq!(c.dns.records[0].name.to_string(), "nomad.service.consul.");
         assert_eq!(c.dns.records[0].a, vec![Ipv4Addr::new(127, 0, 0, 9)]);
+    }
+
+    #[test]
+    fn failover_polling_defaults_to_50ms_or_the_poll_interval_if_faster() {
+        let c = Config::parse(ISSUE_EXAMPLE, "x.toml").unwrap();
+        assert_eq!(
+            c.clusters[0].failover_poll_interval,
+            Duration::from_millis(50)
+        );
+        assert_eq!(c.clusters[0].failover_poll_for, Duration::from_secs(60));
+        let fast = ISSUE_EXAMPLE.replace("\"250ms\"", "\"20ms\"");
+        let c = Config::parse(&fast, "x.toml").unwrap();
+        assert_eq!(
+            c.clusters[0].failover_poll_interval,
+            Duration::from_millis(20)
+        );
+        let set = ISSUE_EXAMPLE.replace(
+            "poll_interval = \"250ms\"",
+            "poll_interval = \"250ms\"\nfailover_poll_interval = \"100ms\"\nfailover_poll_for = \"5s\"",
+        );
+        let c = Config::parse(&set, "x.toml").unwrap();
+        assert_eq!(
+            c.clusters[0].failover_poll_interval,
+            Duration::from_millis(100)
+        );
+        assert_eq!(c.clusters[0].failover_poll_for, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn failover_poll_interval_slower_than_the_poll_interval_is_rejected() {
+        let e = parse_err(&ISSUE_EXAMPLE.replace(
+            "poll_interval = \"250ms\"",
+            "poll_interval = \"250ms\"\nfailover_poll_interval = \"1s\"",
+        ));
+        assert_eq!(e.key, "clusters[0].failover_poll_interval", "{e}");
+        assert!(e.reason.contains("must not exceed poll_interval"), "{e}");
+        let e = parse_err(&ISSUE_EXAMPLE.replace(
+            "poll_interval = \"250ms\"",
+            "poll_interval = \"250ms\"\nfailover_poll_interval = \"1ms\"",
+        ));
+        assert_eq!(e.key, "clusters[0].failover_poll_interval", "{e}");
     }
 
     #[test]

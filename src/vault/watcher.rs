@@ -4,14 +4,14 @@
 //! A round polls every node concurrently (each request under the cluster's
 //! `request_timeout`), counts the leader reports, resolves the winner's address and
 //! builds the next view with [`super::view::next_view`]. Rounds start every
-//! `poll_interval`; a slow round delays the next one instead of piling rounds up.
+//! `poll_interval` (`failover_poll_interval` while there is no leader, see [`Cadence`]);
+//! a slow round delays the next one instead of piling rounds up.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use url::Url;
@@ -100,31 +100,32 @@ impl Watcher {
 
     /// Polls until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.config.poll_interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut cadence = Cadence::new(&self.config, self.tx.borrow().leader.is_some());
+        let mut next_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+                _ = tokio::time::sleep_until(next_round) => {}
             }
+            let started = tokio::time::Instant::now();
             let round = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 round = self.poll_round() => round,
             };
             let prev = self.tx.borrow().clone();
-            let (view, events) = next_view(
-                &prev,
-                round.polled,
-                round.leader,
-                Instant::now(),
-                SystemTime::now(),
-            );
+            let now = Instant::now();
+            let (view, events) =
+                next_view(&prev, round.polled, round.leader, now, SystemTime::now());
             self.heartbeat.beat();
             self.log(&events);
             self.record(&view, &events);
+            let interval = cadence.after_round(view.leader.is_some(), now);
             if *prev != view {
                 self.tx.send_replace(Arc::new(view));
             }
+            // Rounds start on a fixed cadence; one that overran starts the next at once
+            // instead of bunching several up (tokio's MissedTickBehavior::Delay).
+            next_round = (started + interval).max(tokio::time::Instant::now());
         }
     }
 
@@ -243,6 +244,45 @@ impl Watcher {
     }
 }
 
+/// How often to poll: `poll_interval` while a leader is confirmed, `failover_poll_interval`
+/// from the moment there is none (a crash, a step-down, a cluster still starting) until
+/// one is confirmed again or `failover_poll_for` has passed. The new leader is then seen
+/// within a few tens of milliseconds of its election, while a cluster that stays
+/// leaderless (sealed, say) goes back to the normal rate instead of being polled fast
+/// forever. HAProxy's `fastinter` is the same idea.
+struct Cadence {
+    normal: Duration,
+    fast: Duration,
+    fast_for: Duration,
+    /// When the cluster was last seen without a leader after having one (or at start).
+    leaderless_since: Option<Instant>,
+}
+
+impl Cadence {
+    fn new(config: &ClusterConfig, has_leader: bool) -> Self {
+        Self {
+            normal: config.poll_interval,
+            fast: config.failover_poll_interval,
+            fast_for: config.failover_poll_for,
+            leaderless_since: (!has_leader).then(Instant::now),
+        }
+    }
+
+    /// The interval to the next round, given whether this round confirmed a leader.
+    fn after_round(&mut self, has_leader: bool, now: Instant) -> Duration {
+        if has_leader {
+            self.leaderless_since = None;
+            return self.normal;
+        }
+        let since = *self.leaderless_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.fast_for {
+            self.fast
+        } else {
+            self.normal
+        }
+    }
+}
+
 /// Millisecond precision is plenty for a log line.
 fn round_ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
@@ -276,5 +316,76 @@ async fn resolve_url(url: &Url) -> (Vec<IpAddr>, u16) {
             (addrs, port)
         }
         None => (Vec::new(), port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cadence(has_leader: bool) -> Cadence {
+        let config = crate::config::Config::parse(
+            r#"
+datacenter = "dc1"
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.0.0.1:8200"]
+poll_interval = "1s"
+failover_poll_interval = "50ms"
+failover_poll_for = "10s"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        Cadence::new(&config.clusters[0], has_leader)
+    }
+
+    #[test]
+    fn polls_fast_from_the_loss_of_a_leader_until_one_is_confirmed() {
+        let t0 = Instant::now();
+        let mut c = cadence(true);
+        assert_eq!(c.after_round(true, t0), Duration::from_secs(1));
+        assert_eq!(c.after_round(false, t0), Duration::from_millis(50));
+        assert_eq!(
+            c.after_round(false, t0 + Duration::from_secs(9)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            c.after_round(true, t0 + Duration::from_secs(9)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_cluster_that_stays_leaderless_goes_back_to_the_normal_rate() {
+        let t0 = Instant::now();
+        let mut c = cadence(true);
+        assert_eq!(c.after_round(false, t0), Duration::from_millis(50));
+        assert_eq!(
+            c.after_round(false, t0 + Duration::from_secs(10)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            c.after_round(false, t0 + Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
+        // A leader, then a new loss: fast again, with a fresh window.
+        assert_eq!(
+            c.after_round(true, t0 + Duration::from_secs(61)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            c.after_round(false, t0 + Duration::from_secs(62)),
+            Duration::from_millis(50)
+        );
+    }
+
+    #[test]
+    fn a_watcher_starting_without_a_leader_polls_fast() {
+        let mut c = cadence(false);
+        assert_eq!(
+            c.after_round(false, Instant::now()),
+            Duration::from_millis(50)
+        );
     }
 }

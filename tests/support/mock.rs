@@ -2,6 +2,7 @@
 //! stalls, and contradicting leader reports (split brain).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +23,7 @@ pub enum Behavior {
 pub struct MockNode {
     pub addr: SocketAddr,
     behavior: Arc<Mutex<Behavior>>,
+    requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,12 +33,15 @@ impl MockNode {
         let addr = listener.local_addr().unwrap();
         let behavior = Arc::new(Mutex::new(behavior));
         let b = behavior.clone();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
                 let b = b.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -46,6 +51,7 @@ impl MockNode {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let request = String::from_utf8_lossy(&buf);
                     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
                     let behavior = b.lock().unwrap().clone();
@@ -88,6 +94,7 @@ impl MockNode {
         MockNode {
             addr,
             behavior,
+            requests,
             task,
         }
     }
@@ -107,6 +114,11 @@ impl MockNode {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// HTTP requests answered or stalled so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, behavior: Behavior) {
