@@ -353,8 +353,8 @@ fn prepare_watcher(
     })
 }
 
-fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<tokio::net::TcpListener> {
-    crate::net::bind_tcp(config.listen)
+fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    crate::net::bind_tcp_group(config.listen, crate::proxy::forward::workers())
         .map_err(|e| anyhow::anyhow!("cannot bind proxy listener on {}: {e}", config.listen))
 }
 
@@ -363,7 +363,7 @@ fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<tokio::net::TcpListener> {
 /// agent's drain deadline).
 fn start_proxy(
     config: &ProxyConfig,
-    listener: tokio::net::TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     views: &HashMap<String, (ViewReceiver, Duration)>,
     close_all: &CancellationToken,
     tasks: &TaskTracker,
@@ -374,7 +374,7 @@ fn start_proxy(
     tasks.spawn(
         proxy
             .clone()
-            .run(listener, stop.clone(), RETIRED_DRAIN, close_all.clone()),
+            .run(listeners, stop.clone(), RETIRED_DRAIN, close_all.clone()),
     );
     RunningProxy {
         config: config.clone(),

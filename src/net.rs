@@ -29,7 +29,26 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_tcp_std(addr)?)
+}
+
+/// A non-blocking listener not yet registered with any runtime (for one that runs on
+/// a thread of its own).
+pub fn bind_tcp_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = socket(addr, Type::STREAM, Protocol::TCP)?;
     s.listen(1024)?;
-    TcpListener::from_std(s.into())
+    Ok(s.into())
+}
+
+/// `n` listeners on one address (SO_REUSEPORT: the kernel spreads new connections
+/// over them), for `n` threads that each accept on their own. Port 0 binds the first
+/// on an ephemeral port and the rest on that same port.
+pub fn bind_tcp_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_tcp_std(addr)?;
+    let addr = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..n {
+        group.push(bind_tcp_std(addr)?);
+    }
+    Ok(group)
 }

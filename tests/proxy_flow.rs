@@ -65,10 +65,9 @@ listen = "{listen}"
         rx,
         Duration::from_secs(30),
     ));
-    let listener = tokio::net::TcpListener::bind(config.proxies[0].listen)
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    // Two listeners in one SO_REUSEPORT group, each on a worker thread of its own.
+    let listener = vault_locator::net::bind_tcp_group(config.proxies[0].listen, 2).unwrap();
+    let addr = listener[0].local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(proxy.clone().run(
         listener,

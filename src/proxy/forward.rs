@@ -8,10 +8,11 @@
 //! the new leader; new connections go to the new leader at once. With no leader known,
 //! connections are refused at once (RST), never left hanging.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
@@ -25,7 +26,7 @@ use url::Url;
 
 use super::hello::read_client_hello;
 use super::route::{alpn_label, Router};
-use super::splice::{splice_bidirectional, PipePool};
+use super::splice::{splice_bidirectional, SplicePools};
 use crate::config::{DataPath, OnLeaderChange, ProxyConfig, RouteAction};
 use crate::telemetry;
 use crate::vault::view::{ClusterView, Freshness};
@@ -35,8 +36,16 @@ use crate::vault::watcher::ViewReceiver;
 /// replication streams without much memory per connection.
 const COPY_BUF: usize = 64 * 1024;
 
-/// Empty pipes kept per listener (two per connection in flight are reused).
+/// Empty pipes and small buffers kept per listener (two per connection in flight are
+/// reused).
 const PIPE_POOL: usize = 256;
+
+/// Accept threads (and listeners) per `[[proxy]]`: one per core, up to 4. Cluster-port
+/// traffic is a few long-lived streams and bursts of short forwarding connections;
+/// beyond 4 threads there is nothing left to spread.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
 
 /// Keepalive on both legs: a dead peer (host gone, no RST) is noticed in ~1 minute.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
@@ -51,15 +60,62 @@ pub struct ProxyStats {
     pub closed_on_leader_change: AtomicU64,
 }
 
+/// Metric handles resolved once per listener. A `counter!` with labels hashes its key
+/// (and here cloned the cluster name and ALPN string) on every call: several times per
+/// connection, a visible share of the per-connection CPU.
+struct ProxyMetrics {
+    active: metrics::Gauge,
+    connect_duration: metrics::Histogram,
+    bytes_up: metrics::Counter,
+    bytes_down: metrics::Counter,
+    /// `proxy_connections_total` by (ALPN label index or None for "-", result). Both
+    /// sets are bounded (route table labels; result kinds), so this stays small.
+    connections: Mutex<HashMap<(Option<usize>, &'static str), metrics::Counter>>,
+    cluster: String,
+    labels: Vec<String>,
+}
+
+impl ProxyMetrics {
+    fn new(cluster: &str, labels: &[String]) -> Self {
+        Self {
+            active: metrics::gauge!(telemetry::PROXY_ACTIVE, "cluster" => cluster.to_string()),
+            connect_duration: metrics::histogram!(telemetry::PROXY_CONNECT_DURATION, "cluster" => cluster.to_string()),
+            bytes_up: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "client_to_server"),
+            bytes_down: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "server_to_client"),
+            connections: Mutex::default(),
+            cluster: cluster.to_string(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    fn connection(&self, label: Option<usize>, result: &'static str) {
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((label, result))
+            .or_insert_with(|| {
+                let alpn = label.map_or("-", |i| self.labels[i].as_str()).to_string();
+                metrics::counter!(
+                    telemetry::PROXY_CONNECTIONS,
+                    "cluster" => self.cluster.clone(),
+                    "alpn" => alpn,
+                    "result" => result
+                )
+            })
+            .increment(1);
+    }
+}
+
 /// One `[[proxy]]` listener's state, shared by its connections.
 pub struct Proxy {
     config: ProxyConfig,
     router: Router,
+    metrics: ProxyMetrics,
     views: ViewReceiver,
     serve_stale_for: Duration,
     permits: Arc<Semaphore>,
     stats: Arc<ProxyStats>,
-    pipes: PipePool,
+    pools: SplicePools,
+    /// The last view a target was parsed for, the address and its socket address.
+    last_target: Mutex<Option<(Arc<ClusterView>, String, SocketAddr)>>,
 }
 
 /// Why a connection was not forwarded, or how it ended.
@@ -97,14 +153,17 @@ impl ConnError {
 
 impl Proxy {
     pub fn new(config: ProxyConfig, views: ViewReceiver, serve_stale_for: Duration) -> Self {
+        let router = Router::new(&config);
         Self {
-            router: Router::new(&config),
+            metrics: ProxyMetrics::new(&config.cluster, router.labels()),
+            router,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             config,
             views,
             serve_stale_for,
             stats: Arc::default(),
-            pipes: PipePool::new(PIPE_POOL),
+            pools: SplicePools::new(PIPE_POOL),
+            last_target: Mutex::default(),
         }
     }
 
@@ -119,24 +178,73 @@ impl Proxy {
 
     /// Empty pipes held for reuse (two file descriptors each; bounded).
     pub fn pooled_pipes(&self) -> usize {
-        self.pipes.pooled()
+        self.pools.pipes.pooled()
     }
 
     pub fn stats(&self) -> Arc<ProxyStats> {
         self.stats.clone()
     }
 
-    /// Accepts until `shutdown` is cancelled; then open connections get `drain` to
-    /// finish on their own, or until `close` is cancelled, before they are closed.
-    /// Returns once they are all gone. (A reload retires a listener with an unbounded
-    /// drain: its connections stay until they end or the leader changes.)
+    /// Serves each listener of the group (see [`workers`]) on a thread of its own, with
+    /// a single-threaded runtime: accepts until `shutdown` is cancelled; then open
+    /// connections get `drain` to finish on their own, or until `close` is cancelled,
+    /// before they are closed. Returns once they are all gone. (A reload retires a
+    /// listener with an unbounded drain: its connections stay until they end or the
+    /// leader changes.)
+    ///
+    /// Why threads of their own: a connection is accepted, routed and moved by one
+    /// thread from start to end, with no hand-off between workers (HAProxy's and
+    /// Envoy's model). On the shared multi-threaded runtime, worker wakeups and parking
+    /// cost a tenth of the per-connection CPU, and a replication burst competed with
+    /// DNS answers and polling for the same workers.
     pub async fn run(
         self: Arc<Self>,
-        listener: TcpListener,
+        listeners: Vec<std::net::TcpListener>,
         shutdown: CancellationToken,
         drain: Duration,
         close: CancellationToken,
     ) {
+        let mut done = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let (this, shutdown, close) = (self.clone(), shutdown.clone(), close.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("proxy-{i}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(this.serve(listener, shutdown, drain, close)),
+                        Err(e) => warn!(error = %e, "cannot start a proxy worker runtime"),
+                    }
+                    drop(tx);
+                });
+            match spawned {
+                Ok(_) => done.push(rx),
+                Err(e) => warn!(error = %e, "cannot start a proxy worker thread"),
+            }
+        }
+        for rx in done {
+            let _ = rx.await;
+        }
+    }
+
+    /// One worker: the accept loop on one listener of the group, and its connections.
+    async fn serve(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+        drain: Duration,
+        close: CancellationToken,
+    ) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot register a proxy listener");
+                return;
+            }
+        };
         let tracker = TaskTracker::new();
         let connections = CancellationToken::new();
         // Accepted sockets inherit TCP_NODELAY and the keepalive settings from the
@@ -161,7 +269,7 @@ impl Proxy {
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                self.count("-".into(), "over_capacity");
+                self.metrics.connection(None, "over_capacity");
                 debug!(%peer, max = self.config.max_connections, "connection cap reached; refusing");
                 reset(sock);
                 continue;
@@ -169,14 +277,13 @@ impl Proxy {
             let this = self.clone();
             let conn_shutdown = connections.clone();
             tracker.spawn(async move {
-                let active = metrics::gauge!(telemetry::PROXY_ACTIVE, "cluster" => this.config.cluster.clone());
-                active.increment(1.0);
-                if let Err((alpn, e)) = this.handle(sock, peer, conn_shutdown).await {
+                this.metrics.active.increment(1.0);
+                if let Err((label, e)) = this.handle(sock, peer, conn_shutdown).await {
                     this.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    this.count(alpn, e.kind());
+                    this.metrics.connection(label, e.kind());
                     debug!(%peer, kind = e.kind(), error = %e, "proxy connection refused");
                 }
-                active.decrement(1.0);
+                this.metrics.active.decrement(1.0);
                 drop(permit);
             });
         }
@@ -201,7 +308,7 @@ impl Proxy {
         mut client: TcpStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
-    ) -> Result<(), (String, ConnError)> {
+    ) -> Result<(), (Option<usize>, ConnError)> {
         let hello = match read_client_hello(
             &mut client,
             self.config.client_hello_timeout,
@@ -212,26 +319,23 @@ impl Proxy {
             Ok(h) => h,
             Err(e) => {
                 reset(client);
-                return Err(("-".into(), e.into()));
+                return Err((None, e.into()));
             }
         };
-        let alpn = alpn_label(&hello.alpn);
+        let label = self.router.label(&hello.alpn);
+        let alpn = Some(label);
         if self.router.route(&hello.alpn) == RouteAction::Reject {
             reset(client);
-            return Err((alpn.clone(), ConnError::Rejected(alpn)));
+            return Err((alpn, ConnError::Rejected(alpn_label(&hello.alpn))));
         }
 
         let mut views = self.views.clone();
         let view = views.borrow_and_update().clone();
-        let Some(target_addr) = self.target_of(&view) else {
-            reset(client);
-            return Err((alpn, ConnError::NoLeader));
-        };
-        let target = match resolve(&target_addr).await {
-            Some(t) => t,
-            None => {
+        let (target_addr, target) = match self.target(&view).await {
+            Ok(t) => t,
+            Err(e) => {
                 reset(client);
-                return Err((alpn, ConnError::Resolve(target_addr)));
+                return Err((alpn, e));
             }
         };
         let started = Instant::now();
@@ -249,20 +353,21 @@ impl Proxy {
                     return Err((alpn, ConnError::ConnectTimeout(target)));
                 }
             };
-        metrics::histogram!(telemetry::PROXY_CONNECT_DURATION, "cluster" => self.config.cluster.clone())
+        self.metrics
+            .connect_duration
             .record(started.elapsed().as_secs_f64());
         tune_socket(SockRef::from(&upstream));
         if let Err(e) = upstream.write_all(&hello.bytes).await {
             return Err((alpn, e.into()));
         }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        self.count(alpn.clone(), "forwarded");
-        debug!(%peer, %target, %alpn, sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
+        self.metrics.connection(alpn, "forwarded");
+        debug!(%peer, %target, alpn = %self.router.labels()[label], sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
 
         let data_path = self.config.data_path;
         let copy = async {
             match data_path {
-                DataPath::Splice => splice_bidirectional(&client, &upstream, &self.pipes).await,
+                DataPath::Splice => splice_bidirectional(&client, &upstream, &self.pools).await,
                 DataPath::Copy => {
                     tokio::io::copy_bidirectional_with_sizes(
                         &mut client,
@@ -281,8 +386,8 @@ impl Proxy {
             tokio::select! {
                 result = &mut copy => {
                     let (up, down) = result.unwrap_or((0, 0));
-                    metrics::counter!(telemetry::PROXY_BYTES, "direction" => "client_to_server").increment(up);
-                    metrics::counter!(telemetry::PROXY_BYTES, "direction" => "server_to_client").increment(down);
+                    self.metrics.bytes_up.increment(up);
+                    self.metrics.bytes_down.increment(down);
                     debug!(%peer, %target, bytes_up = up, bytes_down = down, "connection done");
                     return Ok(());
                 }
@@ -306,14 +411,30 @@ impl Proxy {
         }
     }
 
-    fn count(&self, alpn: String, result: &'static str) {
-        metrics::counter!(
-            telemetry::PROXY_CONNECTIONS,
-            "cluster" => self.config.cluster.clone(),
-            "alpn" => alpn,
-            "result" => result
-        )
-        .increment(1);
+    /// Where a new connection goes under `view`: the leader's cluster address as
+    /// reported, and the socket address it names. An IP literal is parsed once per view
+    /// (URL parsing and formatting showed in the per-connection profile); a host name
+    /// is looked up every time, so it follows the name's records.
+    async fn target(&self, view: &Arc<ClusterView>) -> Result<(String, SocketAddr), ConnError> {
+        let Some(target_addr) = self.target_of(view) else {
+            return Err(ConnError::NoLeader);
+        };
+        {
+            let last = self.last_target.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((v, addr, socket)) = &*last {
+                if Arc::ptr_eq(v, view) && *addr == target_addr {
+                    return Ok((target_addr, *socket));
+                }
+            }
+        }
+        let Some((socket, literal)) = resolve(&target_addr).await else {
+            return Err(ConnError::Resolve(target_addr));
+        };
+        if literal {
+            *self.last_target.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((view.clone(), target_addr.clone(), socket));
+        }
+        Ok((target_addr, socket))
     }
 
     /// The leader's cluster address, when the view may be used.
@@ -337,8 +458,9 @@ impl Proxy {
     }
 }
 
-/// `https://host:port` (Vault's `cluster_addr` form) or `host:port` to a socket address.
-async fn resolve(cluster_addr: &str) -> Option<SocketAddr> {
+/// `https://host:port` (Vault's `cluster_addr` form) or `host:port` to a socket address,
+/// and whether the host was an IP literal (no lookup involved).
+async fn resolve(cluster_addr: &str) -> Option<(SocketAddr, bool)> {
     let with_scheme = if cluster_addr.contains("://") {
         cluster_addr.to_string()
     } else {
@@ -347,9 +469,12 @@ async fn resolve(cluster_addr: &str) -> Option<SocketAddr> {
     let url = Url::parse(&with_scheme).ok()?;
     let port = url.port().unwrap_or(8201);
     match url.host()? {
-        url::Host::Ipv4(ip) => Some(SocketAddr::new(ip.into(), port)),
-        url::Host::Ipv6(ip) => Some(SocketAddr::new(ip.into(), port)),
-        url::Host::Domain(name) => tokio::net::lookup_host((name, port)).await.ok()?.next(),
+        url::Host::Ipv4(ip) => Some((SocketAddr::new(ip.into(), port), true)),
+        url::Host::Ipv6(ip) => Some((SocketAddr::new(ip.into(), port), true)),
+        url::Host::Domain(name) => {
+            let socket = tokio::net::lookup_host((name, port)).await.ok()?.next()?;
+            Some((socket, false))
+        }
     }
 }
 

@@ -10,22 +10,50 @@ use crate::config::{ProxyConfig, RouteAction};
 
 #[derive(Debug, Clone)]
 pub struct Router {
-    routes: HashMap<Vec<u8>, RouteAction>,
+    /// Each id's action and its index in `labels`.
+    routes: HashMap<Vec<u8>, (RouteAction, usize)>,
     default_route: RouteAction,
     no_alpn: RouteAction,
+    /// The ids in the table, then "none" and "other": every value the `alpn` metric
+    /// label can take.
+    labels: Vec<String>,
 }
 
 impl Router {
     pub fn new(config: &ProxyConfig) -> Self {
+        let mut labels: Vec<String> = config.routes.keys().cloned().collect();
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, (id, a))| (id.as_bytes().to_vec(), (*a, i)))
+            .collect();
+        labels.push("none".into());
+        labels.push("other".into());
         Self {
-            routes: config
-                .routes
-                .iter()
-                .map(|(id, a)| (id.as_bytes().to_vec(), *a))
-                .collect(),
+            routes,
             default_route: config.default_route,
             no_alpn: config.no_alpn,
+            labels,
         }
+    }
+
+    /// The metric label of an ALPN list, as an index into [`Router::labels`]: its first
+    /// id when that id is in the route table, else "none" (no ALPN) or "other". Clients
+    /// choose their ALPN ids, so using them raw would let any client mint new time
+    /// series without bound.
+    pub fn label(&self, alpn: &[Vec<u8>]) -> usize {
+        match alpn.first() {
+            None => self.labels.len() - 2,
+            Some(id) => self
+                .routes
+                .get(id)
+                .map_or(self.labels.len() - 1, |(_, i)| *i),
+        }
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 
     pub fn route(&self, alpn: &[Vec<u8>]) -> RouteAction {
@@ -33,7 +61,7 @@ impl Router {
             return self.no_alpn;
         }
         let all_active = alpn.iter().all(|id| {
-            self.routes.get(id).copied().unwrap_or(self.default_route) == RouteAction::Active
+            self.routes.get(id).map_or(self.default_route, |(a, _)| *a) == RouteAction::Active
         });
         if all_active {
             RouteAction::Active
@@ -43,7 +71,7 @@ impl Router {
     }
 }
 
-/// The label used for an ALPN list in logs and metrics: the first id, or "none".
+/// An ALPN list for a log line: the first id as sent (lossy UTF-8), or "none".
 pub fn alpn_label(alpn: &[Vec<u8>]) -> String {
     match alpn.first() {
         Some(id) => String::from_utf8_lossy(id).into_owned(),
@@ -107,6 +135,21 @@ listen = "127.77.0.1:8201"
         assert_eq!(
             r.route(&ids(&["replication_v1", "replication_dr_v1"])),
             RouteAction::Active
+        );
+    }
+
+    #[test]
+    fn metric_labels_are_bounded_to_the_table() {
+        let r = router("[proxy.routes]\n\"custom_v1\" = \"active\"\n");
+        let label = |v: &[&str]| r.labels()[r.label(&ids(v))].as_str();
+        assert_eq!(label(&["req_fw_sb-act_v1"]), "req_fw_sb-act_v1");
+        assert_eq!(label(&["custom_v1", "x"]), "custom_v1");
+        assert_eq!(label(&[]), "none");
+        assert_eq!(label(&["made-up-by-a-client"]), "other");
+        assert_eq!(
+            label(&["x", "req_fw_sb-act_v1"]),
+            "other",
+            "the first id names it"
         );
     }
 

@@ -2,6 +2,12 @@
 //! payload bytes never enter user space. Through rustix (safe wrappers; no `unsafe`
 //! here). Linux only, like the rest of the agent.
 //!
+//! Each direction starts with plain reads and writes through a small buffer and switches
+//! to splice the first time a read fills that buffer (HAProxy's `splice-auto`): for the
+//! few hundred bytes of a handshake or an RPC, two splices through a pipe cost more than
+//! a read and a write, while a bulk replication stream fills the buffer at once and
+//! moves by splice from then on.
+//!
 //! Readiness rule that keeps this correct with tokio's edge-triggered readiness: a
 //! `WouldBlock` clears the socket's cached readiness, so it must only ever come from the
 //! socket, never from the pipe. We therefore fill the pipe only when it is empty (an
@@ -9,6 +15,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 use socket2::SockRef;
@@ -17,6 +24,10 @@ use tokio::net::TcpStream;
 
 /// Pipe capacity asked for (the kernel may grant less; 64 KiB is the floor).
 const PIPE_SIZE: usize = 1 << 20;
+
+/// The buffer a direction starts with; a read that fills it makes the direction bulk
+/// (spliced). HAProxy's default buffer size.
+const SMALL_BUF: usize = 16 * 1024;
 
 pub struct Pipe {
     read: OwnedFd,
@@ -34,58 +45,164 @@ impl Pipe {
     }
 }
 
-/// Empty pipes kept for reuse. Creating two pipes per connection (pipe2, F_SETPIPE_SZ,
-/// two inodes, close) was a measurable share of the per-connection cost; HAProxy pools
-/// its pipes the same way. Only pipes known to be empty come back.
-pub struct PipePool {
-    pipes: std::sync::Mutex<Vec<Pipe>>,
+/// Objects kept for reuse by a listener's connections, up to a bound.
+///
+/// Pipes: creating two per connection (pipe2, F_SETPIPE_SZ, two inodes, close) was a
+/// measurable share of the per-connection cost; HAProxy pools its pipes the same way.
+/// Only pipes known to be empty come back. Buffers: a 16 KiB malloc, memset and free per
+/// direction showed in the connection-rate profile (glibc serves that size from its
+/// bins, not the thread cache).
+pub struct Pool<T> {
+    items: std::sync::Mutex<Vec<T>>,
     max: usize,
 }
 
-impl PipePool {
+impl<T> Pool<T> {
     pub fn new(max: usize) -> Self {
         Self {
-            pipes: std::sync::Mutex::new(Vec::new()),
+            items: std::sync::Mutex::new(Vec::new()),
             max,
         }
     }
 
-    fn take(&self) -> io::Result<Pipe> {
-        let pooled = self.pipes.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    fn take_or(&self, make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let pooled = self.items.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
-            Some(p) => Ok(p),
-            None => Pipe::new(),
+            Some(item) => Ok(item),
+            None => make(),
         }
     }
 
-    fn give_back(&self, pipe: Pipe) {
-        let mut pipes = self.pipes.lock().unwrap_or_else(|p| p.into_inner());
-        if pipes.len() < self.max {
-            pipes.push(pipe);
+    fn give_back(&self, item: T) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.len() < self.max {
+            items.push(item);
         }
     }
 
-    /// Pipes currently pooled (for tests).
+    /// Items currently pooled (for tests).
     pub fn pooled(&self) -> usize {
-        self.pipes.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// What the splice data path reuses across connections.
+pub struct SplicePools {
+    pub pipes: Pool<Pipe>,
+    bufs: Pool<Vec<u8>>,
+}
+
+impl SplicePools {
+    pub fn new(max: usize) -> Self {
+        Self {
+            pipes: Pool::new(max),
+            // 16 KiB each: a burst of connections leaves at most 1 MiB behind.
+            bufs: Pool::new(max.min(64)),
+        }
+    }
+}
+
+/// A pooled buffer that goes back to its pool however the direction ends.
+struct PooledBuf<'a> {
+    buf: Vec<u8>,
+    pool: &'a Pool<Vec<u8>>,
+}
+
+impl Drop for PooledBuf<'_> {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
     }
 }
 
 /// Copies both ways until both directions reach EOF (half-close respected: EOF on one
 /// side shuts down writing on the other), or an error. Returns bytes (a->b, b->a).
+///
+/// The caller closes both sockets as soon as this returns: the second direction to
+/// reach EOF leaves the FIN to that close instead of a `shutdown` of its own (its
+/// destination has already sent us EOF, so the close cannot turn into a reset).
 pub async fn splice_bidirectional(
     a: &TcpStream,
     b: &TcpStream,
-    pool: &PipePool,
+    pool: &SplicePools,
 ) -> io::Result<(u64, u64)> {
-    let (ab, ba) = tokio::try_join!(one_way(a, b, pool), one_way(b, a, pool))?;
+    let one_done = AtomicBool::new(false);
+    let (ab, ba) = tokio::try_join!(
+        one_way(a, b, pool, &one_done),
+        one_way(b, a, pool, &one_done)
+    )?;
     Ok((ab, ba))
 }
 
-async fn one_way(src: &TcpStream, dst: &TcpStream, pool: &PipePool) -> io::Result<u64> {
-    let pipe = pool.take()?;
-    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+/// EOF from a direction's source: pass the half-close on, unless the other direction
+/// is already done (then the caller's close sends the FIN).
+fn pass_eof(dst: &TcpStream, one_done: &AtomicBool) {
+    if !one_done.swap(true, Ordering::Relaxed) {
+        let _ = SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+#[derive(PartialEq)]
+enum Phase {
+    Eof,
+    Bulk,
+}
+
+/// Reads and writes through a pooled buffer until the source's EOF, or until a read
+/// fills the buffer (the direction is bulk: splice from then on). Adds to `total`.
+async fn small_phase(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pool: &SplicePools,
+    total: &mut u64,
+) -> io::Result<Phase> {
+    let mut guard = PooledBuf {
+        buf: pool.bufs.take_or(|| Ok(vec![0u8; SMALL_BUF]))?,
+        pool: &pool.bufs,
+    };
+    let buf = guard.buf.as_mut_slice();
+    loop {
+        src.readable().await?;
+        let n = match src.try_read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(Phase::Eof);
+        }
+        let mut sent = 0;
+        while sent < n {
+            dst.writable().await?;
+            match dst.try_write(&buf[sent..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(m) => sent += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        *total += n as u64;
+        if n == buf.len() {
+            return Ok(Phase::Bulk);
+        }
+    }
+}
+
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pool: &SplicePools,
+    one_done: &AtomicBool,
+) -> io::Result<u64> {
     let mut total = 0u64;
+    // Small reads through user space until one fills the buffer.
+    if small_phase(src, dst, pool, &mut total).await? == Phase::Eof {
+        pass_eof(dst, one_done);
+        return Ok(total);
+    }
+
+    // Bulk from here on: socket -> pipe -> socket.
+    let pipe = pool.pipes.take_or(Pipe::new)?;
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     loop {
         // Fill the (empty) pipe from the source.
         let n = loop {
@@ -99,9 +216,9 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, pool: &PipePool) -> io::Resul
             }
         };
         if n == 0 {
-            // EOF from the source: pass the half-close on. The pipe is empty: reuse it.
-            let _ = SockRef::from(dst).shutdown(std::net::Shutdown::Write);
-            pool.give_back(pipe);
+            // The pipe is empty: reuse it.
+            pass_eof(dst, one_done);
+            pool.pipes.give_back(pipe);
             return Ok(total);
         }
         // Drain the pipe into the destination.
@@ -139,7 +256,7 @@ mod tests {
         // client <-> [p1 splice p2] <-> server
         let (mut client, p1) = pair().await;
         let (p2, mut server) = pair().await;
-        let pool = std::sync::Arc::new(PipePool::new(4));
+        let pool = std::sync::Arc::new(SplicePools::new(4));
         let relay_pool = pool.clone();
         let relay = tokio::spawn(async move { splice_bidirectional(&p1, &p2, &relay_pool).await });
 
@@ -164,6 +281,45 @@ mod tests {
         assert_eq!(back, data[..1000]);
         let (up, down) = relay.await.unwrap().unwrap();
         assert_eq!((up, down), (data.len() as u64, 1000));
-        assert_eq!(pool.pooled(), 2, "both drained pipes are back in the pool");
+        assert_eq!(
+            pool.pipes.pooled(),
+            1,
+            "the bulk direction spliced and gave its pipe back; the 1000-byte one never took one"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_exchanges_stay_off_the_pipes_and_close_cleanly() {
+        let (mut client, p1) = pair().await;
+        let (p2, mut server) = pair().await;
+        let pool = std::sync::Arc::new(SplicePools::new(4));
+        let relay_pool = pool.clone();
+        let relay = tokio::spawn(async move {
+            let r = splice_bidirectional(&p1, &p2, &relay_pool).await;
+            drop((p1, p2));
+            r
+        });
+        for round in 0..50u32 {
+            let msg = format!("request {round}");
+            client.write_all(msg.as_bytes()).await.unwrap();
+            let mut got = vec![0u8; msg.len()];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(&got).await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, msg.as_bytes());
+        }
+        // Server closes first; the client sees EOF, then closes its side.
+        server.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        client.shutdown().await.unwrap();
+        // The server's side ends in a FIN (EOF), not a reset.
+        let mut tail = Vec::new();
+        server.read_to_end(&mut tail).await.unwrap();
+        let (up, down) = relay.await.unwrap().unwrap();
+        assert_eq!(up, down);
+        assert_eq!(pool.pipes.pooled(), 0, "no pipe was needed");
+        assert_eq!(pool.bufs.pooled(), 2, "both buffers went back to the pool");
     }
 }
