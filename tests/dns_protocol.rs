@@ -129,3 +129,68 @@ fn requests_we_do_not_serve_get_the_right_error() {
     );
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
+
+/// Repeated identical questions are answered from the UDP path's cache of encoded
+/// responses: each answer still carries its own ID, several instances still come in a
+/// fresh random order each time (Consul's), and static records keep their configured
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_questions_keep_their_id_and_a_random_order() {
+    use support::mock::{Behavior, MockNode};
+    let leader = "http://127.34.1.1:8200".to_string();
+    let _n1 = MockNode::active_leader("127.34.1.1").await;
+    let standby = |ip: &str| {
+        MockNode::start(
+            format!("{ip}:8200").parse().unwrap(),
+            Behavior::Node {
+                active: false,
+                leader: leader.clone(),
+            },
+        )
+    };
+    let _n2 = standby("127.34.1.2").await;
+    let _n3 = standby("127.34.1.3").await;
+    let agent = Agent::start(
+        r#"
+datacenter = "dc1"
+[dns]
+listen = ["127.34.1.100:8600"]
+[[dns.records]]
+name = "fixed.example.internal"
+a = ["10.0.0.3", "10.0.0.1", "10.0.0.2"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.34.1.1:8200", "http://127.34.1.2:8200", "http://127.34.1.3:8200"]
+"#,
+        "127.34.1.100:8600".parse().unwrap(),
+    );
+    let ips =
+        |m: &Message| -> Vec<String> { m.answers.iter().map(|r| r.data.to_string()).collect() };
+    support::openbao::eventually(Duration::from_secs(20), "all three instances", || async {
+        let m = exchange(agent.dns, &question("vault.service.consul.", RecordType::A));
+        (m.answers.len() == 3).then_some(())
+    })
+    .await;
+
+    let mut orders = std::collections::HashSet::new();
+    for id in 0..60u16 {
+        let mut q = question("vault.service.consul.", RecordType::A);
+        q.metadata.id = id;
+        let m = exchange(agent.dns, &q);
+        assert_eq!(m.metadata.id, id);
+        let got = ips(&m);
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["127.34.1.1", "127.34.1.2", "127.34.1.3"]);
+        orders.insert(got);
+    }
+    assert!(orders.len() > 1, "60 answers all in one order: {orders:?}");
+
+    for id in 0..10u16 {
+        let mut q = question("fixed.example.internal.", RecordType::A);
+        q.metadata.id = id;
+        let m = exchange(agent.dns, &q);
+        assert_eq!(m.metadata.id, id);
+        assert_eq!(ips(&m), ["10.0.0.3", "10.0.0.1", "10.0.0.2"]);
+    }
+}

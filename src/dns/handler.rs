@@ -130,6 +130,11 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// Every cluster's view receiver (for caches that must notice a change).
+    pub(crate) fn view_receivers(&self) -> Vec<crate::vault::watcher::ViewReceiver> {
+        self.zone.view_receivers()
+    }
+
     pub fn new(zone: Arc<Zone>, forwarder: Option<Forwarder>) -> Self {
         Self {
             zone,
@@ -317,6 +322,7 @@ impl Forwarder {
                 answers: lookup.answers().to_vec(),
                 authority: vec![],
                 additionals: vec![],
+                shuffled: false,
             },
             Err(e) if e.is_no_records_found() => {
                 let rcode = if e.is_nx_domain() {
@@ -333,6 +339,7 @@ impl Forwarder {
                     answers: vec![],
                     authority,
                     additionals: vec![],
+                    shuffled: false,
                 }
             }
             Err(e) => {

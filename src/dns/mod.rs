@@ -1,5 +1,6 @@
 //! DNS: Consul-compatible answers for the vault service, static records, forwarding.
 
+pub mod cache;
 pub mod handler;
 pub mod names;
 pub mod server;

@@ -4,7 +4,8 @@
 //! and hand-offs cost more than the answer itself (bench/RESULTS.md). Zone answers need
 //! no I/O, so they are answered inline; only forwarded names get a task of their own.
 //! TCP stays on hickory-server. The rules (EDNS, error codes, truncation) are the same:
-//! both paths go through `Handler::decide`.
+//! both paths go through `Handler::decide`. A repeated question is answered from the
+//! loop's [`AnswerCache`] without decoding it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::cache::{AnswerCache, Reuse};
 use super::handler::{response_edns, Decision, Handler, Proto};
 use super::zone::Answer;
 
@@ -46,6 +48,8 @@ pub fn serve_blocking(
     let socket = Arc::new(socket);
     let forwards = TaskTracker::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut cache = AnswerCache::new(handler.view_receivers());
+    let mut cached = Vec::with_capacity(512);
     while !stop.is_cancelled() {
         let (n, src) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
@@ -67,10 +71,17 @@ pub fn serve_blocking(
             continue;
         }
         let started = Instant::now();
+        cache.refresh();
+        if let Some((qtype, rcode)) = cache.lookup(&buf[..n], &mut cached) {
+            send(&socket, &cached, src);
+            handler.metrics.record(Proto::Udp, qtype, rcode, started);
+            continue;
+        }
         match handle(&handler, &buf[..n]) {
             Outcome::Drop => {}
-            Outcome::Reply(bytes, qtype, rcode) => {
+            Outcome::Reply(bytes, qtype, rcode, reuse) => {
                 send(&socket, &bytes, src);
+                cache.insert(&buf[..n], &bytes, qtype, rcode, reuse);
                 handler.metrics.record(Proto::Udp, qtype, rcode, started);
             }
             Outcome::Forward(request) => {
@@ -109,7 +120,9 @@ fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
 enum Outcome {
     /// Not answerable (too short, or a response): say nothing.
     Drop,
-    Reply(Vec<u8>, Option<RecordType>, ResponseCode),
+    /// The response, its query type and code (for metrics) and whether it may be
+    /// reused for the same request bytes.
+    Reply(Vec<u8>, Option<RecordType>, ResponseCode, Reuse),
     Forward(Message),
 }
 
@@ -133,7 +146,7 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
                 counts: Default::default(),
             }
             .emit(&mut BinEncoder::new(&mut out));
-            return Outcome::Reply(out, None, ResponseCode::FormErr);
+            return Outcome::Reply(out, None, ResponseCode::FormErr, Reuse::Never);
         }
     };
     if request.metadata.message_type == MessageType::Response {
@@ -156,10 +169,16 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
         } => (answer, authoritative),
     };
     let rcode = answer.rcode;
+    let reuse = if answer.shuffled && answer.answers.len() > 1 {
+        Reuse::Shuffled
+    } else {
+        Reuse::AsIs
+    };
     Outcome::Reply(
         encode(handler, &request, answer, authoritative),
         qtype,
         rcode,
+        reuse,
     )
 }
 

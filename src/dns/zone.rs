@@ -23,6 +23,8 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authority: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// The records are in a random order (several instances of the service).
+    pub shuffled: bool,
 }
 
 impl Answer {
@@ -36,6 +38,7 @@ impl Answer {
             answers: Vec::new(),
             authority: Vec::new(),
             additionals: Vec::new(),
+            shuffled: false,
         }
     }
 }
@@ -61,6 +64,12 @@ pub struct Zone {
 type Instance = (IpAddr, u16);
 
 impl Zone {
+    /// Every cluster's view receiver: the zone's answers change only when one does
+    /// (and with the clock, see `dns::cache`).
+    pub fn view_receivers(&self) -> Vec<ViewReceiver> {
+        self.clusters.values().map(|c| c.views.clone()).collect()
+    }
+
     pub fn new(config: &Config, clusters: HashMap<String, ClusterSource>) -> Self {
         Self {
             domain: config.domain.clone(),
@@ -196,6 +205,7 @@ impl Zone {
         instances.shuffle(&mut rand::rng());
 
         let mut answer = Answer::rcode(ResponseCode::NoError);
+        answer.shuffled = instances.len() > 1;
         for (ip, port) in &instances {
             match qtype {
                 RecordType::SRV => {
