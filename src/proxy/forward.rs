@@ -50,6 +50,8 @@ pub fn workers() -> usize {
 /// Keepalive on both legs: a dead peer (host gone, no RST) is noticed in ~1 minute.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// When the upstream leg gets its keepalive (well before KEEPALIVE_IDLE matters).
+const UPSTREAM_KEEPALIVE_AFTER: Duration = Duration::from_secs(5);
 
 /// Counters a test or an operator can read.
 #[derive(Debug, Default)]
@@ -356,7 +358,7 @@ impl Proxy {
         self.metrics
             .connect_duration
             .record(started.elapsed().as_secs_f64());
-        tune_socket(SockRef::from(&upstream));
+        let _ = SockRef::from(&upstream).set_tcp_nodelay(true);
         if let Err(e) = upstream.write_all(&hello.bytes).await {
             return Err((alpn, e.into()));
         }
@@ -365,10 +367,17 @@ impl Proxy {
         debug!(%peer, %target, alpn = %self.router.labels()[label], sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
 
         let data_path = self.config.data_path;
-        let copy = async {
+        let pools = &self.pools;
+        // The streams move into the data path; dropping it (leader change, shutdown)
+        // closes both.
+        let copy = async move {
             match data_path {
-                DataPath::Splice => splice_bidirectional(&client, &upstream, &self.pools).await,
+                DataPath::Splice => {
+                    let moving = splice_bidirectional(&client, &upstream, pools);
+                    with_deferred_keepalive(moving, &upstream).await
+                }
                 DataPath::Copy => {
+                    set_keepalive(SockRef::from(&upstream));
                     tokio::io::copy_bidirectional_with_sizes(
                         &mut client,
                         &mut upstream,
@@ -482,6 +491,27 @@ async fn resolve(cluster_addr: &str) -> Option<(SocketAddr, bool)> {
 /// keepalive (so a vanished peer does not pin a connection forever).
 fn tune_socket(sock: SockRef<'_>) {
     let _ = sock.set_tcp_nodelay(true);
+    set_keepalive(sock);
+}
+
+/// Runs `moving` and gives `upstream` its keepalive once the connection has lived
+/// `UPSTREAM_KEEPALIVE_AFTER`: probes start after KEEPALIVE_IDLE of silence anyway, and
+/// three setsockopt calls on every short forwarding connection were a measurable share
+/// of the connection rate. (The client leg inherits keepalive from the listener.)
+async fn with_deferred_keepalive<T>(
+    moving: impl std::future::Future<Output = T>,
+    upstream: &TcpStream,
+) -> T {
+    tokio::pin!(moving);
+    tokio::select! {
+        done = &mut moving => return done,
+        _ = tokio::time::sleep(UPSTREAM_KEEPALIVE_AFTER) => {}
+    }
+    set_keepalive(SockRef::from(upstream));
+    moving.await
+}
+
+fn set_keepalive(sock: SockRef<'_>) {
     let ka = TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL);
@@ -497,6 +527,28 @@ fn reset(sock: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn upstream_keepalive_is_set_only_on_connections_that_live_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let short = TcpStream::connect(addr).await.unwrap();
+        let long = TcpStream::connect(addr).await.unwrap();
+        assert!(!SockRef::from(&long).keepalive().unwrap());
+
+        assert_eq!(with_deferred_keepalive(async { 1 }, &short).await, 1);
+        assert!(
+            !SockRef::from(&short).keepalive().unwrap(),
+            "a short connection pays nothing"
+        );
+
+        let lives_on = tokio::time::sleep(UPSTREAM_KEEPALIVE_AFTER * 2);
+        with_deferred_keepalive(lives_on, &long).await;
+        let s = SockRef::from(&long);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+    }
 
     #[tokio::test]
     async fn accepted_sockets_inherit_nodelay_and_keepalive() {
