@@ -312,7 +312,7 @@ impl Proxy {
         shutdown: CancellationToken,
     ) -> Result<(), (Option<usize>, ConnError)> {
         let hello = match read_client_hello(
-            &mut client,
+            &mut super::read::Reader(&client),
             self.config.client_hello_timeout,
             self.config.max_client_hello,
         )

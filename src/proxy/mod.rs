@@ -3,5 +3,6 @@
 
 pub mod forward;
 pub mod hello;
+pub mod read;
 pub mod route;
 pub mod splice;

@@ -161,12 +161,7 @@ async fn small_phase(
     };
     let buf = guard.buf.as_mut_slice();
     loop {
-        src.readable().await?;
-        let n = match src.try_read(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
+        let n = super::read::read(src, buf).await?;
         if n == 0 {
             return Ok(Phase::Eof);
         }
