@@ -367,24 +367,31 @@ impl Proxy {
         debug!(%peer, %target, alpn = %self.router.labels()[label], sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
 
         let data_path = self.config.data_path;
-        let pools = &self.pools;
+        let (pools, metrics) = (&self.pools, &self.metrics);
         // The streams move into the data path; dropping it (leader change, shutdown)
         // closes both.
         let copy = async move {
             match data_path {
                 DataPath::Splice => {
-                    let moving = splice_bidirectional(&client, &upstream, pools);
+                    let counters = [&metrics.bytes_up, &metrics.bytes_down];
+                    let moving = splice_bidirectional(&client, &upstream, pools, counters);
                     with_deferred_keepalive(moving, &upstream).await
                 }
                 DataPath::Copy => {
+                    // The fallback path counts when the connection ends.
                     set_keepalive(SockRef::from(&upstream));
-                    tokio::io::copy_bidirectional_with_sizes(
+                    let result = tokio::io::copy_bidirectional_with_sizes(
                         &mut client,
                         &mut upstream,
                         COPY_BUF,
                         COPY_BUF,
                     )
-                    .await
+                    .await;
+                    if let Ok((up, down)) = result {
+                        metrics.bytes_up.increment(up);
+                        metrics.bytes_down.increment(down);
+                    }
+                    result
                 }
             }
         };
@@ -395,8 +402,6 @@ impl Proxy {
             tokio::select! {
                 result = &mut copy => {
                     let (up, down) = result.unwrap_or((0, 0));
-                    self.metrics.bytes_up.increment(up);
-                    self.metrics.bytes_down.increment(down);
                     debug!(%peer, %target, bytes_up = up, bytes_down = down, "connection done");
                     return Ok(());
                 }

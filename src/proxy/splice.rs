@@ -116,6 +116,9 @@ impl Drop for PooledBuf<'_> {
 
 /// Copies both ways until both directions reach EOF (half-close respected: EOF on one
 /// side shuts down writing on the other), or an error. Returns bytes (a->b, b->a).
+/// `moved` counts them as they go (a->b, b->a), so a replication stream that runs for
+/// days shows its traffic while it runs, and bytes of a connection cut by a leader
+/// change or an error are counted too.
 ///
 /// The caller closes both sockets as soon as this returns: the second direction to
 /// reach EOF leaves the FIN to that close instead of a `shutdown` of its own (its
@@ -124,11 +127,12 @@ pub async fn splice_bidirectional(
     a: &TcpStream,
     b: &TcpStream,
     pool: &SplicePools,
+    moved: [&metrics::Counter; 2],
 ) -> io::Result<(u64, u64)> {
     let one_done = AtomicBool::new(false);
     let (ab, ba) = tokio::try_join!(
-        one_way(a, b, pool, &one_done),
-        one_way(b, a, pool, &one_done)
+        one_way(a, b, pool, &one_done, moved[0]),
+        one_way(b, a, pool, &one_done, moved[1])
     )?;
     Ok((ab, ba))
 }
@@ -154,6 +158,7 @@ async fn small_phase(
     dst: &TcpStream,
     pool: &SplicePools,
     total: &mut u64,
+    moved: &metrics::Counter,
 ) -> io::Result<Phase> {
     let mut guard = PooledBuf {
         buf: pool.bufs.take_or(|| Ok(vec![0u8; SMALL_BUF]))?,
@@ -176,6 +181,7 @@ async fn small_phase(
             }
         }
         *total += n as u64;
+        moved.increment(n as u64);
         if n == buf.len() {
             return Ok(Phase::Bulk);
         }
@@ -187,10 +193,11 @@ async fn one_way(
     dst: &TcpStream,
     pool: &SplicePools,
     one_done: &AtomicBool,
+    moved: &metrics::Counter,
 ) -> io::Result<u64> {
     let mut total = 0u64;
     // Small reads through user space until one fills the buffer.
-    if small_phase(src, dst, pool, &mut total).await? == Phase::Eof {
+    if small_phase(src, dst, pool, &mut total, moved).await? == Phase::Eof {
         pass_eof(dst, one_done);
         return Ok(total);
     }
@@ -224,7 +231,10 @@ async fn one_way(
                 splice(&pipe.read, None, dst, None, left, flags).map_err(io::Error::from)
             }) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => left -= m,
+                Ok(m) => {
+                    left -= m;
+                    moved.increment(m as u64);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
@@ -236,8 +246,51 @@ async fn one_way(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    fn noop() -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_are_counted_while_the_stream_runs() {
+        let (mut client, p1) = pair().await;
+        let (p2, mut server) = pair().await;
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let (c_up, c_down) = (
+            metrics::Counter::from_arc(up.clone()),
+            metrics::Counter::from_arc(down.clone()),
+        );
+        let pools = Arc::new(SplicePools::new(4));
+        let relay_pools = pools.clone();
+        let _relay = tokio::spawn(async move {
+            splice_bidirectional(&p1, &p2, &relay_pools, [&c_up, &c_down]).await
+        });
+        // 4 MiB up (bulk: spliced), 100 bytes down (small reads); the connection stays open.
+        client.write_all(&vec![1u8; 4 << 20]).await.unwrap();
+        let mut got = vec![0u8; 4 << 20];
+        server.read_exact(&mut got).await.unwrap();
+        server.write_all(&[2u8; 100]).await.unwrap();
+        client.read_exact(&mut [0u8; 100]).await.unwrap();
+        // The relay counts right after each write returns, on another thread: allow it
+        // that moment, while the connection is still open.
+        for (counter, want) in [(&up, 4u64 << 20), (&down, 100)] {
+            let mut waited = 0;
+            while counter.load(Ordering::Relaxed) != want && waited < 500 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            assert_eq!(
+                counter.load(Ordering::Relaxed),
+                want,
+                "counted before the end"
+            );
+        }
+    }
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -253,7 +306,9 @@ mod tests {
         let (p2, mut server) = pair().await;
         let pool = std::sync::Arc::new(SplicePools::new(4));
         let relay_pool = pool.clone();
-        let relay = tokio::spawn(async move { splice_bidirectional(&p1, &p2, &relay_pool).await });
+        let relay = tokio::spawn(async move {
+            splice_bidirectional(&p1, &p2, &relay_pool, [&noop(), &noop()]).await
+        });
 
         let data: Vec<u8> = (0..8 * 1024 * 1024u32)
             .map(|i| (i * 7 + i / 251) as u8)
@@ -290,7 +345,7 @@ mod tests {
         let pool = std::sync::Arc::new(SplicePools::new(4));
         let relay_pool = pool.clone();
         let relay = tokio::spawn(async move {
-            let r = splice_bidirectional(&p1, &p2, &relay_pool).await;
+            let r = splice_bidirectional(&p1, &p2, &relay_pool, [&noop(), &noop()]).await;
             drop((p1, p2));
             r
         });
