@@ -72,15 +72,8 @@ impl AsyncRead for Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::testing::tcp_pair as pair;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        (c, s)
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn short_reads_then_later_data_and_eof_are_all_seen() {

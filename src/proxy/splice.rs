@@ -246,10 +246,10 @@ async fn one_way(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::testing::tcp_pair as pair;
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
 
     fn noop() -> metrics::Counter {
         metrics::Counter::noop()
@@ -290,13 +290,6 @@ mod tests {
                 "counted before the end"
             );
         }
-    }
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        (c, s)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
