@@ -64,29 +64,30 @@ async fn read_inner<S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
 ) -> Result<ClientHello, HelloError> {
-    let mut bytes = Vec::with_capacity(2048);
+    // Read straight into the bytes we keep (no second buffer, no copy).
+    let mut bytes = Vec::with_capacity(4096);
     let mut acceptor = Acceptor::default();
-    let mut chunk = vec![0u8; 4096];
     loop {
-        let room = max.saturating_sub(bytes.len());
+        let start = bytes.len();
+        let room = max.saturating_sub(start);
         if room == 0 {
             return Err(HelloError::TooLarge(max));
         }
-        let want = room.min(chunk.len());
-        let n = stream.read(&mut chunk[..want]).await?;
+        bytes.resize(start + room.min(4096), 0);
+        let n = stream.read(&mut bytes[start..]).await?;
+        bytes.truncate(start + n);
         if n == 0 {
             return Err(HelloError::Eof);
         }
         // Refuse plain text at the first byte: a TLS connection starts with a handshake
         // record (content type 22). Saves buffering a slow HTTP request to the cap.
-        if bytes.is_empty() && chunk[0] != 0x16 {
+        if start == 0 && bytes[0] != 0x16 {
             return Err(HelloError::NotTls(format!(
                 "first byte {:#04x} is not a handshake record",
-                chunk[0]
+                bytes[0]
             )));
         }
-        bytes.extend_from_slice(&chunk[..n]);
-        let mut fed = &chunk[..n];
+        let mut fed = &bytes[start..];
         while !fed.is_empty() {
             acceptor
                 .read_tls(&mut fed)
