@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use url::Url;
 
 use super::hello::read_client_hello;
@@ -218,13 +218,15 @@ impl Proxy {
                         .build()
                     {
                         Ok(rt) => rt.block_on(this.serve(listener, shutdown, drain, close)),
-                        Err(e) => warn!(error = %e, "cannot start a proxy worker runtime"),
+                        Err(e) => error!(error = %e, "cannot start a proxy worker runtime; this listener does not serve"),
                     }
                     drop(tx);
                 });
             match spawned {
                 Ok(_) => done.push(rx),
-                Err(e) => warn!(error = %e, "cannot start a proxy worker thread"),
+                Err(e) => {
+                    error!(error = %e, "cannot start a proxy worker thread; this listener does not serve")
+                }
             }
         }
         for rx in done {
