@@ -354,7 +354,7 @@ fn prepare_watcher(
 }
 
 fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    crate::net::bind_tcp_group(config.listen, crate::proxy::forward::workers())
+    crate::net::bind_tcp_group(config.listen, crate::net::threads_per_address())
         .map_err(|e| anyhow::anyhow!("cannot bind proxy listener on {}: {e}", config.listen))
 }
 

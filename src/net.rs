@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
@@ -23,9 +23,16 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     Ok(s)
 }
 
-pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
-    UdpSocket::from_std(s.into())
+/// Sockets per address, each served by a thread of its own (DNS receive loops, proxy
+/// accept threads): one per core, up to 4. The kernel spreads clients over them
+/// (SO_REUSEPORT); beyond 4 there is nothing left to spread for this agent's traffic.
+pub fn threads_per_address() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// A UDP socket for a receive loop on a blocking thread (not registered with tokio).
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    Ok(socket(addr, Type::DGRAM, Protocol::UDP)?.into())
 }
 
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -40,15 +47,30 @@ pub fn bind_tcp_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// `n` listeners on one address (SO_REUSEPORT: the kernel spreads new connections
-/// over them), for `n` threads that each accept on their own. Port 0 binds the first
-/// on an ephemeral port and the rest on that same port.
+/// `n` UDP sockets on one address (see [`group`]).
+pub fn bind_udp_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    group(addr, n, bind_udp, std::net::UdpSocket::local_addr)
+}
+
+/// `n` TCP listeners on one address (see [`group`]).
 pub fn bind_tcp_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let first = bind_tcp_std(addr)?;
-    let addr = first.local_addr()?;
+    group(addr, n, bind_tcp_std, std::net::TcpListener::local_addr)
+}
+
+/// `n` sockets on one address, for `n` threads that each serve their own; the kernel
+/// spreads new clients over them (SO_REUSEPORT). Port 0 binds the first on an
+/// ephemeral port and the rest on that same port.
+fn group<S>(
+    addr: SocketAddr,
+    n: usize,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
+    local_addr: impl Fn(&S) -> io::Result<SocketAddr>,
+) -> io::Result<Vec<S>> {
+    let first = bind(addr)?;
+    let addr = local_addr(&first)?;
     let mut group = vec![first];
     for _ in 1..n {
-        group.push(bind_tcp_std(addr)?);
+        group.push(bind(addr)?);
     }
     Ok(group)
 }

@@ -2,26 +2,17 @@
 //! hickory server until shutdown.
 
 use std::net::SocketAddr;
-use std::time::Duration;
-
-use hickory_server::Server;
-use tokio_util::sync::CancellationToken;
-use tracing::info;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::Server;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::info;
 
 use super::handler::Handler;
-
-/// UDP receive loops per address: one per core, at most 4.
-fn udp_loops() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
-}
 
 /// Response buffer per TCP connection, in messages.
 const TCP_RESPONSE_BUFFER: usize = 32;
@@ -40,7 +31,7 @@ pub struct BindError {
 pub struct DnsServer {
     server: Server<SharedHandler>,
     handler: Arc<Handler>,
-    udp: Vec<tokio::net::UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     local_addrs: Vec<SocketAddr>,
 }
 
@@ -71,14 +62,18 @@ impl DnsServer {
         let mut sockets = Vec::new();
         let mut local_addrs = Vec::new();
         for &addr in listen {
-            let udp = crate::net::bind_udp(addr).map_err(|source| BindError {
-                proto: "UDP",
-                addr,
-                source,
-            })?;
+            // One UDP socket per receive loop (SO_REUSEPORT: the kernel spreads clients
+            // over them).
+            let udp = crate::net::bind_udp_group(addr, crate::net::threads_per_address()).map_err(
+                |source| BindError {
+                    proto: "UDP",
+                    addr,
+                    source,
+                },
+            )?;
             // With port 0, TCP takes the port the kernel gave UDP, so one address
             // still means one port on both.
-            let bound = udp.local_addr().map_err(|source| BindError {
+            let bound = udp[0].local_addr().map_err(|source| BindError {
                 proto: "UDP",
                 addr,
                 source,
@@ -94,18 +89,8 @@ impl DnsServer {
         let handler = Arc::new(handler);
         let mut server = Server::new(SharedHandler(handler.clone()));
         let mut udp_sockets = Vec::new();
-        for ((udp, tcp), bound) in sockets.into_iter().zip(&local_addrs) {
-            udp_sockets.push(udp);
-            // More sockets on the same address (SO_REUSEPORT): the kernel spreads
-            // clients over them, one receive loop per core.
-            for _ in 1..udp_loops() {
-                let extra = crate::net::bind_udp(*bound).map_err(|source| BindError {
-                    proto: "UDP",
-                    addr: *bound,
-                    source,
-                })?;
-                udp_sockets.push(extra);
-            }
+        for (udp, tcp) in sockets {
+            udp_sockets.extend(udp);
             server.register_listener(tcp, tcp_idle_timeout, TCP_RESPONSE_BUFFER);
         }
         Ok(Self {
@@ -124,7 +109,6 @@ impl DnsServer {
         let udp = TaskTracker::new();
         let runtime = tokio::runtime::Handle::current();
         for socket in self.udp.drain(..) {
-            let socket = socket.into_std()?;
             let (handler, stop, rt) = (self.handler.clone(), shutdown.clone(), runtime.clone());
             udp.spawn(tokio::task::spawn_blocking(move || {
                 super::udp::serve_blocking(socket, handler, stop, rt)

@@ -1,8 +1,9 @@
 //! The UDP path: one loop per socket, on a thread of its own, that receives a datagram,
-//! decides, encodes and sends the answer without leaving the thread. hickory-server's UDP path hands each request to a
-//! new task and each response through a channel to another; on 2 cores those wakeups
-//! and hand-offs cost more than the answer itself (bench/RESULTS.md). Zone answers need
-//! no I/O, so they are answered inline; only forwarded names get a task of their own.
+//! decides, encodes and sends the answer without leaving the thread. hickory-server's
+//! UDP path hands each request to a new task and each response through a channel to
+//! another; on 2 cores those wakeups and hand-offs cost more than the answer itself
+//! (bench/RESULTS.md). Zone answers need no I/O, so they are answered inline; only
+//! forwarded names get a task of their own.
 //! TCP stays on hickory-server. The rules (EDNS, error codes, truncation) are the same:
 //! both paths go through `Handler::decide`. A repeated question is answered from the
 //! loop's [`AnswerCache`] without decoding it.

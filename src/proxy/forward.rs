@@ -40,13 +40,6 @@ const COPY_BUF: usize = 64 * 1024;
 /// reused).
 const PIPE_POOL: usize = 256;
 
-/// Accept threads (and listeners) per `[[proxy]]`: one per core, up to 4. Cluster-port
-/// traffic is a few long-lived streams and bursts of short forwarding connections;
-/// beyond 4 threads there is nothing left to spread.
-pub fn workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-}
-
 /// Keepalive on both legs: a dead peer (host gone, no RST) is noticed in ~1 minute.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -187,7 +180,7 @@ impl Proxy {
         self.stats.clone()
     }
 
-    /// Serves each listener of the group (see [`workers`]) on a thread of its own, with
+    /// Serves each listener of the group (`net::bind_tcp_group`) on a thread of its own, with
     /// a single-threaded runtime: accepts until `shutdown` is cancelled; then open
     /// connections get `drain` to finish on their own, or until `close` is cancelled,
     /// before they are closed. Returns once they are all gone. (A reload retires a
