@@ -32,6 +32,16 @@ pub struct ClusterHandle {
     pub heartbeat: crate::systemd::Heartbeat,
 }
 
+impl ClusterHandle {
+    /// The view and its stale window, as the DNS zone and the proxy read them.
+    pub fn source(&self) -> crate::dns::zone::ClusterSource {
+        crate::dns::zone::ClusterSource {
+            views: self.views.clone(),
+            serve_stale_for: self.serve_stale_for,
+        }
+    }
+}
+
 /// Everything the admin endpoint reports on. The lists are replaced on reload.
 pub struct Observed {
     pub clusters: std::sync::RwLock<Vec<ClusterHandle>>,

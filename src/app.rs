@@ -32,7 +32,7 @@ use crate::dns::server::DnsServer;
 use crate::dns::zone::{ClusterSource, Zone};
 use crate::proxy::forward::Proxy;
 use crate::systemd;
-use crate::vault::watcher::{ViewReceiver, Watcher};
+use crate::vault::watcher::Watcher;
 
 /// Effectively "until the connection ends": how long a retired listener's connections
 /// may stay after a reload.
@@ -102,14 +102,9 @@ impl Supervisor {
         for c in &config.clusters {
             prepared.push(prepare_watcher(c, None)?);
         }
-        let views: HashMap<String, (ViewReceiver, Duration)> = prepared
+        let views: HashMap<String, ClusterSource> = prepared
             .iter()
-            .map(|p| {
-                (
-                    p.config.name.clone(),
-                    (p.handle.views.clone(), p.handle.serve_stale_for),
-                )
-            })
+            .map(|p| (p.config.name.clone(), p.handle.source()))
             .collect();
         let mut listeners = Vec::new();
         for p in &config.proxies {
@@ -182,19 +177,15 @@ impl Supervisor {
                 None => prepared.push(prepare_watcher(c, None)?),
             }
         }
-        let mut views: HashMap<String, (ViewReceiver, Duration)> = kept
+        let views: HashMap<String, ClusterSource> = kept
             .iter()
-            .map(|n| {
-                let h = &self.watchers[n].handle;
-                (n.clone(), (h.views.clone(), h.serve_stale_for))
-            })
+            .map(|n| (n.clone(), self.watchers[n].handle.source()))
+            .chain(
+                prepared
+                    .iter()
+                    .map(|p| (p.config.name.clone(), p.handle.source())),
+            )
             .collect();
-        for p in &prepared {
-            views.insert(
-                p.config.name.clone(),
-                (p.handle.views.clone(), p.handle.serve_stale_for),
-            );
-        }
         let mut keep_proxy = vec![false; self.proxies.len()];
         let mut new_listeners = Vec::new();
         for p in &new.proxies {
@@ -364,12 +355,16 @@ fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<Vec<std::net::TcpListener>
 fn start_proxy(
     config: &ProxyConfig,
     listeners: Vec<std::net::TcpListener>,
-    views: &HashMap<String, (ViewReceiver, Duration)>,
+    views: &HashMap<String, ClusterSource>,
     close_all: &CancellationToken,
     tasks: &TaskTracker,
 ) -> RunningProxy {
-    let (rx, serve_stale_for) = &views[&config.cluster];
-    let proxy = Arc::new(Proxy::new(config.clone(), rx.clone(), *serve_stale_for));
+    let source = &views[&config.cluster];
+    let proxy = Arc::new(Proxy::new(
+        config.clone(),
+        source.views.clone(),
+        source.serve_stale_for,
+    ));
     let stop = CancellationToken::new();
     tasks.spawn(
         proxy
@@ -385,21 +380,9 @@ fn start_proxy(
 
 async fn bind_dns(
     config: &Config,
-    views: &HashMap<String, (ViewReceiver, Duration)>,
+    views: &HashMap<String, ClusterSource>,
 ) -> anyhow::Result<DnsServer> {
-    let sources = views
-        .iter()
-        .map(|(name, (rx, serve_stale_for))| {
-            (
-                name.clone(),
-                ClusterSource {
-                    views: rx.clone(),
-                    serve_stale_for: *serve_stale_for,
-                },
-            )
-        })
-        .collect();
-    let zone = Arc::new(Zone::new(config, sources));
+    let zone = Arc::new(Zone::new(config, views.clone()));
     let forwarder = if config.dns.upstreams.is_empty() {
         None
     } else {

@@ -44,6 +44,7 @@ impl Answer {
 }
 
 /// Where a cluster's view comes from, and how long it may be served stale.
+#[derive(Clone)]
 pub struct ClusterSource {
     pub views: ViewReceiver,
     pub serve_stale_for: std::time::Duration,
