@@ -100,7 +100,7 @@ impl Watcher {
 
     /// Polls until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut cadence = Cadence::new(&self.config, self.tx.borrow().leader.is_some());
+        let cadence = Cadence::new(&self.config);
         let mut next_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -119,7 +119,7 @@ impl Watcher {
             self.heartbeat.beat();
             self.log(&events);
             self.record(&view, &events);
-            let interval = cadence.after_round(view.leader.is_some(), now);
+            let interval = cadence.interval(&view, now);
             if *prev != view {
                 self.tx.send_replace(Arc::new(view));
             }
@@ -254,27 +254,28 @@ struct Cadence {
     normal: Duration,
     fast: Duration,
     fast_for: Duration,
-    /// When the cluster was last seen without a leader after having one (or at start).
-    leaderless_since: Option<Instant>,
+    /// Where a leaderless period starts before any view is confirmed.
+    started: Instant,
 }
 
 impl Cadence {
-    fn new(config: &ClusterConfig, has_leader: bool) -> Self {
+    fn new(config: &ClusterConfig) -> Self {
         Self {
             normal: config.poll_interval,
             fast: config.failover_poll_interval,
             fast_for: config.failover_poll_for,
-            leaderless_since: (!has_leader).then(Instant::now),
+            started: Instant::now(),
         }
     }
 
-    /// The interval to the next round, given whether this round confirmed a leader.
-    fn after_round(&mut self, has_leader: bool, now: Instant) -> Duration {
-        if has_leader {
-            self.leaderless_since = None;
+    /// The interval after a round that produced `view`. The leaderless period starts
+    /// at the view's own `leaderless_since` (set by `next_view` when the leader is lost,
+    /// or by a first view without one), or at the watcher's start before any view.
+    fn interval(&self, view: &ClusterView, now: Instant) -> Duration {
+        if view.leader.is_some() {
             return self.normal;
         }
-        let since = *self.leaderless_since.get_or_insert(now);
+        let since = view.leaderless_since.unwrap_or(self.started);
         if now.saturating_duration_since(since) < self.fast_for {
             self.fast
         } else {
@@ -322,8 +323,9 @@ async fn resolve_url(url: &Url) -> (Vec<IpAddr>, u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vault::view::Leader;
 
-    fn cadence(has_leader: bool) -> Cadence {
+    fn cadence() -> Cadence {
         let config = crate::config::Config::parse(
             r#"
 datacenter = "dc1"
@@ -337,21 +339,41 @@ failover_poll_for = "10s"
             "t.toml",
         )
         .unwrap();
-        Cadence::new(&config.clusters[0], has_leader)
+        Cadence::new(&config.clusters[0])
+    }
+
+    fn led() -> ClusterView {
+        let mut v = ClusterView::empty("dc1", false);
+        v.leader = Some(Leader {
+            api_addr: "http://127.0.0.1:8200".into(),
+            cluster_addr: "https://127.0.0.1:8201".into(),
+            addrs: vec!["127.0.0.1".parse().unwrap()],
+            port: 8200,
+        });
+        v
+    }
+
+    fn leaderless_since(t: Instant) -> ClusterView {
+        let mut v = ClusterView::empty("dc1", false);
+        v.leaderless_since = Some(t);
+        v
     }
 
     #[test]
     fn polls_fast_from_the_loss_of_a_leader_until_one_is_confirmed() {
         let t0 = Instant::now();
-        let mut c = cadence(true);
-        assert_eq!(c.after_round(true, t0), Duration::from_secs(1));
-        assert_eq!(c.after_round(false, t0), Duration::from_millis(50));
+        let c = cadence();
+        assert_eq!(c.interval(&led(), t0), Duration::from_secs(1));
         assert_eq!(
-            c.after_round(false, t0 + Duration::from_secs(9)),
+            c.interval(&leaderless_since(t0), t0),
             Duration::from_millis(50)
         );
         assert_eq!(
-            c.after_round(true, t0 + Duration::from_secs(9)),
+            c.interval(&leaderless_since(t0), t0 + Duration::from_secs(9)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            c.interval(&led(), t0 + Duration::from_secs(9)),
             Duration::from_secs(1)
         );
     }
@@ -359,33 +381,43 @@ failover_poll_for = "10s"
     #[test]
     fn a_cluster_that_stays_leaderless_goes_back_to_the_normal_rate() {
         let t0 = Instant::now();
-        let mut c = cadence(true);
-        assert_eq!(c.after_round(false, t0), Duration::from_millis(50));
+        let c = cadence();
         assert_eq!(
-            c.after_round(false, t0 + Duration::from_secs(10)),
+            c.interval(&leaderless_since(t0), t0),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            c.interval(&leaderless_since(t0), t0 + Duration::from_secs(10)),
             Duration::from_secs(1)
         );
         assert_eq!(
-            c.after_round(false, t0 + Duration::from_secs(60)),
+            c.interval(&leaderless_since(t0), t0 + Duration::from_secs(60)),
             Duration::from_secs(1)
         );
         // A leader, then a new loss: fast again, with a fresh window.
         assert_eq!(
-            c.after_round(true, t0 + Duration::from_secs(61)),
+            c.interval(&led(), t0 + Duration::from_secs(61)),
             Duration::from_secs(1)
         );
+        let lost_again = t0 + Duration::from_secs(62);
         assert_eq!(
-            c.after_round(false, t0 + Duration::from_secs(62)),
+            c.interval(&leaderless_since(lost_again), lost_again),
             Duration::from_millis(50)
         );
     }
 
     #[test]
     fn a_watcher_starting_without_a_leader_polls_fast() {
-        let mut c = cadence(false);
+        let c = cadence();
+        let no_view_yet = ClusterView::empty("dc1", false);
         assert_eq!(
-            c.after_round(false, Instant::now()),
+            c.interval(&no_view_yet, Instant::now()),
             Duration::from_millis(50)
+        );
+        // ... but not forever when no node ever answers.
+        assert_eq!(
+            c.interval(&no_view_yet, c.started + Duration::from_secs(10)),
+            Duration::from_secs(1)
         );
     }
 }
