@@ -4,19 +4,16 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use support::addr;
 use support::agent::Agent;
 use support::dns::{build_query, ips, query, rcode, wait_answer, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 fn leader(s: &str) -> Behavior {
     Behavior::Node {

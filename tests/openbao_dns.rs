@@ -3,18 +3,15 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
+use support::addr;
 use support::agent::Agent;
 use support::dns::{has_soa, ips, query, rcode, wait_answer, Proto};
 use support::openbao::{eventually, Cluster};
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -4,21 +4,18 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
+use support::addr;
 use support::agent::{run_cli, Agent};
 use support::dns::{build_query, query, wait_answer, Proto};
 use support::mock::MockNode;
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 /// Sum of the samples of `name` whose labels include every `k="v"` pair.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

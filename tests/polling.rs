@@ -7,18 +7,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
+use support::addr;
 use support::agent::Agent;
 use support::dns::{ips, wait_answer, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 fn leaderless() -> Behavior {
     Behavior::Node {

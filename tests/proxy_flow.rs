@@ -15,11 +15,8 @@ use vault_locator::config::Config;
 use vault_locator::proxy::forward::Proxy;
 use vault_locator::vault::view::{ClusterView, Leader};
 
+use support::addr;
 use support::tls::{connect, FakeNode, Pki, ALPN_FW};
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 fn view_led_by(node: Option<&FakeNode>) -> Arc<ClusterView> {
     let mut v = ClusterView::empty("dc1", false);

@@ -7,3 +7,8 @@ pub mod dns;
 pub mod mock;
 pub mod openbao;
 pub mod tls;
+
+/// A socket address written in a test (panics on a typo).
+pub fn addr(s: &str) -> std::net::SocketAddr {
+    s.parse().unwrap()
+}
