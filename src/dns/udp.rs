@@ -138,15 +138,7 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
             if header.metadata.message_type == MessageType::Response {
                 return Outcome::Drop;
             }
-            let mut metadata = Metadata::response_from_request(&header.metadata);
-            metadata.response_code = ResponseCode::FormErr;
-            metadata.recursion_available = handler.recursion_available();
-            let mut out = Vec::with_capacity(12);
-            let _ = Header {
-                metadata,
-                counts: Default::default(),
-            }
-            .emit(&mut BinEncoder::new(&mut out));
+            let out = bare_response(handler, &header.metadata, ResponseCode::FormErr);
             return Outcome::Reply(out, None, ResponseCode::FormErr, Reuse::Never);
         }
     };
@@ -205,14 +197,21 @@ fn encode(handler: &Handler, request: &Message, answer: Answer, authoritative: b
     encoder.set_max_size(max);
     if response.emit(&mut encoder).is_err() {
         // Not even the header and question fit: a bare SERVFAIL.
-        out.clear();
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = ResponseCode::ServFail;
-        let _ = Header {
-            metadata,
-            counts: Default::default(),
-        }
-        .emit(&mut BinEncoder::new(&mut out));
+        out = bare_response(handler, &request.metadata, ResponseCode::ServFail);
     }
+    out
+}
+
+/// A header-only response to `request` with `rcode` (no question, no records).
+fn bare_response(handler: &Handler, request: &Metadata, rcode: ResponseCode) -> Vec<u8> {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.response_code = rcode;
+    metadata.recursion_available = handler.recursion_available();
+    let mut out = Vec::with_capacity(12);
+    let _ = Header {
+        metadata,
+        counts: Default::default(),
+    }
+    .emit(&mut BinEncoder::new(&mut out));
     out
 }
