@@ -147,6 +147,20 @@ impl Handler {
         self.forwarder.is_some()
     }
 
+    /// The header flags of a response to `request`, on both transports.
+    pub(crate) fn response_metadata(
+        &self,
+        request: &Metadata,
+        authoritative: bool,
+        rcode: ResponseCode,
+    ) -> Metadata {
+        let mut metadata = Metadata::response_from_request(request);
+        metadata.authoritative = authoritative;
+        metadata.recursion_available = self.recursion_available();
+        metadata.response_code = rcode;
+        metadata
+    }
+
     /// The checks every request goes through, then the zone's answer.
     pub(crate) fn decide(
         &self,
@@ -247,10 +261,7 @@ impl Handler {
                 } => (answer, authoritative),
                 Decision::Forward => (self.forward(queries[0].0, queries[0].1).await, false),
             };
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.authoritative = authoritative;
-        metadata.recursion_available = self.recursion_available();
-        metadata.response_code = answer.rcode;
+        let metadata = self.response_metadata(&request.metadata, authoritative, answer.rcode);
         let response = builder.build(
             metadata,
             answer.answers.iter(),

@@ -182,10 +182,7 @@ fn encode(handler: &Handler, request: &Message, answer: Answer, authoritative: b
         MessageType::Response,
         request.metadata.op_code,
     );
-    response.metadata = Metadata::response_from_request(&request.metadata);
-    response.metadata.authoritative = authoritative;
-    response.metadata.recursion_available = handler.recursion_available();
-    response.metadata.response_code = answer.rcode;
+    response.metadata = handler.response_metadata(&request.metadata, authoritative, answer.rcode);
     response.queries = request.queries.clone();
     response.answers = answer.answers;
     response.authorities = answer.authority;
@@ -204,12 +201,9 @@ fn encode(handler: &Handler, request: &Message, answer: Answer, authoritative: b
 
 /// A header-only response to `request` with `rcode` (no question, no records).
 fn bare_response(handler: &Handler, request: &Metadata, rcode: ResponseCode) -> Vec<u8> {
-    let mut metadata = Metadata::response_from_request(request);
-    metadata.response_code = rcode;
-    metadata.recursion_available = handler.recursion_available();
     let mut out = Vec::with_capacity(12);
     let _ = Header {
-        metadata,
+        metadata: handler.response_metadata(request, false, rcode),
         counts: Default::default(),
     }
     .emit(&mut BinEncoder::new(&mut out));
