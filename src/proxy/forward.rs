@@ -210,7 +210,7 @@ impl Proxy {
                         .enable_all()
                         .build()
                     {
-                        Ok(rt) => rt.block_on(this.serve(listener, shutdown, drain, close)),
+                        Ok(rt) => rt.block_on(this.serve(i, listener, shutdown, drain, close)),
                         Err(e) => error!(error = %e, "cannot start a proxy worker runtime; this listener does not serve"),
                     }
                     drop(tx);
@@ -230,6 +230,7 @@ impl Proxy {
     /// One worker: the accept loop on one listener of the group, and its connections.
     async fn serve(
         self: Arc<Self>,
+        worker: usize,
         listener: std::net::TcpListener,
         shutdown: CancellationToken,
         drain: Duration,
@@ -248,7 +249,7 @@ impl Proxy {
         // listener on Linux: set once here instead of four setsockopt calls per client.
         tune_socket(SockRef::from(&listener));
         let local = listener.local_addr().ok();
-        info!(listen = ?local, cluster = %self.config.cluster, "proxy listening");
+        info!(listen = ?local, cluster = %self.config.cluster, worker, "proxy listening");
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
