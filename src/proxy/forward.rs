@@ -63,8 +63,11 @@ struct ProxyMetrics {
     connect_duration: metrics::Histogram,
     bytes_up: metrics::Counter,
     bytes_down: metrics::Counter,
-    /// `proxy_connections_total` by (ALPN label index or None for "-", result). Both
-    /// sets are bounded (route table labels; result kinds), so this stays small.
+    /// `proxy_connections_total{result="forwarded"}` by ALPN label index: the one
+    /// result every good connection records, so it is not looked up each time.
+    forwarded: Vec<metrics::Counter>,
+    /// `proxy_connections_total` for the other results, by (ALPN label index or None
+    /// for "-", result). Both sets are bounded (route table labels; result kinds).
     connections: Mutex<HashMap<(Option<usize>, &'static str), metrics::Counter>>,
     cluster: String,
     labels: Vec<String>,
@@ -77,6 +80,17 @@ impl ProxyMetrics {
             connect_duration: metrics::histogram!(telemetry::PROXY_CONNECT_DURATION, "cluster" => cluster.to_string()),
             bytes_up: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "client_to_server"),
             bytes_down: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "server_to_client"),
+            forwarded: labels
+                .iter()
+                .map(|alpn| {
+                    metrics::counter!(
+                        telemetry::PROXY_CONNECTIONS,
+                        "cluster" => cluster.to_string(),
+                        "alpn" => alpn.clone(),
+                        "result" => "forwarded"
+                    )
+                })
+                .collect(),
             connections: Mutex::default(),
             cluster: cluster.to_string(),
             labels: labels.to_vec(),
@@ -308,7 +322,7 @@ impl Proxy {
         shutdown: CancellationToken,
     ) -> Result<(), (Option<usize>, ConnError)> {
         let hello = match read_client_hello(
-            &mut super::read::Reader(&client),
+            &client,
             self.config.client_hello_timeout,
             self.config.max_client_hello,
         )
@@ -320,11 +334,11 @@ impl Proxy {
                 return Err((None, e.into()));
             }
         };
-        let label = self.router.label(&hello.alpn);
+        let label = self.router.label(hello.alpn());
         let alpn = Some(label);
-        if self.router.route(&hello.alpn) == RouteAction::Reject {
+        if self.router.route(hello.alpn()) == RouteAction::Reject {
             reset(client);
-            return Err((alpn, ConnError::Rejected(alpn_label(&hello.alpn))));
+            return Err((alpn, ConnError::Rejected(alpn_label(hello.alpn()))));
         }
 
         let mut views = self.views.clone();
@@ -359,8 +373,10 @@ impl Proxy {
             return Err((alpn, e.into()));
         }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        self.metrics.connection(alpn, "forwarded");
-        debug!(%peer, %target, alpn = %self.router.labels()[label], sni = ?hello.sni, connect = ?started.elapsed(), "forwarding");
+        self.metrics.forwarded[label].increment(1);
+        debug!(%peer, %target, alpn = %self.router.labels()[label], sni = ?hello.sni(), connect = ?started.elapsed(), "forwarding");
+        // Replayed: its buffer need not live as long as the connection.
+        drop(hello);
 
         let data_path = self.config.data_path;
         let (pools, metrics) = (&self.pools, &self.metrics);

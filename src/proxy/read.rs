@@ -13,11 +13,10 @@
 //!   came with the data is still seen on the next read.
 
 use std::io;
-use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use rustix::net::RecvFlags;
-use tokio::io::{AsyncRead, Interest, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Reads once into `buf` (0 at EOF), waiting for data if there is none.
@@ -26,12 +25,38 @@ pub fn poll_read(
     cx: &mut Context<'_>,
     buf: &mut [u8],
 ) -> Poll<io::Result<usize>> {
+    let want = buf.len();
+    poll_recv(sock, cx, want, || {
+        Ok(rustix::net::recv(sock, &mut *buf, RecvFlags::empty())?.0)
+    })
+}
+
+/// Reads once into the spare capacity of `buf` (which must have some), appending: no
+/// zeroing of memory the read then overwrites. 0 at EOF.
+pub async fn read_append(sock: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let want = buf.capacity() - buf.len();
+    debug_assert!(want > 0);
+    std::future::poll_fn(|cx| {
+        poll_recv(sock, cx, want, || {
+            let spare = rustix::buffer::spare_capacity(&mut *buf);
+            Ok(rustix::net::recv(sock, spare, RecvFlags::empty())?.0)
+        })
+    })
+    .await
+}
+
+/// One `recv` of up to `want` bytes, the way the module header describes.
+fn poll_recv(
+    sock: &TcpStream,
+    cx: &mut Context<'_>,
+    want: usize,
+    mut recv: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
     loop {
         ready!(sock.poll_read_ready(cx))?;
-        let want = buf.len();
         let mut drained = None;
         let result = sock.try_io(Interest::READABLE, || {
-            let (n, _) = rustix::net::recv(sock, &mut *buf, RecvFlags::empty())?;
+            let n = recv()?;
             if n > 0 && n < want {
                 // Short: the queue is empty now. Report WouldBlock so tokio clears the
                 // readiness it saw before this read; hand the bytes over below.
@@ -54,26 +79,11 @@ pub async fn read(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     std::future::poll_fn(|cx| poll_read(sock, cx, buf)).await
 }
 
-/// A shared TCP socket as an `AsyncRead` that reads the [`poll_read`] way.
-pub struct Reader<'a>(pub &'a TcpStream);
-
-impl AsyncRead for Reader<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let n = ready!(poll_read(self.0, cx, buf.initialize_unfilled()))?;
-        buf.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proxy::testing::tcp_pair as pair;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn short_reads_then_later_data_and_eof_are_all_seen() {
@@ -111,13 +121,13 @@ mod tests {
         let (mut client, server) = pair().await;
         client.write_all(&[7u8; 100]).await.unwrap();
         let mut buf = [0u8; 10];
-        let mut r = Reader(&server);
         let mut total = 0;
         while total < 100 {
-            let n = tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut buf))
-                .await
-                .expect("remaining bytes are read, not waited for")
-                .unwrap();
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(5), read(&server, &mut buf))
+                    .await
+                    .expect("remaining bytes are read, not waited for")
+                    .unwrap();
             assert!(n > 0);
             total += n;
         }

@@ -4,14 +4,13 @@
 //! connection goes to the active node only if every id it offers routes there: the
 //! server picks the id, so an id we would reject must not get through behind another.
 
-use std::collections::HashMap;
-
+use super::hello::Alpn;
 use crate::config::{ProxyConfig, RouteAction};
 
 #[derive(Debug, Clone)]
 pub struct Router {
-    /// Each id's action and its index in `labels`.
-    routes: HashMap<Vec<u8>, (RouteAction, usize)>,
+    /// Each id and its action; its index is its index in `labels`.
+    routes: Vec<(Vec<u8>, RouteAction)>,
     default_route: RouteAction,
     no_alpn: RouteAction,
     /// The ids in the table, then "none" and "other": every value the `alpn` metric
@@ -25,8 +24,7 @@ impl Router {
         let routes = config
             .routes
             .iter()
-            .enumerate()
-            .map(|(i, (id, a))| (id.as_bytes().to_vec(), (*a, i)))
+            .map(|(id, a)| (id.as_bytes().to_vec(), *a))
             .collect();
         labels.push("none".into());
         labels.push("other".into());
@@ -42,27 +40,33 @@ impl Router {
     /// id when that id is in the route table, else "none" (no ALPN) or "other". Clients
     /// choose their ALPN ids, so using them raw would let any client mint new time
     /// series without bound.
-    pub fn label(&self, alpn: &[Vec<u8>]) -> usize {
+    pub fn label(&self, alpn: Alpn<'_>) -> usize {
         match alpn.first() {
             None => self.labels.len() - 2,
-            Some(id) => self
-                .routes
-                .get(id)
-                .map_or(self.labels.len() - 1, |(_, i)| *i),
+            Some(id) => self.find(id).map_or(self.labels.len() - 1, |(_, i)| i),
         }
+    }
+
+    /// An id's action and label index. A scan, not a hash: the table holds a handful
+    /// of short ids, and hashing them (SipHash, twice per connection) cost more.
+    fn find(&self, id: &[u8]) -> Option<(RouteAction, usize)> {
+        self.routes
+            .iter()
+            .position(|(known, _)| known == id)
+            .map(|i| (self.routes[i].1, i))
     }
 
     pub fn labels(&self) -> &[String] {
         &self.labels
     }
 
-    pub fn route(&self, alpn: &[Vec<u8>]) -> RouteAction {
+    pub fn route(&self, alpn: Alpn<'_>) -> RouteAction {
         if alpn.is_empty() {
             return self.no_alpn;
         }
-        let all_active = alpn.iter().all(|id| {
-            self.routes.get(id).map_or(self.default_route, |(a, _)| *a) == RouteAction::Active
-        });
+        let all_active = alpn
+            .iter()
+            .all(|id| self.find(id).map_or(self.default_route, |(a, _)| a) == RouteAction::Active);
         if all_active {
             RouteAction::Active
         } else {
@@ -72,7 +76,7 @@ impl Router {
 }
 
 /// An ALPN list for a log line: the first id as sent (lossy UTF-8), or "none".
-pub fn alpn_label(alpn: &[Vec<u8>]) -> String {
+pub fn alpn_label(alpn: Alpn<'_>) -> String {
     match alpn.first() {
         Some(id) => String::from_utf8_lossy(id).into_owned(),
         None => "none".to_string(),
@@ -100,8 +104,15 @@ listen = "127.77.0.1:8201"
         Router::new(&Config::parse(&text, "t").unwrap().proxies[0])
     }
 
-    fn ids(v: &[&str]) -> Vec<Vec<u8>> {
-        v.iter().map(|s| s.as_bytes().to_vec()).collect()
+    /// The wire form of an ALPN list; [`Alpn::parse`] reads it back.
+    fn ids(v: &[&str]) -> Vec<u8> {
+        v.iter()
+            .flat_map(|s| std::iter::once(s.len() as u8).chain(s.bytes()))
+            .collect()
+    }
+
+    fn alpn(wire: &[u8]) -> Alpn<'_> {
+        Alpn::parse(wire).unwrap()
     }
 
     #[test]
@@ -114,26 +125,33 @@ listen = "127.77.0.1:8201"
             "replication_dr_v1",
             "replication_resolver_v1",
         ] {
-            assert_eq!(r.route(&ids(&[id])), RouteAction::Active, "{id}");
+            assert_eq!(r.route(alpn(&ids(&[id]))), RouteAction::Active, "{id}");
         }
-        assert_eq!(r.route(&ids(&["raft_storage_v1"])), RouteAction::Reject);
         assert_eq!(
-            r.route(&ids(&["h2"])),
+            r.route(alpn(&ids(&["raft_storage_v1"]))),
+            RouteAction::Reject
+        );
+        assert_eq!(
+            r.route(alpn(&ids(&["h2"]))),
             RouteAction::Reject,
             "unknown ids: default reject"
         );
-        assert_eq!(r.route(&[]), RouteAction::Reject, "no ALPN: rejected");
+        assert_eq!(
+            r.route(Alpn::default()),
+            RouteAction::Reject,
+            "no ALPN: rejected"
+        );
     }
 
     #[test]
     fn mixed_offers_need_every_id_routed_to_active() {
         let r = router("");
         assert_eq!(
-            r.route(&ids(&["bogus", "req_fw_sb-act_v1"])),
+            r.route(alpn(&ids(&["bogus", "req_fw_sb-act_v1"]))),
             RouteAction::Reject
         );
         assert_eq!(
-            r.route(&ids(&["replication_v1", "replication_dr_v1"])),
+            r.route(alpn(&ids(&["replication_v1", "replication_dr_v1"]))),
             RouteAction::Active
         );
     }
@@ -141,7 +159,7 @@ listen = "127.77.0.1:8201"
     #[test]
     fn metric_labels_are_bounded_to_the_table() {
         let r = router("[proxy.routes]\n\"custom_v1\" = \"active\"\n");
-        let label = |v: &[&str]| r.labels()[r.label(&ids(v))].as_str();
+        let label = |v: &[&str]| r.labels()[r.label(alpn(&ids(v)))].as_str();
         assert_eq!(label(&["req_fw_sb-act_v1"]), "req_fw_sb-act_v1");
         assert_eq!(label(&["custom_v1", "x"]), "custom_v1");
         assert_eq!(label(&[]), "none");
@@ -158,9 +176,15 @@ listen = "127.77.0.1:8201"
         let r = router(
             "default_route = \"active\"\nno_alpn = \"active\"\n[proxy.routes]\n\"replication_v1\" = \"reject\"\n",
         );
-        assert_eq!(r.route(&ids(&["replication_v1"])), RouteAction::Reject);
-        assert_eq!(r.route(&ids(&["anything"])), RouteAction::Active);
-        assert_eq!(r.route(&[]), RouteAction::Active);
-        assert_eq!(r.route(&ids(&["raft_storage_v1"])), RouteAction::Reject);
+        assert_eq!(
+            r.route(alpn(&ids(&["replication_v1"]))),
+            RouteAction::Reject
+        );
+        assert_eq!(r.route(alpn(&ids(&["anything"]))), RouteAction::Active);
+        assert_eq!(r.route(Alpn::default()), RouteAction::Active);
+        assert_eq!(
+            r.route(alpn(&ids(&["raft_storage_v1"]))),
+            RouteAction::Reject
+        );
     }
 }
