@@ -7,6 +7,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -73,4 +75,69 @@ fn group<S>(
         group.push(bind(addr)?);
     }
     Ok(group)
+}
+
+/// Has the kernel hold each new connection on `listener` until the client sends data
+/// (TCP_DEFER_ACCEPT), for about `wait` (whole seconds, at least one); a client still
+/// silent by then is handed over anyway. For protocols where the client speaks first
+/// (TLS): an accept then always finds the ClientHello waiting, which saves a wakeup per
+/// connection, and a client that connects and says nothing costs the agent nothing until
+/// `wait` has passed. nginx (`deferred`) and HAProxy (`defer-accept`) offer the same.
+pub fn defer_accept(listener: &impl AsFd, wait: Duration) -> io::Result<()> {
+    let secs = libc::c_int::try_from(wait.as_secs_f64().ceil().max(1.0) as u64)
+        .unwrap_or(libc::c_int::MAX);
+    let fd = listener.as_fd();
+    // Neither socket2 nor rustix wraps this option, and std's wrapper is unstable
+    // (rust-lang/rust#119639), hence the one foreign call.
+    // SAFETY: setsockopt only reads `optlen` bytes from `optval`; `optval` points at
+    // `secs`, a c_int that lives on this frame for the whole call, and `optlen` is its
+    // exact size. `fd` is borrowed from `listener`, so it is open for the whole call. The
+    // kernel copies the value and keeps no pointer; no Rust memory is written.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_deferred_listener_sees_a_client_only_once_it_speaks() {
+        let listener = bind_tcp_std("127.0.0.1:0".parse().unwrap()).unwrap();
+        defer_accept(&listener, Duration::from_secs(30)).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let e = listener.accept().unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::WouldBlock,
+            "a silent client waits in the kernel"
+        );
+        client.write_all(&[0x16]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match listener.accept() {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "never accepted");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
 }

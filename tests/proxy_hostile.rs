@@ -172,22 +172,38 @@ async fn hostile_clients_are_closed_within_limits_and_nothing_leaks() {
     })
     .await;
 
-    // Past the cap: four silent clients hold every slot; the fifth is refused at once
-    // (the ClientHello deadline is 30 s, so a close now is the cap at work).
-    let held: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(capped_addr).unwrap())
+    // A client that says nothing stays with the kernel (TCP_DEFER_ACCEPT) and takes no
+    // slot; once it sends a byte it is the proxy's.
+    let mut quiet = TcpStream::connect(capped_addr).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(capped.open_connections(), 0, "a silent client reached the proxy");
+    quiet.write_all(&[0x16]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while capped.open_connections() < 1 {
+        assert!(Instant::now() < deadline, "a client that spoke was not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Past the cap: four clients that sent one byte of a ClientHello hold every slot;
+    // the fifth is refused at once (the ClientHello deadline is 30 s, so a close now is
+    // the cap at work).
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(capped_addr).unwrap();
+            s.write_all(&[0x16]).unwrap();
+            s
+        })
         .collect();
+    held.push(quiet);
     let deadline = Instant::now() + Duration::from_secs(5);
     while capped.open_connections() < 4 {
         assert!(Instant::now() < deadline, "slots not taken");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     blocking(move || {
-        assert_closed(
-            TcpStream::connect(capped_addr).unwrap(),
-            Duration::from_secs(5),
-            "over the cap",
-        )
+        let mut s = TcpStream::connect(capped_addr).unwrap();
+        s.write_all(&[0x16]).unwrap();
+        assert_closed(s, Duration::from_secs(5), "over the cap")
     })
     .await;
     // Meanwhile the other listener serves a real client.

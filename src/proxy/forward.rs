@@ -262,6 +262,9 @@ impl Proxy {
         // Accepted sockets inherit TCP_NODELAY and the keepalive settings from the
         // listener on Linux: set once here instead of four setsockopt calls per client.
         tune_socket(SockRef::from(&listener));
+        if let Err(e) = crate::net::defer_accept(&listener, self.config.client_hello_timeout) {
+            warn!(error = %e, "cannot defer accepts until clients speak; serving without");
+        }
         let local = listener.local_addr().ok();
         info!(listen = ?local, cluster = %self.config.cluster, worker, "proxy listening");
         loop {
