@@ -176,11 +176,18 @@ async fn hostile_clients_are_closed_within_limits_and_nothing_leaks() {
     // slot; once it sends a byte it is the proxy's.
     let mut quiet = TcpStream::connect(capped_addr).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(capped.open_connections(), 0, "a silent client reached the proxy");
+    assert_eq!(
+        capped.open_connections(),
+        0,
+        "a silent client reached the proxy"
+    );
     quiet.write_all(&[0x16]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while capped.open_connections() < 1 {
-        assert!(Instant::now() < deadline, "a client that spoke was not accepted");
+        assert!(
+            Instant::now() < deadline,
+            "a client that spoke was not accepted"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use socket2::{SockRef, TcpKeepalive};
+use rustix::net::SendFlags;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -355,26 +356,16 @@ impl Proxy {
         };
         let started = Instant::now();
         let mut upstream =
-            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(target))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
+            match connect_and_send(target, &hello.bytes, self.config.connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
                     reset(client);
-                    return Err((alpn, ConnError::Connect(target, e)));
-                }
-                Err(_) => {
-                    reset(client);
-                    return Err((alpn, ConnError::ConnectTimeout(target)));
+                    return Err((alpn, e));
                 }
             };
         self.metrics
             .connect_duration
             .record(started.elapsed().as_secs_f64());
-        let _ = SockRef::from(&upstream).set_tcp_nodelay(true);
-        if let Err(e) = upstream.write_all(&hello.bytes).await {
-            return Err((alpn, e.into()));
-        }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         self.metrics.forwarded[label].increment(1);
         debug!(%peer, %target, alpn = %self.router.labels()[label], sni = ?hello.sni(), connect = ?started.elapsed(), "forwarding");
@@ -507,6 +498,47 @@ async fn resolve(cluster_addr: &str) -> Option<(SocketAddr, bool)> {
     }
 }
 
+/// Connects to `target` and sends it `hello`, the way HAProxy does: the send is tried
+/// as soon as connect() returns, since on loopback and fast networks the handshake is
+/// often done by then; only when it is not (EAGAIN) does the connection wait to become
+/// writable, within `timeout`. That saves a trip through the event loop and the
+/// SO_ERROR query per connection that tokio's `connect` makes.
+async fn connect_and_send(
+    target: SocketAddr,
+    hello: &[u8],
+    timeout: Duration,
+) -> Result<TcpStream, ConnError> {
+    let failed = |e: io::Error| ConnError::Connect(target, e);
+    let sock = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )
+    .map_err(failed)?;
+    sock.set_tcp_nodelay(true).map_err(failed)?;
+    match sock.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+        Err(e) => return Err(failed(e)),
+    }
+    // A send on a socket still connecting fails with EAGAIN; one whose connect failed
+    // reports that failure (ECONNREFUSED and the like).
+    let sent = match rustix::net::send(&sock, hello, SendFlags::NOSIGNAL) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::AGAIN) => 0,
+        Err(e) => return Err(failed(e.into())),
+    };
+    let mut stream = TcpStream::from_std(sock.into()).map_err(failed)?;
+    if sent < hello.len() {
+        match tokio::time::timeout(timeout, stream.write_all(&hello[sent..])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(failed(e)),
+            Err(_) => return Err(ConnError::ConnectTimeout(target)),
+        }
+    }
+    Ok(stream)
+}
+
 /// TCP_NODELAY (cluster traffic is RPC: latency matters more than packet count) and
 /// keepalive (so a vanished peer does not pin a connection forever).
 fn tune_socket(sock: SockRef<'_>) {
@@ -568,6 +600,47 @@ mod tests {
         assert!(s.keepalive().unwrap());
         assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+    }
+
+    #[tokio::test]
+    async fn connect_and_send_delivers_the_hello_or_says_why_not() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let hello = vec![0x16u8; 5000];
+        let upstream = connect_and_send(target, &hello, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(SockRef::from(&upstream).tcp_nodelay().unwrap());
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let mut got = vec![0u8; hello.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, hello);
+
+        // Nothing listening: refused, and said so.
+        drop(listener);
+        let e = connect_and_send(target, &hello, Duration::from_secs(5)).await;
+        assert!(matches!(e, Err(ConnError::Connect(..))), "{e:?}");
+
+        // A listener whose accept queue is full drops SYNs: the connect never completes.
+        let full = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        full.listen(0).unwrap();
+        let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        let dropped = loop {
+            let r = connect_and_send(full_addr, &hello, Duration::from_millis(300)).await;
+            match r {
+                Ok(s) => fillers.push(s),
+                Err(e) => break e,
+            }
+            assert!(fillers.len() < 16, "the accept queue never filled");
+        };
+        assert!(
+            matches!(dropped, ConnError::ConnectTimeout(_)),
+            "{dropped:?}"
+        );
     }
 
     #[tokio::test]
