@@ -268,9 +268,14 @@ impl Proxy {
         }
         let local = listener.local_addr().ok();
         info!(listen = ?local, cluster = %self.config.cluster, worker, "proxy listening");
+        // One wait for shutdown for the whole loop: made anew per accept, it registered
+        // and unregistered a waiter under a lock for every connection.
+        let stop = shutdown.cancelled();
+        tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                biased;
+                _ = &mut stop => break,
                 a = listener.accept() => a,
             };
             let (sock, peer) = match accepted {
@@ -381,6 +386,7 @@ impl Proxy {
                 DataPath::Splice => {
                     let counters = [&metrics.bytes_up, &metrics.bytes_down];
                     let moving = splice_bidirectional(&client, &upstream, pools, counters);
+                    tokio::pin!(moving);
                     with_deferred_keepalive(moving, &upstream).await
                 }
                 DataPath::Copy => {
@@ -405,7 +411,9 @@ impl Proxy {
         let watch_leader = self.config.on_leader_change == OnLeaderChange::Close;
         let mut views_open = true;
         loop {
+            // biased: polled in order, without drawing a random number per poll.
             tokio::select! {
+                biased;
                 result = &mut copy => {
                     let (up, down) = result.unwrap_or((0, 0));
                     debug!(%peer, %target, bytes_up = up, bytes_down = down, "connection done");
@@ -550,12 +558,14 @@ fn tune_socket(sock: SockRef<'_>) {
 /// `UPSTREAM_KEEPALIVE_AFTER`: probes start after KEEPALIVE_IDLE of silence anyway, and
 /// three setsockopt calls on every short forwarding connection were a measurable share
 /// of the connection rate. (The client leg inherits keepalive from the listener.)
-async fn with_deferred_keepalive<T>(
-    moving: impl std::future::Future<Output = T>,
+/// `moving` is taken pinned, by reference: taken by value, its state would be laid out
+/// twice in the connection's task (here and in the caller).
+async fn with_deferred_keepalive<F: std::future::Future>(
+    mut moving: std::pin::Pin<&mut F>,
     upstream: &TcpStream,
-) -> T {
-    tokio::pin!(moving);
+) -> F::Output {
     tokio::select! {
+        biased;
         done = &mut moving => return done,
         _ = tokio::time::sleep(UPSTREAM_KEEPALIVE_AFTER) => {}
     }
@@ -588,13 +598,14 @@ mod tests {
         let long = TcpStream::connect(addr).await.unwrap();
         assert!(!SockRef::from(&long).keepalive().unwrap());
 
-        assert_eq!(with_deferred_keepalive(async { 1 }, &short).await, 1);
+        let quick = std::pin::pin!(async { 1 });
+        assert_eq!(with_deferred_keepalive(quick, &short).await, 1);
         assert!(
             !SockRef::from(&short).keepalive().unwrap(),
             "a short connection pays nothing"
         );
 
-        let lives_on = tokio::time::sleep(UPSTREAM_KEEPALIVE_AFTER * 2);
+        let lives_on = std::pin::pin!(tokio::time::sleep(UPSTREAM_KEEPALIVE_AFTER * 2));
         with_deferred_keepalive(lives_on, &long).await;
         let s = SockRef::from(&long);
         assert!(s.keepalive().unwrap());
