@@ -371,22 +371,11 @@ mod tests {
         ));
         m.add_answer(Record::from_rdata(n, 5, RData::A(A::new(2, 2, 2, 2))));
         let q = request(1, "vault.service.consul.");
-        c.insert(
-            &q,
-            &m.to_bytes().unwrap(),
-            None,
-            ResponseCode::NoError,
-            Reuse::Shuffled,
-        );
-        assert!(c.lookup(&q, &mut Vec::new()).is_none());
-        c.insert(
-            &q,
-            &m.to_bytes().unwrap(),
-            None,
-            ResponseCode::NoError,
-            Reuse::Never,
-        );
-        assert!(c.lookup(&q, &mut Vec::new()).is_none());
+        for reuse in [Reuse::Shuffled, Reuse::Never] {
+            let response = m.to_bytes().unwrap();
+            c.insert(&q, &response, None, ResponseCode::NoError, reuse);
+            assert!(c.lookup(&q, &mut Vec::new()).is_none());
+        }
     }
 
     #[test]

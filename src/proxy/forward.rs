@@ -83,14 +83,7 @@ impl ProxyMetrics {
             bytes_down: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "server_to_client"),
             forwarded: labels
                 .iter()
-                .map(|alpn| {
-                    metrics::counter!(
-                        telemetry::PROXY_CONNECTIONS,
-                        "cluster" => cluster.to_string(),
-                        "alpn" => alpn.clone(),
-                        "result" => "forwarded"
-                    )
-                })
+                .map(|alpn| connections_counter(cluster, alpn, "forwarded"))
                 .collect(),
             connections: Mutex::default(),
             cluster: cluster.to_string(),
@@ -102,16 +95,21 @@ impl ProxyMetrics {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((label, result))
             .or_insert_with(|| {
-                let alpn = label.map_or("-", |i| self.labels[i].as_str()).to_string();
-                metrics::counter!(
-                    telemetry::PROXY_CONNECTIONS,
-                    "cluster" => self.cluster.clone(),
-                    "alpn" => alpn,
-                    "result" => result
-                )
+                let alpn = label.map_or("-", |i| self.labels[i].as_str());
+                connections_counter(&self.cluster, alpn, result)
             })
             .increment(1);
     }
+}
+
+/// The `proxy_connections_total` series of one (cluster, ALPN label, result).
+fn connections_counter(cluster: &str, alpn: &str, result: &'static str) -> metrics::Counter {
+    metrics::counter!(
+        telemetry::PROXY_CONNECTIONS,
+        "cluster" => cluster.to_string(),
+        "alpn" => alpn.to_string(),
+        "result" => result
+    )
 }
 
 /// One `[[proxy]]` listener's state, shared by its connections.
@@ -143,8 +141,6 @@ enum ConnError {
     ConnectTimeout(SocketAddr),
     #[error("connect to {0}: {1}")]
     Connect(SocketAddr, io::Error),
-    #[error("i/o: {0}")]
-    Io(#[from] io::Error),
 }
 
 impl ConnError {
@@ -156,7 +152,6 @@ impl ConnError {
             ConnError::Resolve(_) => "resolve",
             ConnError::ConnectTimeout(_) => "connect_timeout",
             ConnError::Connect(..) => "connect",
-            ConnError::Io(_) => "io",
         }
     }
 }

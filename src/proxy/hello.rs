@@ -198,6 +198,14 @@ impl Scanner {
         }
     }
 
+    /// The handshake bytes of the complete records so far.
+    fn message<'b>(&'b self, bytes: &'b [u8]) -> &'b [u8] {
+        match &self.first {
+            Some(first) => &bytes[first.clone()],
+            None => &self.gathered,
+        }
+    }
+
     /// `Ok(None)`: need more bytes. `bytes` must be the previous call's bytes plus
     /// whatever arrived since. Offsets in the result are into `bytes`, or into
     /// `self.gathered` when that is not empty.
@@ -261,16 +269,6 @@ impl Scanner {
             alpn: shift(found.alpn),
             sni: found.sni.map(shift),
         }))
-    }
-}
-
-impl Scanner {
-    /// The handshake bytes of the complete records so far.
-    fn message<'b>(&'b self, bytes: &'b [u8]) -> &'b [u8] {
-        match &self.first {
-            Some(first) => &bytes[first.clone()],
-            None => &self.gathered,
-        }
     }
 }
 
@@ -341,10 +339,7 @@ fn client_hello_fields(body: &[u8]) -> Result<Found, String> {
 
 /// The protocol list of an ALPN extension (RFC 7301: at least one id, none empty).
 fn alpn_list(mut ext: Cursor<'_>) -> Result<Range<usize>, String> {
-    let len = usize::from(ext.u16("ALPN list length")?);
-    if len == 0 || len != ext.buf.len() - ext.pos {
-        return Err("ALPN list length does not match its extension".into());
-    }
+    ext.list_filling_the_rest("ALPN list")?;
     let list = ext.pos..ext.buf.len();
     Alpn::parse(&ext.buf[list.clone()]).ok_or("malformed ALPN list")?;
     Ok(list)
@@ -352,10 +347,7 @@ fn alpn_list(mut ext: Cursor<'_>) -> Result<Range<usize>, String> {
 
 /// The first host name of a server_name extension (RFC 6066 3).
 fn host_name(mut ext: Cursor<'_>) -> Result<Option<Range<usize>>, String> {
-    let len = usize::from(ext.u16("server name list length")?);
-    if len == 0 || len != ext.buf.len() - ext.pos {
-        return Err("server name list length does not match its extension".into());
-    }
+    ext.list_filling_the_rest("server name list")?;
     let mut name = None;
     while ext.pos < ext.buf.len() {
         if ext.u8("server name type")? != 0 {
@@ -401,6 +393,16 @@ impl Cursor<'_> {
     fn u8(&mut self, what: &str) -> Result<u8, String> {
         self.skip(1, what)?;
         Ok(self.buf[self.pos - 1])
+    }
+
+    /// A non-empty list's 2-byte length, which must account for the rest of the
+    /// extension exactly (both extensions we read are one such list).
+    fn list_filling_the_rest(&mut self, what: &str) -> Result<(), String> {
+        let len = usize::from(self.u16(what)?);
+        if len == 0 || len != self.buf.len() - self.pos {
+            return Err(format!("{what} length does not match its extension"));
+        }
+        Ok(())
     }
 
     #[inline]
