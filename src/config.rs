@@ -565,6 +565,16 @@ impl FileConfig {
                     format!("{:?} is not a DNS label (letters, digits, '-')", c.name),
                 ));
             }
+            if let Err(e) = crate::dns::names::check_buildable(&name, &domain) {
+                return Err(err(
+                    "domain".into(),
+                    format!(
+                        "{domain} is {} octets: too long for the names answered under it \
+                         (<32 hex digits>.addr.{name}.{domain} must fit in 255): {e}",
+                        domain.len()
+                    ),
+                ));
+            }
             if is_reserved_label(&name) {
                 return Err(err(
                     key("name"),
@@ -1063,6 +1073,28 @@ nodes = ["http://127.0.1.1:8200"]
         ));
         assert_eq!(e.key, "clusters[1].nodes[0]");
         assert!(e.reason.contains("ask ourselves"), "{e}");
+    }
+
+    /// Four 60-octet labels: 244 octets with the dots, a valid name on its own.
+    fn long_domain(labels: usize) -> String {
+        vec!["d".repeat(60); labels].join(".")
+    }
+
+    #[test]
+    fn domain_too_long_for_the_names_built_under_it_is_rejected() {
+        let config = ISSUE_EXAMPLE.replace(
+            "domain = \"consul\"",
+            &format!("domain = \"{}\"", long_domain(4)),
+        );
+        let e = parse_err(&config);
+        assert_eq!(e.key, "domain");
+        assert!(e.reason.contains("255"), "{e}");
+        // Three labels (183 octets) leave room for the longest SRV target.
+        let config = ISSUE_EXAMPLE.replace(
+            "domain = \"consul\"",
+            &format!("domain = \"{}\"", long_domain(3)),
+        );
+        Config::parse(&config, "x.toml").unwrap();
     }
 
     #[test]

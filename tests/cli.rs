@@ -81,6 +81,12 @@ fn bad_configs_exit_64_naming_file_key_and_reason() {
             "clusters[0].nodes",
             "at least one",
         ),
+        (
+            "domain too long for the SOA and SRV names (243 octets)",
+            format!("domain = \"{}\"\n{GOOD}", vec!["d".repeat(60); 4].join(".")),
+            "domain",
+            "255",
+        ),
         ("not toml", "datacenter = \n".to_string(), "", ""),
     ];
     for (what, text, key, reason) in cases {

@@ -8,6 +8,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use hickory_proto::rr::Name;
+use hickory_proto::ProtoError;
+
 /// A query name inside the zone, with the domain already stripped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneName {
@@ -85,6 +88,24 @@ pub fn encode_addr(ip: IpAddr) -> String {
         IpAddr::V4(v4) => format!("{:08x}", u32::from(v4)),
         IpAddr::V6(v6) => format!("{:032x}", u128::from(v6)),
     }
+}
+
+/// `<hex ip>.addr.<dc>.<domain>.`, Consul's SRV target form.
+pub fn addr_name(ip: IpAddr, dc: &str, domain: &Name) -> Result<Name, ProtoError> {
+    Name::from_ascii(format!("{}.addr.{dc}", encode_addr(ip)))?.append_domain(domain)
+}
+
+/// `<label>.<domain>.` (the SOA's `ns` and `hostmaster` names).
+pub fn in_domain(label: &str, domain: &Name) -> Result<Name, ProtoError> {
+    Name::from_ascii(label)?.append_domain(domain)
+}
+
+/// Checks that every name the zone builds for `dc` fits in DNS's 255 octets: the longest
+/// are an IPv6 SRV target (`<32 hex>.addr.<dc>.<domain>`) and `hostmaster.<domain>`.
+/// Config validation calls this, so answering never meets a name it cannot build.
+pub fn check_buildable(dc: &str, domain: &Name) -> Result<(), ProtoError> {
+    in_domain("hostmaster", domain)?;
+    addr_name(IpAddr::V6(Ipv6Addr::from(u128::MAX)), dc, domain).map(drop)
 }
 
 pub fn decode_addr(hex: &str) -> Option<IpAddr> {
@@ -165,5 +186,16 @@ mod tests {
         assert_eq!(encode_addr("127.0.0.1".parse().unwrap()), "7f000001");
         assert_eq!(decode_addr("7f00001"), None);
         assert_eq!(decode_addr("zz000001"), None);
+    }
+
+    #[test]
+    fn names_that_do_not_fit_are_errors_not_panics() {
+        let short = Name::from_ascii("consul.").unwrap();
+        assert!(check_buildable("us-east-1", &short).is_ok());
+        // 4 labels of 60 plus dots: a valid 244-octet domain, too long to prefix.
+        let long = Name::from_ascii(format!("{0}.{0}.{0}.{0}.", "a".repeat(60))).unwrap();
+        assert!(check_buildable("dc1", &long).is_err());
+        assert!(in_domain("hostmaster", &long).is_err());
+        assert!(addr_name("::1".parse().unwrap(), "dc1", &long).is_err());
     }
 }

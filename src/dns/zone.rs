@@ -59,6 +59,8 @@ pub struct Zone {
     clusters: HashMap<String, ClusterSource>,
     /// Clusters whose `active` answers a local proxy listener ("proxy mode").
     proxy_answers: HashMap<String, std::net::SocketAddr>,
+    /// The SOA's `ns.<domain>` and `hostmaster.<domain>`, built once.
+    soa_names: (Name, Name),
 }
 
 /// One healthy instance of the vault service: address and API port.
@@ -72,7 +74,12 @@ impl Zone {
     }
 
     pub fn new(config: &Config, clusters: HashMap<String, ClusterSource>) -> Self {
+        // Validation checked that these fit (`names::check_buildable`); the fallback to
+        // the apex keeps a config that somehow got past it answering instead of panicking.
+        let in_domain =
+            |l| names::in_domain(l, &config.domain).unwrap_or_else(|_| config.domain.clone());
         Self {
+            soa_names: (in_domain("ns"), in_domain("hostmaster")),
             domain: config.domain.clone(),
             local_dc: config.datacenter.clone(),
             ttl: ttl_secs(config.dns.ttl),
@@ -210,7 +217,11 @@ impl Zone {
         for (ip, port) in &instances {
             match qtype {
                 RecordType::SRV => {
-                    let target = self.addr_name(*ip, dc);
+                    // Validation keeps every target buildable; one that is not is
+                    // left out rather than answered wrong.
+                    let Ok(target) = names::addr_name(*ip, dc, &self.domain) else {
+                        continue;
+                    };
                     answer.answers.push(Record::from_rdata(
                         qname.clone(),
                         self.ttl,
@@ -265,13 +276,6 @@ impl Zone {
         answer
     }
 
-    /// `<hex>.addr.<dc>.<domain>.`, Consul's SRV target form.
-    fn addr_name(&self, ip: IpAddr, dc: &str) -> Name {
-        Name::from_ascii(format!("{}.addr.{dc}", names::encode_addr(ip)))
-            .and_then(|n| n.append_domain(&self.domain))
-            .expect("hex label and a validated dc label form a valid name")
-    }
-
     fn negative(&self, rcode: ResponseCode) -> Answer {
         Answer {
             authority: vec![self.soa()],
@@ -286,17 +290,12 @@ impl Zone {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(0);
-        let label = |l: &str| {
-            Name::from_ascii(l)
-                .and_then(|n| n.append_domain(&self.domain))
-                .expect("static label")
-        };
         Record::from_rdata(
             self.domain.clone(),
             0,
             RData::SOA(SOA::new(
-                label("ns"),
-                label("hostmaster"),
+                self.soa_names.0.clone(),
+                self.soa_names.1.clone(),
                 serial,
                 3600,
                 600,
