@@ -135,6 +135,9 @@ pub struct ClusterStatus {
     /// "fresh", "stale" (served from the last confirmed view) or "unusable" (SERVFAIL).
     pub state: String,
     pub leader: Option<LeaderStatus>,
+    /// Why there is no leader ("2 of 3 members unheard"), while there is none.
+    #[serde(default)]
+    pub no_leader: Option<String>,
     pub view_age_seconds: Option<f64>,
     pub last_leader_change: Option<ChangeStatus>,
     pub load_balanced: bool,
@@ -189,6 +192,7 @@ impl ClusterStatus {
                 cluster_addr: l.cluster_addr.clone(),
                 addrs: l.addrs.iter().map(|a| a.to_string()).collect(),
             }),
+            no_leader: view.no_leader.as_ref().map(|w| w.to_string()),
             view_age_seconds: view
                 .last_confirmed
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),

@@ -177,6 +177,8 @@ struct FileCluster {
     failover_poll_for: Duration,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
+    #[serde(default, with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
     #[serde(default = "default_serve_stale_for", with = "humantime_serde")]
     serve_stale_for: Duration,
     #[serde(default)]
@@ -235,6 +237,9 @@ fn default_failover_poll_for() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(2)
+}
+fn default_node_connect_timeout() -> Duration {
+    Duration::from_millis(500)
 }
 fn default_serve_stale_for() -> Duration {
     Duration::from_secs(30)
@@ -370,7 +375,11 @@ pub struct ClusterConfig {
     /// was lost: the new leader is seen within this interval of its election.
     pub failover_poll_interval: Duration,
     pub failover_poll_for: Duration,
+    /// Bounds a whole request to a node (connect, headers, body).
     pub request_timeout: Duration,
+    /// Bounds the TCP connect alone: much shorter, since a connect to a live host
+    /// completes in milliseconds and one to a dead or cut-off host never does.
+    pub connect_timeout: Duration,
     /// How long the last confirmed view is served once no node answers.
     pub serve_stale_for: Duration,
     /// The nodes are load-balancer addresses: they tell us the leader, but are not
@@ -624,6 +633,22 @@ impl FileConfig {
             if c.request_timeout.is_zero() {
                 return Err(err(key("request_timeout"), "must be above 0".into()));
             }
+            // Unset, it is 500 ms, or the request timeout if that is already shorter.
+            let connect_timeout = c
+                .connect_timeout
+                .unwrap_or_else(|| default_node_connect_timeout().min(c.request_timeout));
+            if connect_timeout.is_zero() {
+                return Err(err(key("connect_timeout"), "must be above 0".into()));
+            }
+            if connect_timeout > c.request_timeout {
+                return Err(err(
+                    key("connect_timeout"),
+                    format!(
+                        "must not exceed request_timeout ({}), which bounds the whole request",
+                        humantime::format_duration(c.request_timeout)
+                    ),
+                ));
+            }
             if let Some(ca) = &c.ca_file {
                 let pem = std::fs::read(ca).map_err(|e| {
                     err(key("ca_file"), format!("cannot read {}: {e}", ca.display()))
@@ -645,6 +670,7 @@ impl FileConfig {
                 failover_poll_interval,
                 failover_poll_for: c.failover_poll_for,
                 request_timeout: c.request_timeout,
+                connect_timeout,
                 serve_stale_for: c.serve_stale_for,
                 load_balanced: c.load_balanced,
                 ca_file: c.ca_file,

@@ -15,6 +15,8 @@ pub const NODES: &str = "vault_cluster_nodes"; // {cluster, state=reachable|unre
 pub const POLL_ERRORS: &str = "vault_poll_errors_total"; // {cluster, kind}
 pub const STALE: &str = "vault_cluster_stale"; // {cluster} 0/1
 pub const HAS_LEADER: &str = "vault_cluster_has_leader"; // {cluster} 0/1
+/// 1 for the reason the cluster has no leader now, 0 for the others (`NoLeader::KINDS`).
+pub const NO_LEADER: &str = "vault_cluster_no_leader"; // {cluster, reason}
 
 // Proxy.
 pub const PROXY_CONNECTIONS: &str = "proxy_connections_total"; // {cluster, alpn, result}

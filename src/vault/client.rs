@@ -31,13 +31,24 @@ pub enum NodeState {
 }
 
 /// What `/v1/sys/leader` said.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderReport {
-    pub is_self: bool,
+    /// False for a server without HA storage: it leads itself, if it is active.
+    pub ha_enabled: bool,
     /// The leader's `api_addr`, empty when the node does not know one.
     pub leader_address: String,
     /// The leader's `cluster_addr`, empty when unknown.
     pub leader_cluster_address: String,
+}
+
+impl Default for LeaderReport {
+    fn default() -> Self {
+        Self {
+            ha_enabled: true,
+            leader_address: String::new(),
+            leader_cluster_address: String::new(),
+        }
+    }
 }
 
 /// Why a poll did not produce an answer. `kind()` is a stable label for logs/metrics.
@@ -51,6 +62,11 @@ pub enum PollError {
     Status(u16),
     #[error("unreadable body: {0}")]
     Body(String),
+    /// The node's latest answer is too old to count (its poll has not come back).
+    #[error("no answer for {}", humantime::format_duration(Duration::from_millis(.0.as_millis() as u64)))]
+    Unheard(Duration),
+    #[error("no answer yet")]
+    NotYet,
 }
 
 impl PollError {
@@ -60,6 +76,7 @@ impl PollError {
             PollError::Connect(_) => "connect",
             PollError::Status(_) => "status",
             PollError::Body(_) => "body",
+            PollError::Unheard(_) | PollError::NotYet => "unheard",
         }
     }
 }
@@ -81,10 +98,14 @@ struct HealthBody {
     performance_standby: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[derive(Deserialize)]
 struct LeaderBody {
-    #[serde(default)]
-    is_self: bool,
+    #[serde(default = "yes")]
+    ha_enabled: bool,
     #[serde(default)]
     leader_address: String,
     #[serde(default)]
@@ -96,14 +117,22 @@ struct LeaderBody {
 pub struct VaultClient {
     http: reqwest::Client,
     timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl VaultClient {
+    /// `timeout` bounds a whole request (connect, headers and body); `connect_timeout`
+    /// bounds the TCP connect alone, and is much shorter: a connect inside a region
+    /// completes in milliseconds or never (a dead host's packets vanish).
     /// `ca_pem`: a PEM bundle to trust instead of the system roots.
-    pub fn new(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        timeout: Duration,
+        connect_timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(connect_timeout)
             // Node addresses are configured; a redirect would poll some other node.
             .redirect(reqwest::redirect::Policy::none())
             // Never go through an HTTP proxy from the environment: nodes are reached
@@ -120,6 +149,7 @@ impl VaultClient {
         Ok(Self {
             http: builder.build()?,
             timeout,
+            connect_timeout,
         })
     }
 
@@ -135,46 +165,24 @@ impl VaultClient {
             node.as_str().trim_end_matches('/')
         );
         let (status, body) = self.get(&url).await?;
-        if !matches!(status, 200 | 429 | 472 | 473 | 474 | 501 | 503) {
-            return Err(PollError::Status(status));
-        }
-        let h: HealthBody =
-            serde_json::from_slice(&body).map_err(|e| PollError::Body(e.to_string()))?;
-        Ok(if !h.initialized {
-            NodeState::Uninitialized
-        } else if h.sealed {
-            NodeState::Sealed
-        } else if h.performance_standby || status == 473 {
-            NodeState::PerfStandby
-        } else if h.standby {
-            NodeState::Standby
-        } else {
-            NodeState::Active
-        })
+        parse_health(status, &body)
     }
 
     async fn leader(&self, node: &Url) -> Result<Option<LeaderReport>, PollError> {
         let url = format!("{}/v1/sys/leader", node.as_str().trim_end_matches('/'));
         let (status, body) = self.get(&url).await?;
-        match status {
-            200 => {}
-            // Sealed or uninitialized nodes cannot say who leads.
-            503 | 501 => return Ok(None),
-            other => return Err(PollError::Status(other)),
-        }
-        let l: LeaderBody =
-            serde_json::from_slice(&body).map_err(|e| PollError::Body(e.to_string()))?;
-        Ok(Some(LeaderReport {
-            is_self: l.is_self,
-            leader_address: l.leader_address,
-            leader_cluster_address: l.leader_cluster_address,
-        }))
+        parse_leader(status, &body)
     }
 
     async fn get(&self, url: &str) -> Result<(u16, Vec<u8>), PollError> {
-        let timeout = self.timeout;
+        let (timeout, connect_timeout) = (self.timeout, self.connect_timeout);
         let classify = move |e: reqwest::Error| {
-            if e.is_timeout() {
+            if e.is_connect() && e.is_timeout() {
+                PollError::Connect(format!(
+                    "no connection within {}",
+                    humantime::format_duration(connect_timeout)
+                ))
+            } else if e.is_timeout() {
                 PollError::Timeout(timeout)
             } else if e.is_connect() {
                 PollError::Connect(root_cause(&e))
@@ -195,6 +203,41 @@ impl VaultClient {
     }
 }
 
+/// Reads a `/v1/sys/health` answer (status code and body).
+pub fn parse_health(status: u16, body: &[u8]) -> Result<NodeState, PollError> {
+    if !matches!(status, 200 | 429 | 472 | 473 | 474 | 501 | 503) {
+        return Err(PollError::Status(status));
+    }
+    let h: HealthBody = serde_json::from_slice(body).map_err(|e| PollError::Body(e.to_string()))?;
+    Ok(if !h.initialized {
+        NodeState::Uninitialized
+    } else if h.sealed {
+        NodeState::Sealed
+    } else if h.performance_standby || status == 473 {
+        NodeState::PerfStandby
+    } else if h.standby {
+        NodeState::Standby
+    } else {
+        NodeState::Active
+    })
+}
+
+/// Reads a `/v1/sys/leader` answer; `Ok(None)` when the node cannot say.
+pub fn parse_leader(status: u16, body: &[u8]) -> Result<Option<LeaderReport>, PollError> {
+    match status {
+        200 => {}
+        // Sealed or uninitialized nodes cannot say who leads.
+        503 | 501 => return Ok(None),
+        other => return Err(PollError::Status(other)),
+    }
+    let l: LeaderBody = serde_json::from_slice(body).map_err(|e| PollError::Body(e.to_string()))?;
+    Ok(Some(LeaderReport {
+        ha_enabled: l.ha_enabled,
+        leader_address: l.leader_address,
+        leader_cluster_address: l.leader_cluster_address,
+    }))
+}
+
 /// reqwest's Display stops at "error sending request"; the cause is what helps.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -202,4 +245,48 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_codes_and_bodies() {
+        let body = |standby: bool| {
+            format!(r#"{{"initialized":true,"sealed":false,"standby":{standby}}}"#).into_bytes()
+        };
+        assert_eq!(parse_health(200, &body(false)), Ok(NodeState::Active));
+        assert_eq!(parse_health(429, &body(true)), Ok(NodeState::Standby));
+        assert_eq!(parse_health(473, &body(true)), Ok(NodeState::PerfStandby));
+        assert_eq!(
+            parse_health(503, br#"{"initialized":true,"sealed":true,"standby":true}"#),
+            Ok(NodeState::Sealed)
+        );
+        assert_eq!(parse_health(500, &body(false)), Err(PollError::Status(500)));
+        assert!(matches!(
+            parse_health(200, br#"{"initialized":"yes","sealed":false,"standby":false}"#),
+            Err(PollError::Body(e)) if e.contains("invalid type")
+        ));
+    }
+
+    #[test]
+    fn leader_answers_with_and_without_ha() {
+        let l = parse_leader(200, br#"{"ha_enabled":false}"#)
+            .unwrap()
+            .unwrap();
+        assert!(!l.ha_enabled);
+        let l = parse_leader(
+            200,
+            br#"{"ha_enabled":true,"is_self":true,"leader_address":"http://a:8200","leader_cluster_address":"https://a:8201"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(l.ha_enabled);
+        assert_eq!(l.leader_address, "http://a:8200");
+        // A body without the field (older servers, stand-ins) is an HA node.
+        assert!(parse_leader(200, b"{}").unwrap().unwrap().ha_enabled);
+        assert_eq!(parse_leader(503, b"{\"errors\":[]}"), Ok(None));
+        assert_eq!(parse_leader(404, b""), Err(PollError::Status(404)));
+    }
 }

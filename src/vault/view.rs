@@ -1,28 +1,37 @@
 //! `ClusterView`: what the agent believes about one cluster, and the pure rules that
-//! turn one poll round into the next view.
+//! turn the nodes' latest reports into the next view.
 //!
 //! Rules (each one has a unit test below):
-//! - **Roles** come from each node's own `/v1/sys/health`; a node that did not answer is
-//!   `Unreachable`.
-//! - **Leader election by reports**: every node that answers `/v1/sys/leader` with a
-//!   non-empty `leader_address` casts one vote. The leader is the address that a strict
-//!   majority of those votes name. No majority (a split) means no leader: we never answer
-//!   two actives, and we log the disagreement.
+//! - **Reports age out.** The watcher keeps each node's latest report; one older than
+//!   `poll_interval + request_timeout` (longer than a healthy node can take between two
+//!   reports) counts as no answer. Nodes are polled independently, so one node that
+//!   stops answering never holds back the others' reports.
+//! - **Roles** come from each node's own `/v1/sys/health`; a node without a current
+//!   answer is `Unreachable`.
+//! - **Quorum of configured members**: every node answering `/v1/sys/leader` with a
+//!   non-empty `leader_address` casts one vote. The leader is the address named by a
+//!   strict majority of the *configured* nodes (2 of 3, 3 of 5, 1 of 1), so an agent that
+//!   hears only a minority (it is partitioned with one member) answers no leader rather
+//!   than vouching for the one member it hears. A node with `ha_enabled: false` that is
+//!   active votes for itself (a single server without HA storage leads alone). For a
+//!   load-balanced peer (`load_balanced = true`) the nodes are load-balancer addresses,
+//!   not members: a majority of the reports that arrive wins.
 //! - **A reported leader we poll ourselves must confirm it**: when the elected address is
-//!   one of the polled nodes and that node is not answering as active this round (it was
-//!   killed, and the survivors still name it until the election ends), `active` is
+//!   one of the polled nodes and that node is not answering as active (it was killed or
+//!   cut off, and the others still name it until their election ends), `active` is
 //!   withheld rather than answering a dead address. When the leader is not polled (a peer
 //!   region behind a load balancer), the majority's report is trusted.
 //! - **Staleness**: when no node answers at all, the previous view is kept and marked
 //!   stale; the DNS layer serves it for `serve_stale_for` after the last confirmation and
 //!   then answers SERVFAIL.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use url::Url;
 
-use super::client::{NodeReport, NodeState};
+use super::client::{NodeReport, NodeState, PollError};
 
 /// A node's role as the DNS answers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +84,11 @@ pub struct Member {
     pub role: Role,
     /// Wall-clock time of the node's last answer.
     pub last_confirmed: Option<SystemTime>,
-    /// Why the last poll failed, if it did.
+    /// Why the node has no current answer, if it has none.
     pub error: Option<String>,
 }
 
-/// The elected leader.
+/// The elected leader, with the addresses its `api_addr` resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leader {
     /// The leader's `api_addr` as reported.
@@ -90,17 +99,83 @@ pub struct Leader {
     pub port: u16,
 }
 
+/// Why a cluster has no leader right now. `kind()` is a bounded metric label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoLeader {
+    /// Fewer than a majority of the configured members answer `/v1/sys/leader`.
+    Unheard { unheard: usize, configured: usize },
+    /// No address is named by a majority (an election, or members disagree).
+    NoMajority {
+        reports: Vec<(String, usize)>,
+        configured: usize,
+    },
+    /// The majority names a node we poll, and that node does not say it is active.
+    Unconfirmed { leader: String, role: Role },
+    /// The majority's `leader_address` cannot be used.
+    Unusable { leader: String, why: String },
+}
+
+impl NoLeader {
+    pub const KINDS: [&'static str; 4] = ["unheard", "no_majority", "unconfirmed", "unusable"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NoLeader::Unheard { .. } => "unheard",
+            NoLeader::NoMajority { .. } => "no_majority",
+            NoLeader::Unconfirmed { .. } => "unconfirmed",
+            NoLeader::Unusable { .. } => "unusable",
+        }
+    }
+}
+
+impl fmt::Display for NoLeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoLeader::Unheard {
+                unheard,
+                configured,
+            } => write!(f, "{unheard} of {configured} members unheard"),
+            NoLeader::NoMajority {
+                reports,
+                configured,
+            } if reports.is_empty() => {
+                write!(f, "none of the {configured} members reports a leader")
+            }
+            NoLeader::NoMajority {
+                reports,
+                configured,
+            } => {
+                write!(f, "no leader named by a majority of {configured} members (")?;
+                for (i, (addr, n)) in reports.iter().enumerate() {
+                    write!(f, "{}{addr}: {n}", if i > 0 { ", " } else { "" })?;
+                }
+                write!(f, ")")
+            }
+            NoLeader::Unconfirmed { leader, role } => {
+                write!(
+                    f,
+                    "reported leader {leader} is {} when polled",
+                    role.as_str()
+                )
+            }
+            NoLeader::Unusable { leader, why } => write!(f, "reported leader {leader}: {why}"),
+        }
+    }
+}
+
 /// Everything the agent believes about one cluster at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterView {
     pub cluster: String,
     pub leader: Option<Leader>,
+    /// Why there is no leader (None while there is one, or before the first view).
+    pub no_leader: Option<NoLeader>,
     pub members: Vec<Member>,
     /// Nodes are load-balancer addresses: they report the leader but are not members.
     pub load_balanced: bool,
-    /// Monotonic time of the last round in which any node answered.
+    /// Monotonic time of the latest answer from any node.
     pub last_confirmed: Option<Instant>,
-    /// No node answered in the latest round; this is the last confirmed view.
+    /// No node has a current answer; this is the last confirmed view.
     pub stale: bool,
     /// Wall-clock time and reason of the last leader change.
     pub leader_changed: Option<(SystemTime, String)>,
@@ -111,7 +186,7 @@ pub struct ClusterView {
 /// How a view may be used to answer at a given moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
-    /// Confirmed by the latest poll round.
+    /// Confirmed by current reports.
     Fresh,
     /// No node answers, but still within `serve_stale_for` of the last confirmation.
     Stale,
@@ -125,6 +200,7 @@ impl ClusterView {
         Self {
             cluster: cluster.to_string(),
             leader: None,
+            no_leader: None,
             members: Vec::new(),
             load_balanced,
             last_confirmed: None,
@@ -149,70 +225,160 @@ impl ClusterView {
         let lb = self.load_balanced;
         self.members.iter().filter(move |m| !lb && m.role == role)
     }
+
+    /// Whether `other` would answer anything differently: the leader, a member's role or
+    /// address, staleness, or having a first view at all. Timestamps and error texts
+    /// change with every report and are read from the latest view by whoever shows them;
+    /// the watcher wakes consumers (proxy connections, DNS answer caches) only when this
+    /// is false.
+    pub fn answers_like(&self, other: &ClusterView) -> bool {
+        let key = |m: &Member| (m.url.clone(), m.addrs.clone(), m.port, m.role);
+        self.leader == other.leader
+            && self.stale == other.stale
+            && self.load_balanced == other.load_balanced
+            && self.last_confirmed.is_some() == other.last_confirmed.is_some()
+            && self.members.len() == other.members.len()
+            && self
+                .members
+                .iter()
+                .map(key)
+                .eq(other.members.iter().map(key))
+    }
 }
 
-/// One node's poll result, with the addresses its configured host resolved to.
+/// One node's latest report, with the addresses its configured host resolved to.
 #[derive(Debug, Clone)]
 pub struct Polled {
     pub url: Url,
     pub addrs: Vec<IpAddr>,
     pub port: u16,
     pub report: NodeReport,
+    /// When the report arrived.
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+impl Polled {
+    /// Whether the node answered either endpoint.
+    pub fn answered(&self) -> bool {
+        self.report.health.is_ok() || self.report.leader.is_ok()
+    }
+
+    /// The address this node stands for as a leader: its configured URL, as Vault
+    /// writes an `api_addr` (no trailing slash).
+    fn own_api_addr(&self) -> String {
+        self.url.as_str().trim_end_matches('/').to_string()
+    }
+}
+
+/// The report each configured node counts with at `now`: its latest one while it is
+/// younger than `max_age`, else a stand-in that says it was not heard (never polled yet,
+/// or its answer aged out), so every configured node is counted exactly once.
+pub fn current(
+    nodes: &[Url],
+    latest: &[Option<Polled>],
+    now: Instant,
+    max_age: Duration,
+) -> Vec<Polled> {
+    nodes
+        .iter()
+        .zip(latest)
+        .map(|(url, p)| match p {
+            Some(p) if now.saturating_duration_since(p.at) <= max_age => p.clone(),
+            other => {
+                let err = match other {
+                    Some(p) => PollError::Unheard(now.saturating_duration_since(p.at)),
+                    None => PollError::NotYet,
+                };
+                Polled {
+                    url: url.clone(),
+                    addrs: other.as_ref().map(|p| p.addrs.clone()).unwrap_or_default(),
+                    port: other
+                        .as_ref()
+                        .map(|p| p.port)
+                        .unwrap_or_else(|| url.port_or_known_default().unwrap_or(8200)),
+                    report: NodeReport {
+                        health: Err(err.clone()),
+                        leader: Err(err),
+                    },
+                    at: now,
+                    // Never read: only answered reports carry a time.
+                    wall: SystemTime::UNIX_EPOCH,
+                }
+            }
+        })
+        .collect()
 }
 
 /// The outcome of counting leader reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Election {
-    /// `(api_addr, cluster_addr)` of the majority's leader.
-    pub winner: Option<(String, String)>,
-    /// Set when reachable nodes disagree: every distinct report with its vote count.
+    /// `(api_addr, cluster_addr)` of the leader a quorum names, or why there is none.
+    pub winner: Result<(String, String), NoLeader>,
+    /// Set when answering nodes disagree: every distinct report with its vote count.
     pub disagreement: Option<Vec<(String, usize)>>,
 }
 
-/// Counts `leader_address` reports; a strict majority of the reports wins.
-pub fn elect(polled: &[Polled]) -> Election {
+/// Counts `leader_address` reports, one per node in `polled` (one entry per configured
+/// node, see [`current`]). See the module docs for the quorum rule.
+pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
     let mut tally: Vec<(String, String, usize)> = Vec::new();
+    let mut heard = 0;
     for p in polled {
         let Ok(Some(report)) = &p.report.leader else {
             continue;
         };
-        let addr = report.leader_address.trim();
+        heard += 1;
+        let (addr, cluster_addr) = if !report.ha_enabled {
+            // Not part of an HA cluster: an active node leads itself, others lead nobody.
+            if p.report.health != Ok(NodeState::Active) {
+                continue;
+            }
+            (p.own_api_addr(), String::new())
+        } else {
+            (
+                report.leader_address.trim().to_string(),
+                report.leader_cluster_address.clone(),
+            )
+        };
         if addr.is_empty() {
             continue;
         }
-        match tally.iter_mut().find(|(a, _, _)| a == addr) {
+        match tally.iter_mut().find(|(a, _, _)| *a == addr) {
             Some(entry) => {
                 entry.2 += 1;
                 if entry.1.is_empty() {
-                    entry.1 = report.leader_cluster_address.clone();
+                    entry.1 = cluster_addr;
                 }
             }
-            None => tally.push((addr.to_string(), report.leader_cluster_address.clone(), 1)),
+            None => tally.push((addr, cluster_addr, 1)),
         }
     }
-    let total: usize = tally.iter().map(|t| t.2).sum();
+    let configured = polled.len();
+    let votes: usize = tally.iter().map(|t| t.2).sum();
+    // Members must be a majority of the configured list; load balancers only of the
+    // reports that arrived.
+    let quorum_of = if load_balanced { votes } else { configured };
     let disagreement =
         (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect());
-    let winner = tally
-        .iter()
-        .find(|(_, _, n)| *n * 2 > total)
-        .map(|(a, c, _)| (a.clone(), c.clone()));
+    let winner = match tally.iter().find(|(_, _, n)| *n * 2 > quorum_of) {
+        Some((a, c, _)) => Ok((a.clone(), c.clone())),
+        None if !load_balanced && heard * 2 <= configured => Err(NoLeader::Unheard {
+            unheard: configured - heard,
+            configured,
+        }),
+        None => Err(NoLeader::NoMajority {
+            reports: tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect(),
+            configured,
+        }),
+    };
     Election {
         winner,
         disagreement,
     }
 }
 
-/// The elected leader with its address resolved (by the watcher, which may need DNS).
-#[derive(Debug, Clone)]
-pub struct ResolvedLeader {
-    pub api_addr: String,
-    pub cluster_addr: String,
-    pub addrs: Vec<IpAddr>,
-    pub port: u16,
-}
-
-/// What changed between two views, for logs (and later metrics).
+/// What changed between two views, for logs and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ViewEvent {
     LeaderChanged {
@@ -228,21 +394,25 @@ pub enum ViewEvent {
     Recovered,
 }
 
-/// Builds the next view from one poll round.
+/// Builds the next view from every configured node's current report (see [`current`])
+/// and the leader the election chose (resolved by the watcher, which may need DNS).
 pub fn next_view(
     prev: &ClusterView,
     polled: Vec<Polled>,
-    leader: Option<ResolvedLeader>,
+    leader: Result<Leader, NoLeader>,
     now: Instant,
-    wall: SystemTime,
 ) -> (ClusterView, Vec<ViewEvent>) {
     let mut events = Vec::new();
-    let any_answer = polled
+    let latest_answer = polled.iter().filter(|p| p.answered()).map(|p| p.at).max();
+    let wall = polled
         .iter()
-        .any(|p| p.report.health.is_ok() || p.report.leader.is_ok());
+        .filter(|p| p.answered())
+        .map(|p| p.wall)
+        .max()
+        .unwrap_or_else(SystemTime::now);
 
-    if !any_answer {
-        // Keep the last confirmed view; record why each node failed.
+    let Some(latest_answer) = latest_answer else {
+        // Keep the last confirmed view; record why each node has no answer.
         let mut view = prev.clone();
         if !view.stale {
             events.push(if view.last_confirmed.is_some() {
@@ -261,7 +431,7 @@ pub fn next_view(
             view.members = polled.iter().map(|p| unreachable_member(p, None)).collect();
         }
         return (view, events);
-    }
+    };
     if prev.stale {
         events.push(ViewEvent::Recovered);
     }
@@ -276,7 +446,7 @@ pub fn next_view(
                     addrs: p.addrs.clone(),
                     port: p.port,
                     role: Role::from(*state),
-                    last_confirmed: Some(wall),
+                    last_confirmed: Some(p.wall),
                     error: None,
                 },
                 Err(_) => unreachable_member(p, previous.and_then(|m| m.last_confirmed)),
@@ -285,39 +455,33 @@ pub fn next_view(
         .collect();
 
     // A leader we poll ourselves must say it is active.
-    let mut withheld = None;
     let leader = leader.and_then(|l| {
         if prev.load_balanced {
-            return Some(l);
+            return Ok(l);
         }
         let polled_as = members
             .iter()
             .find(|m| m.port == l.port && m.addrs.iter().any(|a| l.addrs.contains(a)));
         match polled_as {
-            Some(m) if m.role != Role::Active => {
-                withheld = Some(format!(
-                    "reported leader {} is {} when polled",
-                    l.api_addr,
-                    m.role.as_str()
-                ));
-                None
-            }
-            _ => Some(l),
+            Some(m) if m.role != Role::Active => Err(NoLeader::Unconfirmed {
+                leader: l.api_addr,
+                role: m.role,
+            }),
+            _ => Ok(l),
         }
     });
-    let leader = leader.map(|l| Leader {
-        api_addr: l.api_addr,
-        cluster_addr: l.cluster_addr,
-        addrs: l.addrs,
-        port: l.port,
-    });
+    let (leader, no_leader) = match leader {
+        Ok(l) => (Some(l), None),
+        Err(why) => (None, Some(why)),
+    };
 
     let mut view = ClusterView {
         cluster: prev.cluster.clone(),
         leader,
+        no_leader,
         members,
         load_balanced: prev.load_balanced,
-        last_confirmed: Some(now),
+        last_confirmed: Some(latest_answer.max(prev.last_confirmed.unwrap_or(latest_answer))),
         stale: false,
         leader_changed: prev.leader_changed.clone(),
         leaderless_since: prev.leaderless_since,
@@ -327,10 +491,11 @@ pub fn next_view(
     let new = view.leader.as_ref().map(|l| l.api_addr.clone());
     let first_view = prev.last_confirmed.is_none();
     if old != new || (first_view && new.is_none()) {
-        let reason = match (&old, &new) {
-            (_, Some(n)) if first_view => format!("first view: {n} leads"),
-            (_, Some(n)) => format!("majority of nodes now report {n}"),
-            (_, None) => withheld.unwrap_or_else(|| "no majority of nodes reports a leader".into()),
+        let reason = match (&new, &view.no_leader) {
+            (Some(n), _) if first_view => format!("first view: {n} leads"),
+            (Some(n), _) => format!("a majority of members now report {n}"),
+            (None, Some(why)) => why.to_string(),
+            (None, None) => "no leader".into(),
         };
         let leaderless_for = match (&old, prev.leaderless_since) {
             (None, Some(since)) => Some(now.saturating_duration_since(since)),
@@ -368,12 +533,12 @@ mod tests {
     use super::*;
     use crate::vault::client::{LeaderReport, PollError};
 
-    fn node(i: u8, health: Result<NodeState, PollError>, leader: Option<&str>) -> Polled {
+    fn node_at(i: u8, health: Result<NodeState, PollError>, leader: Option<&str>) -> Polled {
         let url: Url = format!("http://127.0.0.{i}:8200").parse().unwrap();
         let leader = match (&health, leader) {
             (Err(e), _) => Err(e.clone()),
             (Ok(_), l) => Ok(Some(LeaderReport {
-                is_self: l == Some(&format!("http://127.0.0.{i}:8200")[..]),
+                ha_enabled: true,
                 leader_address: l.unwrap_or("").to_string(),
                 leader_cluster_address: l
                     .map(|l| l.replace("http:", "https:").replace(":8200", ":8201"))
@@ -385,17 +550,24 @@ mod tests {
             port: 8200,
             url,
             report: NodeReport { health, leader },
+            at: Instant::now(),
+            wall: SystemTime::now(),
         }
     }
 
-    fn down(i: u8) -> Polled {
-        node(i, Err(PollError::Connect("refused".into())), None)
+    fn node(i: u8, health: NodeState, leader: Option<&str>) -> Polled {
+        node_at(i, Ok(health), leader)
     }
 
-    fn resolved(e: &Election) -> Option<ResolvedLeader> {
-        e.winner.as_ref().map(|(api, cl)| {
+    fn down(i: u8) -> Polled {
+        node_at(i, Err(PollError::Connect("refused".into())), None)
+    }
+
+    /// The watcher's resolution step, for IP-literal leaders.
+    fn resolved(e: &Election) -> Result<Leader, NoLeader> {
+        e.winner.clone().map(|(api, cl)| {
             let url: Url = api.parse().unwrap();
-            ResolvedLeader {
+            Leader {
                 api_addr: api.clone(),
                 cluster_addr: cl.clone(),
                 addrs: vec![url.host_str().unwrap().parse().unwrap()],
@@ -409,8 +581,8 @@ mod tests {
         polled: Vec<Polled>,
         now: Instant,
     ) -> (ClusterView, Vec<ViewEvent>) {
-        let e = elect(&polled);
-        next_view(prev, polled, resolved(&e), now, SystemTime::now())
+        let e = elect(&polled, prev.load_balanced);
+        next_view(prev, polled, resolved(&e), now)
     }
 
     const L1: &str = "http://127.0.0.1:8200";
@@ -422,15 +594,16 @@ mod tests {
         let (v, ev) = round(
             &prev,
             vec![
-                node(1, Ok(NodeState::Active), Some(L1)),
-                node(2, Ok(NodeState::Standby), Some(L1)),
-                node(3, Ok(NodeState::Standby), Some(L1)),
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Standby, Some(L1)),
+                node(3, NodeState::Standby, Some(L1)),
             ],
             Instant::now(),
         );
         let l = v.leader.as_ref().unwrap();
         assert_eq!(l.api_addr, L1);
         assert_eq!(l.cluster_addr, "https://127.0.0.1:8201");
+        assert_eq!(v.no_leader, None);
         assert_eq!(v.members_with(Role::Standby).count(), 2);
         assert!(matches!(&ev[0], ViewEvent::LeaderChanged { new: Some(n), .. } if n == L1));
     }
@@ -438,11 +611,11 @@ mod tests {
     #[test]
     fn split_brain_majority_wins_and_is_logged() {
         let polled = vec![
-            node(1, Ok(NodeState::Active), Some(L1)),
-            node(2, Ok(NodeState::Active), Some(L2)),
-            node(3, Ok(NodeState::Standby), Some(L1)),
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Active, Some(L2)),
+            node(3, NodeState::Standby, Some(L1)),
         ];
-        let e = elect(&polled);
+        let e = elect(&polled, false);
         assert_eq!(e.winner.as_ref().unwrap().0, L1);
         assert_eq!(e.disagreement.as_ref().unwrap().len(), 2);
         let (v, _) = next_view(
@@ -450,7 +623,6 @@ mod tests {
             polled,
             resolved(&e),
             Instant::now(),
-            SystemTime::now(),
         );
         assert_eq!(v.leader.unwrap().api_addr, L1);
     }
@@ -458,12 +630,102 @@ mod tests {
     #[test]
     fn even_split_answers_no_leader() {
         let polled = vec![
-            node(1, Ok(NodeState::Active), Some(L1)),
-            node(2, Ok(NodeState::Active), Some(L2)),
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Active, Some(L2)),
         ];
-        let e = elect(&polled);
-        assert_eq!(e.winner, None);
+        let e = elect(&polled, false);
+        assert!(
+            matches!(&e.winner, Err(NoLeader::NoMajority { reports, configured: 2 }) if reports.len() == 2)
+        );
         assert!(e.disagreement.is_some());
+    }
+
+    #[test]
+    fn a_leader_needs_a_majority_of_the_configured_members() {
+        // Three configured, only one heard (the agent is cut off with node 1): node 1's
+        // own word is not enough, however sure it is.
+        let polled = vec![node(1, NodeState::Active, Some(L1)), down(2), down(3)];
+        let e = elect(&polled, false);
+        assert_eq!(
+            e.winner,
+            Err(NoLeader::Unheard {
+                unheard: 2,
+                configured: 3
+            })
+        );
+        assert_eq!(e.winner.unwrap_err().to_string(), "2 of 3 members unheard");
+        let (v, ev) = round(&ClusterView::empty("dc1", false), polled, Instant::now());
+        assert_eq!(v.leader, None);
+        assert!(
+            matches!(&ev[0], ViewEvent::LeaderChanged { reason, .. } if reason == "2 of 3 members unheard")
+        );
+        assert_eq!(v.no_leader.as_ref().map(NoLeader::kind), Some("unheard"));
+
+        // Two of three heard and agreeing: a quorum.
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Standby, Some(L1)),
+            down(3),
+        ];
+        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+
+        // Two of three heard but disagreeing: none has a majority of three.
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Active, Some(L2)),
+            down(3),
+        ];
+        assert!(matches!(
+            elect(&polled, false).winner,
+            Err(NoLeader::NoMajority { configured: 3, .. })
+        ));
+
+        // Five configured (one decommissioned, one down): three agreeing still lead.
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Standby, Some(L1)),
+            node(3, NodeState::Standby, Some(L1)),
+            down(4),
+            down(5),
+        ];
+        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+    }
+
+    #[test]
+    fn a_one_node_cluster_is_its_own_quorum() {
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![node(1, NodeState::Active, Some(L1))],
+            Instant::now(),
+        );
+        assert_eq!(v.leader.unwrap().api_addr, L1);
+    }
+
+    #[test]
+    fn an_active_node_without_ha_leads_alone() {
+        // `bao server -dev`: {"ha_enabled": false} and health 200.
+        let mut solo = node(1, NodeState::Active, None);
+        solo.report.leader = Ok(Some(LeaderReport {
+            ha_enabled: false,
+            ..LeaderReport::default()
+        }));
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![solo.clone()],
+            Instant::now(),
+        );
+        let l = v.leader.expect("a non-HA active node is the active node");
+        assert_eq!(l.api_addr, L1);
+        assert_eq!(l.cluster_addr, "", "no cluster port without HA");
+
+        // Sealed, it leads nobody.
+        solo.report.health = Ok(NodeState::Sealed);
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![solo],
+            Instant::now(),
+        );
+        assert_eq!(v.leader, None);
     }
 
     #[test]
@@ -472,33 +734,38 @@ mod tests {
         let (v1, _) = round(
             &ClusterView::empty("dc1", false),
             vec![
-                node(1, Ok(NodeState::Active), Some(L1)),
-                node(2, Ok(NodeState::Standby), Some(L1)),
-                node(3, Ok(NodeState::Standby), Some(L1)),
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Standby, Some(L1)),
+                node(3, NodeState::Standby, Some(L1)),
             ],
             t0,
         );
-        // Node 1 killed: survivors still name it until the election ends.
+        // Node 1 killed: the survivors still name it until the election ends.
         let (v2, ev) = round(
             &v1,
             vec![
                 down(1),
-                node(2, Ok(NodeState::Standby), Some(L1)),
-                node(3, Ok(NodeState::Standby), Some("")),
+                node(2, NodeState::Standby, Some(L1)),
+                node(3, NodeState::Standby, Some(L1)),
             ],
             t0 + Duration::from_millis(250),
         );
         assert_eq!(v2.leader, None);
         assert!(
-            matches!(&ev[0], ViewEvent::LeaderChanged { new: None, reason, .. } if reason.contains("unreachable"))
+            matches!(&ev[0], ViewEvent::LeaderChanged { new: None, reason, .. } if reason.contains("unreachable")),
+            "{ev:?}"
+        );
+        assert_eq!(
+            v2.no_leader.as_ref().map(NoLeader::kind),
+            Some("unconfirmed")
         );
         // Node 2 wins the election.
         let (v3, ev) = round(
             &v2,
             vec![
                 down(1),
-                node(2, Ok(NodeState::Active), Some(L2)),
-                node(3, Ok(NodeState::Standby), Some(L2)),
+                node(2, NodeState::Active, Some(L2)),
+                node(3, NodeState::Standby, Some(L2)),
             ],
             t0 + Duration::from_millis(2500),
         );
@@ -514,8 +781,37 @@ mod tests {
     }
 
     #[test]
+    fn reports_age_out_and_never_heard_nodes_count_as_unheard() {
+        let nodes: Vec<Url> = (1..=3)
+            .map(|i| format!("http://127.0.0.{i}:8200").parse().unwrap())
+            .collect();
+        let t0 = Instant::now();
+        let mut old = node(1, NodeState::Active, Some(L1));
+        old.at = t0;
+        let mut fresh = node(2, NodeState::Standby, Some(L1));
+        fresh.at = t0 + Duration::from_secs(3);
+        let latest = vec![Some(old), Some(fresh), None];
+        let now = t0 + Duration::from_secs(4);
+        let cur = current(&nodes, &latest, now, Duration::from_secs(3));
+        assert_eq!(cur.len(), 3, "one entry per configured node");
+        assert_eq!(
+            cur[0].report.health,
+            Err(PollError::Unheard(Duration::from_secs(4)))
+        );
+        assert_eq!(cur[0].addrs, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(cur[1].answered());
+        assert_eq!(cur[2].report.health, Err(PollError::NotYet));
+        assert_eq!(cur[2].port, 8200);
+        // Node 1's old "I lead" no longer counts: one vote of three.
+        assert!(matches!(
+            elect(&cur, false).winner,
+            Err(NoLeader::Unheard { unheard: 2, .. })
+        ));
+    }
+
+    #[test]
     fn load_balanced_peer_trusts_the_report() {
-        let lb = node(9, Ok(NodeState::Standby), Some("http://10.1.2.3:8200"));
+        let lb = node(9, NodeState::Standby, Some("http://10.1.2.3:8200"));
         let (v, _) = round(&ClusterView::empty("peer", true), vec![lb], Instant::now());
         let l = v.leader.as_ref().unwrap();
         assert_eq!(l.addrs, vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
@@ -524,17 +820,19 @@ mod tests {
             0,
             "an LB is not a member"
         );
+        // Two LB addresses, one down: the one that answers is trusted alone.
+        let polled = vec![
+            node(8, NodeState::Standby, Some("http://10.1.2.3:8200")),
+            down(9),
+        ];
+        assert!(elect(&polled, true).winner.is_ok());
     }
 
     #[test]
-    fn unpolled_leader_is_trusted_even_without_lb_flag() {
+    fn unpolled_leader_named_by_the_quorum_is_trusted() {
         let (v, _) = round(
             &ClusterView::empty("peer", false),
-            vec![node(
-                9,
-                Ok(NodeState::Standby),
-                Some("http://10.1.2.3:8200"),
-            )],
+            vec![node(9, NodeState::Standby, Some("http://10.1.2.3:8200"))],
             Instant::now(),
         );
         assert!(v.leader.is_some());
@@ -544,11 +842,9 @@ mod tests {
     fn stale_then_unusable() {
         let t0 = Instant::now();
         let window = Duration::from_secs(5);
-        let (v1, _) = round(
-            &ClusterView::empty("dc1", false),
-            vec![node(1, Ok(NodeState::Active), Some(L1))],
-            t0,
-        );
+        let mut first = node(1, NodeState::Active, Some(L1));
+        first.at = t0;
+        let (v1, _) = round(&ClusterView::empty("dc1", false), vec![first], t0);
         assert_eq!(v1.freshness(t0, window), Freshness::Fresh);
         let (v2, ev) = round(&v1, vec![down(1)], t0 + Duration::from_secs(1));
         assert_eq!(ev, vec![ViewEvent::BecameStale]);
@@ -562,11 +858,9 @@ mod tests {
             v2.freshness(t0 + Duration::from_secs(6), window),
             Freshness::Unusable
         );
-        let (v3, ev) = round(
-            &v2,
-            vec![node(1, Ok(NodeState::Active), Some(L1))],
-            t0 + Duration::from_secs(7),
-        );
+        let mut back = node(1, NodeState::Active, Some(L1));
+        back.at = t0 + Duration::from_secs(7);
+        let (v3, ev) = round(&v2, vec![back], t0 + Duration::from_secs(7));
         assert_eq!(ev, vec![ViewEvent::Recovered]);
         assert_eq!(
             v3.freshness(t0 + Duration::from_secs(7), window),
@@ -593,13 +887,42 @@ mod tests {
         let (v, _) = round(
             &ClusterView::empty("dc1", false),
             vec![
-                node(1, Ok(NodeState::Active), Some(L1)),
-                node(2, Ok(NodeState::Sealed), None),
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Sealed, None),
             ],
             Instant::now(),
         );
         assert_eq!(v.members[1].role, Role::Sealed);
         assert!(!v.members[1].role.is_serving());
         assert_eq!(v.members_with(Role::Standby).count(), 0);
+    }
+
+    #[test]
+    fn new_report_times_alone_do_not_change_the_answers() {
+        let t0 = Instant::now();
+        let polled = || {
+            vec![
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Standby, Some(L1)),
+            ]
+        };
+        let (v1, _) = round(&ClusterView::empty("dc1", false), polled(), t0);
+        let (v2, ev) = round(&v1, polled(), t0 + Duration::from_secs(1));
+        assert!(ev.is_empty());
+        assert_ne!(v1, v2, "timestamps moved");
+        assert!(v1.answers_like(&v2));
+        // A role change does change them.
+        let (v3, _) = round(
+            &v2,
+            vec![
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Sealed, None),
+            ],
+            t0 + Duration::from_secs(2),
+        );
+        assert!(!v2.answers_like(&v3));
+        // So does going stale.
+        let (v4, _) = round(&v3, vec![down(1), down(2)], t0 + Duration::from_secs(3));
+        assert!(!v3.answers_like(&v4));
     }
 }

@@ -1,23 +1,33 @@
 //! The polling loop: one task per cluster, publishing a `ClusterView` through
-//! `tokio::sync::watch` after every round.
+//! `tokio::sync::watch`.
 //!
-//! A round polls every node concurrently (each request under the cluster's
-//! `request_timeout`), counts the leader reports, resolves the winner's address and
-//! builds the next view with [`super::view::next_view`]. Rounds start every
-//! `poll_interval` (`failover_poll_interval` while there is no leader, see [`Cadence`]);
-//! a slow round delays the next one instead of piling rounds up.
+//! Every node is polled on its own schedule (both endpoints concurrently, under the
+//! cluster's `request_timeout`, the TCP connect under `connect_timeout`), and the
+//! cluster's view is rebuilt from every node's latest report whenever a report arrives,
+//! and at least every `poll_interval` so that reports age out (see
+//! [`super::view::current`]). A node whose packets vanish holds back only its own
+//! reports: the others keep arriving, and the fast failover cadence keeps running.
+//! Nodes are polled every `poll_interval`, or `failover_poll_interval` while there is
+//! no leader (see [`Cadence`]); a poll that overran starts the node's next one at once.
+//!
+//! A new view wakes the consumers (DNS caches, proxy connections) only when it answers
+//! differently ([`ClusterView::answers_like`]); otherwise it replaces the published
+//! one silently, so `/status` still shows the latest report times.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::client::VaultClient;
-use super::view::{elect, next_view, ClusterView, Polled, ResolvedLeader, ViewEvent};
+use super::client::{PollError, VaultClient};
+use super::view::{
+    self, current, elect, next_view, ClusterView, Leader, NoLeader, Polled, ViewEvent,
+};
 use crate::config::ClusterConfig;
 use crate::systemd::Heartbeat;
 use crate::telemetry;
@@ -48,9 +58,20 @@ pub struct Watcher {
     heartbeat: Heartbeat,
 }
 
+/// What the loop remembers between decisions, for logging transitions once.
+#[derive(Default)]
+struct Memory {
+    /// The kind of each node's last logged failure (None while it answers).
+    failing: Vec<Option<&'static str>>,
+    /// The addresses of the last logged disagreement.
+    disagreement: Option<Vec<String>>,
+    /// The last leader resolved from a name: `(api_addr, addrs, port)`.
+    resolved: Option<(String, Vec<IpAddr>, u16)>,
+}
+
 impl Watcher {
     /// `seed`: a view to start from (the previous generation's, on reload), so answers
-    /// continue without a gap until this watcher's first round.
+    /// continue without a gap until this watcher's first reports.
     pub fn new(
         config: ClusterConfig,
         seed: Option<Arc<ClusterView>>,
@@ -62,11 +83,14 @@ impl Watcher {
             })?),
             None => None,
         };
-        let client = VaultClient::new(config.request_timeout, ca.as_deref()).map_err(|source| {
-            WatcherError::Client {
-                cluster: config.name.clone(),
-                source,
-            }
+        let client = VaultClient::new(
+            config.request_timeout,
+            config.connect_timeout,
+            ca.as_deref(),
+        )
+        .map_err(|source| WatcherError::Client {
+            cluster: config.name.clone(),
+            source,
         })?;
         let initial = match seed {
             Some(view) => {
@@ -77,8 +101,8 @@ impl Watcher {
             None => Arc::new(ClusterView::empty(&config.name, config.load_balanced)),
         };
         let (tx, rx) = watch::channel(initial);
-        // A round takes at most the request timeout (both requests run concurrently) and
-        // starts every poll interval; twice that plus slack means the loop is stuck.
+        // The view is rebuilt at least every poll interval; a poll takes at most the
+        // request timeout. Twice both plus slack without a rebuild means the loop is stuck.
         let heartbeat = Heartbeat::new(
             2 * (config.poll_interval + config.request_timeout) + Duration::from_secs(1),
         );
@@ -93,103 +117,218 @@ impl Watcher {
         ))
     }
 
-    /// Beats after every completed round (for the systemd watchdog).
+    /// Beats after every rebuilt view (for the systemd watchdog).
     pub fn heartbeat(&self) -> Heartbeat {
         self.heartbeat.clone()
     }
 
+    /// How long a node's report counts: longer than a healthy node can take between two
+    /// reports (one poll interval, plus a request that takes its whole timeout).
+    fn max_report_age(&self) -> Duration {
+        self.config.poll_interval + self.config.request_timeout
+    }
+
     /// Polls until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
+        let nodes = &self.config.nodes;
+        let started = tokio::time::Instant::now();
         let cadence = Cadence::new(&self.config);
-        let mut next_round = tokio::time::Instant::now();
+        let mut interval = cadence.interval(&self.tx.borrow(), Instant::now());
+        let mut latest: Vec<Option<Polled>> = vec![None; nodes.len()];
+        // When each node's next poll starts; None while one is in flight.
+        let mut due: Vec<Option<tokio::time::Instant>> = vec![Some(started); nodes.len()];
+        let mut last_start = vec![started; nodes.len()];
+        let mut in_flight = FuturesUnordered::new();
+        let mut next_rebuild = started + self.config.poll_interval;
+        let mut memory = Memory {
+            failing: vec![None; nodes.len()],
+            ..Memory::default()
+        };
         loop {
+            let now = tokio::time::Instant::now();
+            for (i, url) in nodes.iter().enumerate() {
+                if due[i].is_some_and(|d| d <= now) {
+                    due[i] = None;
+                    last_start[i] = now;
+                    in_flight.push(poll_node(&self.client, i, url, self.config.request_timeout));
+                }
+            }
+            let wake = due
+                .iter()
+                .flatten()
+                .copied()
+                .fold(next_rebuild, std::cmp::min);
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(next_round) => {}
-            }
-            let started = tokio::time::Instant::now();
-            let round = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                round = self.poll_round() => round,
-            };
-            let prev = self.tx.borrow().clone();
-            let now = Instant::now();
-            let (view, events) =
-                next_view(&prev, round.polled, round.leader, now, SystemTime::now());
-            self.heartbeat.beat();
-            self.log(&events);
-            self.record(&view, &events);
-            let interval = cadence.interval(&view, now);
-            if *prev != view {
-                self.tx.send_replace(Arc::new(view));
-            }
-            // Rounds start on a fixed cadence; one that overran starts the next at once
-            // instead of bunching several up (tokio's MissedTickBehavior::Delay).
-            next_round = (started + interval).max(tokio::time::Instant::now());
-        }
-    }
-
-    async fn poll_round(&self) -> Round {
-        let polls = self.config.nodes.iter().map(|url| async move {
-            let (addrs, port) = resolve_url(url).await;
-            let report = self.client.poll(url).await;
-            Polled {
-                url: url.clone(),
-                addrs,
-                port,
-                report,
-            }
-        });
-        let polled = futures_util::future::join_all(polls).await;
-        for p in &polled {
-            if let Err(e) = &p.report.health {
-                metrics::counter!(telemetry::POLL_ERRORS, "cluster" => self.config.name.clone(), "kind" => e.kind())
-                    .increment(1);
-                debug!(cluster = %self.config.name, node = %p.url, kind = e.kind(), error = %e, "poll failed");
-            }
-        }
-        let election = elect(&polled);
-        if let Some(votes) = &election.disagreement {
-            warn!(
-                cluster = %self.config.name,
-                reports = ?votes,
-                chosen = ?election.winner.as_ref().map(|w| &w.0),
-                "nodes disagree about the leader; answering the majority's, or none without one"
-            );
-        }
-        let leader = match election.winner {
-            Some((api_addr, cluster_addr)) => match Url::parse(&api_addr) {
-                Ok(url) => {
-                    let (addrs, port) = resolve_url(&url).await;
-                    if addrs.is_empty() {
-                        warn!(cluster = %self.config.name, leader = %api_addr, "cannot resolve the leader's address");
-                        None
-                    } else {
-                        Some(ResolvedLeader {
-                            api_addr,
-                            cluster_addr,
-                            addrs,
-                            port,
-                        })
+                Some((i, polled)) = in_flight.next() => {
+                    self.count_errors(&polled);
+                    latest[i] = Some(polled);
+                    due[i] = Some((last_start[i] + interval).max(tokio::time::Instant::now()));
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() < next_rebuild {
+                        continue;
                     }
                 }
-                Err(e) => {
-                    warn!(cluster = %self.config.name, leader = %api_addr, error = %e, "leader_address is not a URL");
-                    None
+            }
+            // Until every node has answered once (or had its request timeout to), a
+            // view without a leader may only mean the quorum has not reported yet.
+            let warming_up = latest.iter().any(Option::is_none)
+                && started.elapsed() < self.config.request_timeout;
+            let view = self.rebuild(&latest, &mut memory, warming_up).await;
+            next_rebuild = tokio::time::Instant::now() + self.config.poll_interval;
+            let faster = cadence.interval(&view, Instant::now());
+            if faster != interval {
+                interval = faster;
+                // Polls already scheduled move to the new cadence.
+                for (d, start) in due.iter_mut().zip(&last_start) {
+                    if let Some(d) = d {
+                        *d = (*start + interval).max(tokio::time::Instant::now());
+                    }
                 }
-            },
-            None => None,
-        };
-        Round { polled, leader }
+            }
+        }
     }
 
-    /// Metrics for one round (the view's age is computed at scrape time).
+    /// Builds, logs, records and publishes the view from every node's latest report;
+    /// returns the view now published.
+    async fn rebuild(
+        &self,
+        latest: &[Option<Polled>],
+        memory: &mut Memory,
+        warming_up: bool,
+    ) -> Arc<ClusterView> {
+        let now = Instant::now();
+        let polled = current(&self.config.nodes, latest, now, self.max_report_age());
+        self.log_nodes(&polled, memory);
+        let election = elect(&polled, self.config.load_balanced);
+        let reported: Option<Vec<String>> = election
+            .disagreement
+            .as_ref()
+            .map(|votes| votes.iter().map(|(a, _)| a.clone()).collect());
+        if reported != memory.disagreement {
+            if let Some(votes) = &election.disagreement {
+                warn!(
+                    cluster = %self.config.name,
+                    reports = ?votes,
+                    chosen = ?election.winner.as_ref().ok().map(|w| &w.0),
+                    "nodes disagree about the leader; answering a majority's, or none without one"
+                );
+            }
+            memory.disagreement = reported;
+        }
+        let prev = self.tx.borrow().clone();
+        let leader = match election.winner {
+            Ok(winner) => self.resolve_leader(winner, &polled, &prev, memory).await,
+            Err(why) => Err(why),
+        };
+        let (view, events) = next_view(&prev, polled, leader, now);
+        self.heartbeat.beat();
+        if warming_up && view.leader.is_none() {
+            return prev;
+        }
+        self.log(&events);
+        self.record(&view, &events);
+        let view = Arc::new(view);
+        self.tx.send_if_modified(|published| {
+            let wake = !published.answers_like(&view);
+            *published = view.clone();
+            wake
+        });
+        view
+    }
+
+    /// The addresses the elected `api_addr` points at. A leader that is one of the
+    /// polled nodes, or the leader already known, needs no lookup; a name is looked up
+    /// once per leader change, under the request timeout.
+    async fn resolve_leader(
+        &self,
+        (api_addr, cluster_addr): (String, String),
+        polled: &[Polled],
+        prev: &ClusterView,
+        memory: &mut Memory,
+    ) -> Result<Leader, NoLeader> {
+        let leader = |addrs: Vec<IpAddr>, port| Leader {
+            api_addr: api_addr.clone(),
+            cluster_addr: cluster_addr.clone(),
+            addrs,
+            port,
+        };
+        if let Some(l) = prev.leader.as_ref().filter(|l| l.api_addr == api_addr) {
+            return Ok(leader(l.addrs.clone(), l.port));
+        }
+        let url = Url::parse(&api_addr).map_err(|e| NoLeader::Unusable {
+            leader: api_addr.clone(),
+            why: format!("not a URL: {e}"),
+        })?;
+        let port = url.port_or_known_default().unwrap_or(8200);
+        if let Some(p) = polled
+            .iter()
+            .find(|p| p.url.host_str() == url.host_str() && p.port == port && !p.addrs.is_empty())
+        {
+            return Ok(leader(p.addrs.clone(), port));
+        }
+        if let Some((_, addrs, port)) = memory.resolved.as_ref().filter(|r| r.0 == api_addr) {
+            return Ok(leader(addrs.clone(), *port));
+        }
+        let (addrs, port) = resolve_url(&url, self.config.request_timeout).await;
+        if addrs.is_empty() {
+            return Err(NoLeader::Unusable {
+                leader: api_addr.clone(),
+                why: "its address does not resolve".into(),
+            });
+        }
+        memory.resolved = Some((api_addr.clone(), addrs.clone(), port));
+        Ok(leader(addrs, port))
+    }
+
+    /// One WARN when a node stops answering (or fails in a new way), one INFO when it
+    /// answers again: the node and the reason, never a line per poll.
+    fn log_nodes(&self, polled: &[Polled], memory: &mut Memory) {
+        let cluster = &self.config.name;
+        for (p, logged) in polled.iter().zip(memory.failing.iter_mut()) {
+            let failure = match (&p.report.health, &p.report.leader) {
+                // Not polled yet is not a failure: nothing to say until it answers.
+                (Err(PollError::NotYet), _) => continue,
+                (Ok(_), Ok(_)) => None,
+                (Err(e), _) | (_, Err(e)) => Some(e),
+            };
+            let kind = failure.map(PollError::kind);
+            match (failure, *logged) {
+                (Some(e), was) if was != kind => {
+                    warn!(%cluster, node = %p.url, reason = %e, "node not answering");
+                }
+                (None, Some(_)) => info!(%cluster, node = %p.url, "node answers again"),
+                _ => {}
+            }
+            *logged = kind;
+        }
+    }
+
+    /// Counts a failed poll once, when its report arrives.
+    fn count_errors(&self, polled: &Polled) {
+        for e in [
+            polled.report.health.as_ref().err(),
+            polled.report.leader.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .take(1)
+        {
+            metrics::counter!(telemetry::POLL_ERRORS, "cluster" => self.config.name.clone(), "kind" => e.kind())
+                .increment(1);
+            debug!(cluster = %self.config.name, node = %polled.url, kind = e.kind(), error = %e, "poll failed");
+        }
+    }
+
+    /// Metrics for one view (the view's age is computed at scrape time).
     fn record(&self, view: &ClusterView, events: &[ViewEvent]) {
         let cluster = self.config.name.clone();
         let reachable = view
             .members
             .iter()
-            .filter(|m| m.role != super::view::Role::Unreachable && !view.stale)
+            .filter(|m| m.role != view::Role::Unreachable && !view.stale)
             .count();
         let unreachable = view.members.len() - reachable;
         metrics::gauge!(telemetry::NODES, "cluster" => cluster.clone(), "state" => "reachable")
@@ -200,6 +339,11 @@ impl Watcher {
             .set(f64::from(u8::from(view.stale)));
         metrics::gauge!(telemetry::HAS_LEADER, "cluster" => cluster.clone())
             .set(f64::from(u8::from(view.leader.is_some())));
+        let why = view.no_leader.as_ref().map(NoLeader::kind);
+        for kind in NoLeader::KINDS {
+            metrics::gauge!(telemetry::NO_LEADER, "cluster" => cluster.clone(), "reason" => kind)
+                .set(f64::from(u8::from(why == Some(kind))));
+        }
         let changes = events
             .iter()
             .filter(|e| matches!(e, ViewEvent::LeaderChanged { .. }))
@@ -242,6 +386,28 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Polls one node: resolves its configured host, then asks both endpoints.
+async fn poll_node(
+    client: &VaultClient,
+    index: usize,
+    url: &Url,
+    timeout: Duration,
+) -> (usize, Polled) {
+    let (addrs, port) = resolve_url(url, timeout).await;
+    let report = client.poll(url).await;
+    (
+        index,
+        Polled {
+            url: url.clone(),
+            addrs,
+            port,
+            report,
+            at: Instant::now(),
+            wall: std::time::SystemTime::now(),
+        },
+    )
 }
 
 /// How often to poll: `poll_interval` while a leader is confirmed, `failover_poll_interval`
@@ -289,28 +455,29 @@ fn round_ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
 }
 
-struct Round {
-    polled: Vec<Polled>,
-    leader: Option<ResolvedLeader>,
-}
-
 /// The IPs and port a node or leader URL points at. IP literals need no lookup; names
-/// go through the system resolver (config validation keeps names in our own zone out).
-async fn resolve_url(url: &Url) -> (Vec<IpAddr>, u16) {
+/// go through the system resolver (config validation keeps names in our own zone out),
+/// under `timeout`: a resolver that hangs holds back only this node.
+async fn resolve_url(url: &Url, timeout: Duration) -> (Vec<IpAddr>, u16) {
     let port = url.port_or_known_default().unwrap_or(8200);
     match url.host() {
         Some(url::Host::Ipv4(ip)) => (vec![IpAddr::V4(ip)], port),
         Some(url::Host::Ipv6(ip)) => (vec![IpAddr::V6(ip)], port),
         Some(url::Host::Domain(name)) => {
-            let addrs = match tokio::net::lookup_host((name, port)).await {
-                Ok(it) => {
+            let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((name, port)));
+            let addrs = match lookup.await {
+                Ok(Ok(it)) => {
                     let mut v: Vec<IpAddr> = it.map(|sa: SocketAddr| sa.ip()).collect();
                     v.sort();
                     v.dedup();
                     v
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     debug!(host = name, error = %e, "cannot resolve");
+                    Vec::new()
+                }
+                Err(_) => {
+                    debug!(host = name, "name lookup timed out");
                     Vec::new()
                 }
             };

@@ -16,8 +16,14 @@ pub enum Behavior {
     Garbage,
     /// 500 Internal Server Error on everything.
     ServerError,
-    /// Accepts and never answers.
+    /// Accepts and never answers (slow headers, or a host whose packets vanish).
     Stall,
+    /// Answers a well-formed active node's headers, then sends its body a byte a second.
+    Trickle,
+    /// 200 with a body far larger than any real answer (16 MiB of JSON whitespace).
+    Huge,
+    /// Valid JSON with the wrong types (`"sealed": "no"`).
+    WrongTypes,
 }
 
 pub struct MockNode {
@@ -50,6 +56,12 @@ impl MockNode {
                             Ok(0) | Err(_) => return,
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
+                        // A TLS ClientHello to this plain-HTTP node: answer as Go's
+                        // net/http does, with a plain 400, and close.
+                        if buf.first() == Some(&0x16) {
+                            let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                            return;
+                        }
                     }
                     counter.fetch_add(1, Ordering::Relaxed);
                     let request = String::from_utf8_lossy(&buf);
@@ -60,6 +72,41 @@ impl MockNode {
                             std::future::pending::<()>().await;
                             unreachable!()
                         }
+                        Behavior::Trickle => {
+                            let body = br#"{"initialized":true,"sealed":false,"standby":false}"#;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            for b in body {
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                                if sock.write_all(&[*b]).await.is_err() {
+                                    return;
+                                }
+                            }
+                            return;
+                        }
+                        Behavior::Huge => {
+                            let size = 16 << 20;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+                                size + 2
+                            );
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            let chunk = vec![b' '; 64 << 10];
+                            for _ in 0..size / chunk.len() {
+                                if sock.write_all(&chunk).await.is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = sock.write_all(b"}").await;
+                            return;
+                        }
+                        Behavior::WrongTypes => (
+                            200,
+                            r#"{"initialized":"yes","sealed":"no","standby":0,"ha_enabled":"sure","leader_address":17}"#.to_string(),
+                        ),
                         Behavior::Garbage => (200, "<html>not json".to_string()),
                         Behavior::ServerError => (500, "{\"errors\":[\"boom\"]}".to_string()),
                         Behavior::Node { active, leader } => {
