@@ -30,6 +30,7 @@ use crate::config::{ClusterConfig, Config, ProxyConfig};
 use crate::dns::handler::{Forwarder, Handler};
 use crate::dns::server::DnsServer;
 use crate::dns::zone::{ClusterSource, Zone};
+use crate::net::Proto;
 use crate::proxy::forward::Proxy;
 use crate::systemd;
 use crate::vault::watcher::Watcher;
@@ -98,6 +99,7 @@ impl Supervisor {
         let watcher_tasks = TaskTracker::new();
         let close_all = CancellationToken::new();
 
+        claim_addresses(&config, None)?;
         let mut prepared = Vec::new();
         for c in &config.clusters {
             prepared.push(prepare_watcher(c, None)?);
@@ -165,6 +167,7 @@ impl Supervisor {
     /// so an error leaves the running generation untouched.
     pub async fn reload(&mut self, new: Config) -> anyhow::Result<()> {
         // 1. Prepare: watchers (not yet running), listeners (bound, not yet serving).
+        claim_addresses(&new, Some(&self.config))?;
         let mut kept: Vec<String> = Vec::new();
         let mut prepared: Vec<PreparedWatcher> = Vec::new();
         for c in &new.clusters {
@@ -305,6 +308,36 @@ impl Supervisor {
         self.watcher_tasks.wait().await;
         info!("stopped");
     }
+}
+
+/// Every address `config` listens on, with what listens there.
+fn listen_addresses(config: &Config) -> Vec<(std::net::SocketAddr, Proto, &'static str)> {
+    let dns = config
+        .dns
+        .listen
+        .iter()
+        .flat_map(|a| [(*a, Proto::Udp, "DNS"), (*a, Proto::Tcp, "DNS")]);
+    let admin = config.admin.listen.map(|a| (a, Proto::Tcp, "admin"));
+    let proxies = config
+        .proxies
+        .iter()
+        .map(|p| (p.listen, Proto::Tcp, "proxy"));
+    dns.chain(admin).chain(proxies).collect()
+}
+
+/// Refuses to share an address with another process (a second agent of the same user
+/// would bind beside us through SO_REUSEPORT, and the two would split the traffic).
+/// Addresses the running generation (`held`) already listens on are ours to rebind.
+fn claim_addresses(config: &Config, held: Option<&Config>) -> anyhow::Result<()> {
+    let ours = held.map(listen_addresses).unwrap_or_default();
+    for (addr, proto, what) in listen_addresses(config) {
+        if addr.port() == 0 || ours.iter().any(|(a, p, _)| *a == addr && *p == proto) {
+            continue;
+        }
+        crate::net::ensure_free(addr, proto)
+            .map_err(|e| anyhow::anyhow!("cannot bind {what} listener on {addr}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A watcher built (its HTTP client and channel exist) but not yet polling.

@@ -3,7 +3,10 @@
 //! the old ones without a moment where the address refuses traffic.
 //!
 //! SO_REUSEPORT only shares an address between sockets of the same user that all set
-//! it: a foreign process holding the port still makes the bind fail.
+//! it: a foreign process holding the port still makes the bind fail. A second
+//! vault-locator of the same user would share it silently (answers split between two
+//! configs), so addresses this process does not hold yet are first checked with
+//! [`ensure_free`], a bind without either reuse option.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +26,107 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s)
+}
+
+/// Which socket type an address is claimed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+}
+
+/// Fails when any socket is bound to `addr` already, naming the process that holds it
+/// when `/proc` tells. The probe sets neither SO_REUSEADDR nor SO_REUSEPORT, so every
+/// existing bind conflicts with it, whoever made it; it is closed at once. Call it only
+/// for addresses this process does not hold (its own reuseport sockets conflict too).
+pub fn ensure_free(addr: SocketAddr, proto: Proto) -> io::Result<()> {
+    let (ty, p) = match proto {
+        Proto::Udp => (Type::DGRAM, Protocol::UDP),
+        Proto::Tcp => (Type::STREAM, Protocol::TCP),
+    };
+    let s = Socket::new(Domain::for_address(addr), ty, Some(p))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    match s.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let holder = match holder_of(addr, proto) {
+                Some((pid, name)) => format!("by {name} (pid {pid})"),
+                None => "by another process".to_string(),
+            };
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} {addr} is already in use {holder}", proto.as_str()),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The process holding a socket bound to `addr`, from `/proc/net/{tcp,udp}[6]` (the
+/// socket's inode) and `/proc/<pid>/fd` (who has it open). Best effort: None when the
+/// holder is another user's process we may not look into.
+fn holder_of(addr: SocketAddr, proto: Proto) -> Option<(u32, String)> {
+    let table = match (proto, addr) {
+        (Proto::Tcp, SocketAddr::V4(_)) => "/proc/net/tcp",
+        (Proto::Tcp, SocketAddr::V6(_)) => "/proc/net/tcp6",
+        (Proto::Udp, SocketAddr::V4(_)) => "/proc/net/udp",
+        (Proto::Udp, SocketAddr::V6(_)) => "/proc/net/udp6",
+    };
+    let want = proc_net_addr(addr);
+    let text = std::fs::read_to_string(table).ok()?;
+    let inodes: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1)? == &want).then(|| f.get(9).map(|s| format!("socket:[{s}]")))?
+        })
+        .collect();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let link = std::fs::read_link(fd.path()).ok();
+            if link.is_some_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str())) {
+                let name = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+                return Some((pid, name.trim().to_string()));
+            }
+        }
+    }
+    None
+}
+
+/// `addr` as `/proc/net/*` writes it: the address's 32-bit words in host byte order,
+/// in hex, then the port.
+fn proc_net_addr(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => format!("{:08X}", u32::from_ne_bytes(v4.octets())),
+        std::net::IpAddr::V6(v6) => v6
+            .octets()
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect(),
+    };
+    format!("{ip}:{:04X}", addr.port())
 }
 
 /// Sockets per address, each served by a thread of its own (DNS receive loops, proxy
@@ -114,6 +218,22 @@ pub fn defer_accept(listener: &impl AsFd, wait: Duration) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_held_address_is_named_with_its_holder() {
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let e = ensure_free(addr, Proto::Udp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let me = std::process::id();
+        assert!(e.to_string().contains(&format!("(pid {me})")), "{e}");
+        assert!(e.to_string().contains(&format!("udp {addr}")), "{e}");
+        // Our own reuseport sockets conflict too (hence: only for addresses not held).
+        let ours = bind_tcp_std("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(ensure_free(ours.local_addr().unwrap(), Proto::Tcp).is_err());
+        drop(held);
+        ensure_free(addr, Proto::Udp).unwrap();
+    }
 
     #[test]
     fn a_deferred_listener_sees_a_client_only_once_it_speaks() {

@@ -145,3 +145,52 @@ fn run_fails_with_1_when_the_dns_address_is_taken() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("127.41.0.1:{port}")), "{stderr}");
 }
+
+/// Two agents with one address: the second exits 1 naming the address and the first
+/// agent's pid, instead of binding beside it (SO_REUSEPORT) and taking half the
+/// queries; the first answers every query after it.
+#[test]
+fn a_second_agent_on_the_same_addresses_exits_1() {
+    let dns: std::net::SocketAddr = "127.45.0.100:8600".parse().unwrap();
+    let config = GOOD.replace("127.0.0.1:8600", &dns.to_string());
+    let first = support::agent::Agent::start(&config, dns);
+    let mut second = support::agent::Agent::spawn(&config, dns, &[]);
+    assert_eq!(
+        second.wait_exit(std::time::Duration::from_secs(10)),
+        Some(1),
+        "{}",
+        second.log()
+    );
+    let log = second.log();
+    assert!(log.contains(&format!("{dns} is already in use")), "{log}");
+    assert!(
+        log.contains(&format!("vault-locator (pid {})", first.pid())),
+        "names the other agent: {log}"
+    );
+    for _ in 0..200 {
+        support::dns::query(
+            dns,
+            "consul.",
+            hickory_proto::rr::RecordType::SOA,
+            support::dns::Proto::Udp,
+        )
+        .expect("the first agent answers every query");
+    }
+
+    // Another DNS address, but the first agent's admin endpoint: refused as well.
+    let other = "127.45.0.101:8600".parse().unwrap();
+    let config = format!(
+        "{}\n[admin]\nlisten = \"{}\"\n",
+        GOOD.replace("127.0.0.1:8600", "127.45.0.101:8600"),
+        first.admin
+    );
+    let mut third = support::agent::Agent::spawn(&config, other, &[]);
+    assert_eq!(third.wait_exit(std::time::Duration::from_secs(10)), Some(1));
+    assert!(
+        third
+            .log()
+            .contains(&format!("admin listener on {}", first.admin)),
+        "{}",
+        third.log()
+    );
+}

@@ -48,19 +48,19 @@ fn cluster_status(agent: &Agent, cluster: &str) -> serde_json::Value {
 /// others: a leader change is answered long before that poll could have returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_member_never_delays_a_leader_change() {
-    let (l1, l2) = ("http://127.41.0.1:8200", "http://127.41.0.2:8200");
-    let n1 = MockNode::start(addr("127.41.0.1:8200"), node(true, l1)).await;
-    let n2 = MockNode::start(addr("127.41.0.2:8200"), node(false, l1)).await;
-    let _n3 = MockNode::start(addr("127.41.0.3:8200"), Behavior::Stall).await;
-    let dns = addr("127.41.0.100:8600");
+    let (l1, l2) = ("http://127.43.0.1:8200", "http://127.43.0.2:8200");
+    let n1 = MockNode::start(addr("127.43.0.1:8200"), node(true, l1)).await;
+    let n2 = MockNode::start(addr("127.43.0.2:8200"), node(false, l1)).await;
+    let _n3 = MockNode::start(addr("127.43.0.3:8200"), Behavior::Stall).await;
+    let dns = addr("127.43.0.100:8600");
     let agent = Agent::start(
         r#"
 datacenter = "dc1"
 [dns]
-listen = ["127.41.0.100:8600"]
+listen = ["127.43.0.100:8600"]
 [[clusters]]
 name = "dc1"
-nodes = ["http://127.41.0.1:8200", "http://127.41.0.2:8200", "http://127.41.0.3:8200"]
+nodes = ["http://127.43.0.1:8200", "http://127.43.0.2:8200", "http://127.43.0.3:8200"]
 poll_interval = "100ms"
 request_timeout = "30s"
 "#,
@@ -74,7 +74,7 @@ request_timeout = "30s"
         Proto::Udp,
         Duration::from_secs(10),
         "the first leader, named by 2 of 3 members",
-        |m| ips(m) == vec![ip("127.41.0.1")],
+        |m| ips(m) == vec![ip("127.43.0.1")],
     )
     .await;
 
@@ -88,7 +88,7 @@ request_timeout = "30s"
         Proto::Udp,
         Duration::from_secs(10),
         "the new leader, well before the stalled poll's 30 s timeout",
-        |m| ips(m) == vec![ip("127.41.0.2")],
+        |m| ips(m) == vec![ip("127.43.0.2")],
     )
     .await;
     let status = cluster_status(&agent, "dc1");
@@ -100,19 +100,19 @@ request_timeout = "30s"
 /// it, however sure that member is; once a second member answers, it does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_hears_one_of_three_members_answers_no_active() {
-    let l1 = "http://127.41.1.1:8200";
-    let _n1 = MockNode::start(addr("127.41.1.1:8200"), node(true, l1)).await;
-    let n2 = MockNode::start(addr("127.41.1.2:8200"), Behavior::Stall).await;
-    let _n3 = MockNode::start(addr("127.41.1.3:8200"), Behavior::Stall).await;
-    let dns = addr("127.41.1.100:8600");
+    let l1 = "http://127.43.1.1:8200";
+    let _n1 = MockNode::start(addr("127.43.1.1:8200"), node(true, l1)).await;
+    let n2 = MockNode::start(addr("127.43.1.2:8200"), Behavior::Stall).await;
+    let _n3 = MockNode::start(addr("127.43.1.3:8200"), Behavior::Stall).await;
+    let dns = addr("127.43.1.100:8600");
     let agent = Agent::start(
         r#"
 datacenter = "dc1"
 [dns]
-listen = ["127.41.1.100:8600"]
+listen = ["127.43.1.100:8600"]
 [[clusters]]
 name = "dc1"
-nodes = ["http://127.41.1.1:8200", "http://127.41.1.2:8200", "http://127.41.1.3:8200"]
+nodes = ["http://127.43.1.1:8200", "http://127.43.1.2:8200", "http://127.43.1.3:8200"]
 poll_interval = "100ms"
 request_timeout = "500ms"
 "#,
@@ -147,7 +147,7 @@ request_timeout = "500ms"
         Proto::Udp,
         Duration::from_secs(10),
         "the leader, once 2 of 3 members name it",
-        |m| ips(m) == vec![ip("127.41.1.1")],
+        |m| ips(m) == vec![ip("127.43.1.1")],
     )
     .await;
 }
@@ -173,23 +173,23 @@ async fn hostile_answers_are_named_and_bounded() {
     ];
     let mut mocks = Vec::new();
     let mut config =
-        String::from("datacenter = \"stall\"\n[dns]\nlisten = [\"127.42.0.100:8600\"]\n");
+        String::from("datacenter = \"stall\"\n[dns]\nlisten = [\"127.44.0.100:8600\"]\n");
     for (i, (name, behavior, scheme, _)) in cases.iter().enumerate() {
-        let leader = format!("http://127.42.{i}.1:8200");
-        mocks.push(MockNode::start(addr(&format!("127.42.{i}.1:8200")), node(true, &leader)).await);
+        let leader = format!("http://127.44.{i}.1:8200");
+        mocks.push(MockNode::start(addr(&format!("127.44.{i}.1:8200")), node(true, &leader)).await);
         mocks
-            .push(MockNode::start(addr(&format!("127.42.{i}.2:8200")), node(false, &leader)).await);
-        mocks.push(MockNode::start(addr(&format!("127.42.{i}.3:8200")), behavior.clone()).await);
+            .push(MockNode::start(addr(&format!("127.44.{i}.2:8200")), node(false, &leader)).await);
+        mocks.push(MockNode::start(addr(&format!("127.44.{i}.3:8200")), behavior.clone()).await);
         config.push_str(&format!(
-            "[[clusters]]\nname = \"{name}\"\nnodes = [\"http://127.42.{i}.1:8200\", \
-             \"http://127.42.{i}.2:8200\", \"{scheme}://127.42.{i}.3:8200\"]\n\
+            "[[clusters]]\nname = \"{name}\"\nnodes = [\"http://127.44.{i}.1:8200\", \
+             \"http://127.44.{i}.2:8200\", \"{scheme}://127.44.{i}.3:8200\"]\n\
              poll_interval = \"200ms\"\nrequest_timeout = \"1s\"\n"
         ));
     }
-    let dns = addr("127.42.0.100:8600");
+    let dns = addr("127.44.0.100:8600");
     let agent = Agent::start(&config, dns);
     for (i, (name, _, scheme, reason)) in cases.iter().enumerate() {
-        let node = format!("{scheme}://127.42.{i}.3:8200/");
+        let node = format!("{scheme}://127.44.{i}.3:8200/");
         wait_answer(
             dns,
             &format!("active.vault.service.{name}.consul."),
@@ -197,7 +197,7 @@ async fn hostile_answers_are_named_and_bounded() {
             Proto::Udp,
             Duration::from_secs(10),
             &format!("{name}: the two good members still name the leader"),
-            |m| ips(m) == vec![ip(&format!("127.42.{i}.1"))],
+            |m| ips(m) == vec![ip(&format!("127.44.{i}.1"))],
         )
         .await;
         eventually(
@@ -242,7 +242,7 @@ async fn hostile_answers_are_named_and_bounded() {
     let warns = agent
         .log()
         .lines()
-        .filter(|l| l.contains("node not answering") && l.contains("127.42.3.3"))
+        .filter(|l| l.contains("node not answering") && l.contains("127.44.3.3"))
         .count();
     assert_eq!(warns, 1, "one WARN for the garbage node, not one per poll");
 }
@@ -256,7 +256,7 @@ async fn a_server_without_ha_storage_is_the_active_node() {
         .args([
             "server",
             "-dev",
-            "-dev-listen-address=127.41.2.1:8200",
+            "-dev-listen-address=127.43.2.1:8200",
             "-dev-root-token-id=root",
         ])
         .env("HOME", dir.path())
@@ -274,15 +274,15 @@ async fn a_server_without_ha_storage_is_the_active_node() {
         }
     }
     let _server = Kill(&mut server);
-    let dns = addr("127.41.2.100:8600");
+    let dns = addr("127.43.2.100:8600");
     let _agent = Agent::start(
         r#"
 datacenter = "dc1"
 [dns]
-listen = ["127.41.2.100:8600"]
+listen = ["127.43.2.100:8600"]
 [[clusters]]
 name = "dc1"
-nodes = ["http://127.41.2.1:8200"]
+nodes = ["http://127.43.2.1:8200"]
 poll_interval = "100ms"
 "#,
         dns,
@@ -294,7 +294,7 @@ poll_interval = "100ms"
         Proto::Udp,
         Duration::from_secs(30),
         "the dev server as the active node",
-        |m| ips(m) == vec![ip("127.41.2.1")],
+        |m| ips(m) == vec![ip("127.43.2.1")],
     )
     .await;
 }

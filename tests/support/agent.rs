@@ -39,6 +39,24 @@ impl Agent {
 
     /// As [`Agent::start`], with extra environment variables.
     pub fn start_with_env(config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
+        let mut agent = Self::spawn(config, dns, env);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while dns::query(dns, "consul.", RecordType::SOA, Proto::Udp).is_err() {
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited with {status}:\n{}", agent.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent never answered DNS:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    /// Starts the agent without waiting for it to answer (for one that should not).
+    pub fn spawn(config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         let admin = SocketAddr::new(dns.ip(), 9464);
@@ -54,25 +72,12 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("start vault-locator");
-        let mut agent = Agent {
+        Agent {
             child: Some(child),
             dns,
             admin,
             dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while dns::query(dns, "consul.", RecordType::SOA, Proto::Udp).is_err() {
-            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited with {status}:\n{}", agent.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent never answered DNS:\n{}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        agent
     }
 
     /// Replaces the config file (a SIGHUP then applies it).
