@@ -243,6 +243,7 @@ pub async fn run(
                 }
             },
         };
+        crate::panic::fault_point("admin");
         let observed = observed.clone();
         let prometheus = prometheus.clone();
         tokio::spawn(async move {

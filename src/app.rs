@@ -31,6 +31,7 @@ use crate::dns::handler::{Forwarder, Handler};
 use crate::dns::server::DnsServer;
 use crate::dns::zone::{ClusterSource, Zone};
 use crate::net::Proto;
+use crate::panic::{supervise, FatalSender};
 use crate::proxy::forward::Proxy;
 use crate::systemd;
 use crate::vault::watcher::Watcher;
@@ -47,7 +48,16 @@ struct RunningWatcher {
 
 struct RunningDns {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// Finishes once the server has stopped (and been judged, see `panic::supervise`).
+    done: JoinHandle<()>,
+}
+
+/// The parts beside the serving ones (admin endpoint, systemd notifier): stopped last,
+/// after the watchers' views are no longer needed.
+struct SideParts {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    fatal: FatalSender,
 }
 
 struct RunningProxy {
@@ -75,9 +85,10 @@ pub struct Supervisor {
     watcher_tasks: TaskTracker,
     /// Cancelled at the end of the drain: closes what retired listeners still hold.
     close_all: CancellationToken,
-    side_stop: CancellationToken,
-    /// A DNS server that stops on its own reports here: that is fatal.
-    fatal_tx: mpsc::UnboundedSender<anyhow::Error>,
+    side: SideParts,
+    /// A long-lived part that panics or stops on its own reports here: that is fatal
+    /// (see `panic`).
+    fatal_tx: FatalSender,
 }
 
 impl Supervisor {
@@ -115,28 +126,37 @@ impl Supervisor {
         let dns_server = bind_dns(&config, &views).await?;
         let watchers: HashMap<String, RunningWatcher> = prepared
             .into_iter()
-            .map(|p| (p.config.name.clone(), p.start(&watcher_tasks)))
+            .map(|p| (p.config.name.clone(), p.start(&watcher_tasks, &fatal_tx)))
             .collect();
         let proxies = listeners
             .into_iter()
-            .map(|(p, l)| start_proxy(&p, l, &views, &close_all, &tasks))
+            .map(|(p, l)| start_proxy(&p, l, &views, &close_all, &tasks, &fatal_tx))
             .collect::<Vec<_>>();
-        let dns = start_dns(dns_server, fatal_tx.clone());
-        let side_stop = CancellationToken::new();
+        let dns = start_dns(dns_server, &tasks, &fatal_tx);
+        let side = SideParts {
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            fatal: fatal_tx.clone(),
+        };
         let admin = match config.admin.listen {
-            Some(addr) => Some(spawn_admin(
-                addr,
-                &observed,
-                prometheus.clone(),
-                &side_stop,
-            )?),
+            Some(addr) => Some(spawn_admin(addr, &observed, prometheus.clone(), &side)?),
             None => None,
         };
         observed.replace(
             watchers.values().map(|w| w.handle.clone()).collect(),
             proxies.iter().map(|p| p.proxy.clone()).collect(),
         );
-        tokio::spawn(systemd::run(observed.clone(), side_stop.clone()));
+        let notifier = systemd::run(observed.clone(), side.stop.clone());
+        supervise(
+            &side.tasks,
+            "systemd notifier".into(),
+            side.stop.clone(),
+            fatal_tx.clone(),
+            async move {
+                notifier.await;
+                Ok(())
+            },
+        );
         info!(
             clusters = config.clusters.len(),
             proxies = config.proxies.len(),
@@ -155,7 +175,7 @@ impl Supervisor {
                 tasks,
                 watcher_tasks,
                 close_all,
-                side_stop,
+                side,
                 fatal_tx,
             },
             fatal_rx,
@@ -213,7 +233,10 @@ impl Supervisor {
         }
         let retired_watchers: Vec<RunningWatcher> = self.watchers.drain().map(|(_, w)| w).collect();
         for p in prepared {
-            watchers.insert(p.config.name.clone(), p.start(&self.watcher_tasks));
+            watchers.insert(
+                p.config.name.clone(),
+                p.start(&self.watcher_tasks, &self.fatal_tx),
+            );
         }
         let mut proxies = Vec::new();
         let mut retired_proxies = Vec::new();
@@ -234,12 +257,15 @@ impl Supervisor {
                 &views,
                 &self.close_all,
                 &self.tasks,
+                &self.fatal_tx,
             ));
         }
-        let old_dns =
-            std::mem::replace(&mut self.dns, start_dns(dns_server, self.fatal_tx.clone()));
+        let old_dns = std::mem::replace(
+            &mut self.dns,
+            start_dns(dns_server, &self.tasks, &self.fatal_tx),
+        );
         old_dns.stop.cancel();
-        let _ = old_dns.task.await;
+        wait_done(old_dns.done, "retired DNS server").await;
         for p in retired_proxies {
             p.stop.cancel();
         }
@@ -255,12 +281,7 @@ impl Supervisor {
                 old.stop.cancel();
             }
             if let Some(addr) = new.admin.listen {
-                match spawn_admin(
-                    addr,
-                    &self.observed,
-                    self.prometheus.clone(),
-                    &self.side_stop,
-                ) {
+                match spawn_admin(addr, &self.observed, self.prometheus.clone(), &self.side) {
                     Ok(a) => self.admin = Some(a),
                     Err(e) => error!(error = %e, "admin endpoint not rebound"),
                 }
@@ -286,7 +307,7 @@ impl Supervisor {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(self.config.dns.lameduck).await;
         self.dns.stop.cancel();
-        let _ = self.dns.task.await;
+        wait_done(self.dns.done, "DNS server").await;
         for p in &self.proxies {
             p.stop.cancel();
         }
@@ -300,12 +321,14 @@ impl Supervisor {
         self.tasks.close();
         self.tasks.wait().await;
         closer.abort();
-        self.side_stop.cancel();
+        self.side.stop.cancel();
         for w in self.watchers.values() {
             w.stop.cancel();
         }
         self.watcher_tasks.close();
         self.watcher_tasks.wait().await;
+        self.side.tasks.close();
+        self.side.tasks.wait().await;
         info!("stopped");
     }
 }
@@ -348,9 +371,19 @@ struct PreparedWatcher {
 }
 
 impl PreparedWatcher {
-    fn start(self, tasks: &TaskTracker) -> RunningWatcher {
+    fn start(self, tasks: &TaskTracker, fatal: &FatalSender) -> RunningWatcher {
         let stop = CancellationToken::new();
-        tasks.spawn(self.watcher.run(stop.clone()));
+        let run = self.watcher.run(stop.clone());
+        supervise(
+            tasks,
+            format!("watcher of cluster {}", self.config.name),
+            stop.clone(),
+            fatal.clone(),
+            async move {
+                run.await;
+                Ok(())
+            },
+        );
         RunningWatcher {
             config: self.config,
             handle: self.handle,
@@ -391,6 +424,7 @@ fn start_proxy(
     views: &HashMap<String, ClusterSource>,
     close_all: &CancellationToken,
     tasks: &TaskTracker,
+    fatal: &FatalSender,
 ) -> RunningProxy {
     let source = &views[&config.cluster];
     let proxy = Arc::new(Proxy::new(
@@ -399,7 +433,11 @@ fn start_proxy(
         source.serve_stale_for,
     ));
     let stop = CancellationToken::new();
-    tasks.spawn(
+    supervise(
+        tasks,
+        format!("proxy on {}", config.listen),
+        stop.clone(),
+        fatal.clone(),
         proxy
             .clone()
             .run(listeners, stop.clone(), RETIRED_DRAIN, close_all.clone()),
@@ -432,34 +470,44 @@ async fn bind_dns(
     .await?)
 }
 
-fn start_dns(server: DnsServer, fatal: mpsc::UnboundedSender<anyhow::Error>) -> RunningDns {
+fn start_dns(server: DnsServer, tasks: &TaskTracker, fatal: &FatalSender) -> RunningDns {
     let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            if let Err(e) = server.run(stop).await {
-                error!(error = %e, "DNS server failed");
-                let _ = fatal.send(e);
-            }
-        }
-    });
-    RunningDns { stop, task }
+    let done = supervise(
+        tasks,
+        "DNS server".into(),
+        stop.clone(),
+        fatal.clone(),
+        server.run(stop.clone()),
+    );
+    RunningDns { stop, done }
+}
+
+/// Waits for a supervised part's judge (`panic::supervise`), which itself never panics.
+async fn wait_done(done: JoinHandle<()>, part: &str) {
+    if let Err(e) = done.await {
+        error!(%part, error = %e, "its supervisor ended abnormally");
+    }
 }
 
 fn spawn_admin(
     addr: std::net::SocketAddr,
     observed: &Arc<Observed>,
     prometheus: Option<PrometheusHandle>,
-    side_stop: &CancellationToken,
+    side: &SideParts,
 ) -> anyhow::Result<RunningAdmin> {
     let listener = crate::net::bind_tcp(addr)
         .map_err(|e| anyhow::anyhow!("cannot bind admin listener on {addr}: {e}"))?;
-    let stop = side_stop.child_token();
-    tokio::spawn(crate::admin::run(
-        listener,
-        observed.clone(),
-        prometheus,
+    let stop = side.stop.child_token();
+    let run = crate::admin::run(listener, observed.clone(), prometheus, stop.clone());
+    supervise(
+        &side.tasks,
+        format!("admin endpoint on {addr}"),
         stop.clone(),
-    ));
+        side.fatal.clone(),
+        async move {
+            run.await;
+            Ok(())
+        },
+    );
     Ok(RunningAdmin { addr, stop })
 }

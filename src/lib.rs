@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod net;
+pub mod panic;
 pub mod proxy;
 pub mod systemd;
 pub mod telemetry;

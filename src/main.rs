@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             log_format,
         } => {
             init_tracing(log.as_deref(), log_format);
+            vault_locator::panic::install_hook();
             let source = ConfigSource::resolve(config.as_deref());
             if matches!(source, ConfigSource::Embedded) {
                 info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded default");

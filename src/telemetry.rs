@@ -25,6 +25,8 @@ pub const PROXY_BYTES: &str = "proxy_bytes_total"; // {direction}
 pub const PROXY_CONNECT_DURATION: &str = "proxy_connect_duration_seconds"; // histogram {cluster}
 
 pub const BUILD_INFO: &str = "build_info"; // {version}
+/// Panics on any thread or task (see `panic`).
+pub const PANICS: &str = "panics_total";
 
 /// Latency buckets from 50 µs to 5 s: DNS answers from memory sit at the bottom,
 /// forwarded queries and connects in the middle.

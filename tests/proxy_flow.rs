@@ -36,7 +36,7 @@ struct Running {
     addr: SocketAddr,
     views: watch::Sender<Arc<ClusterView>>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn start_proxy(listen: &str, extra: &str, leader: Option<&FakeNode>) -> Running {
@@ -139,7 +139,7 @@ async fn round_trip(pki: &Pki, a: &FakeNode, listen: &str, data_path: &str) {
     );
 
     p.shutdown.cancel();
-    p.task.await.unwrap();
+    p.task.await.unwrap().expect("a stopped proxy ends without error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

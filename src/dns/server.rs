@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::Server;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use super::handler::Handler;
@@ -106,15 +106,16 @@ impl DnsServer {
         for addr in &self.local_addrs {
             info!(%addr, "DNS listening on UDP and TCP");
         }
-        let udp = TaskTracker::new();
+        // Receive loops end only when `shutdown` is cancelled; one that ends earlier
+        // (it panicked, or its socket failed) is a DNS server that lost a listener.
+        let mut udp = futures_util::stream::FuturesUnordered::new();
         let runtime = tokio::runtime::Handle::current();
         for socket in self.udp.drain(..) {
             let (handler, stop, rt) = (self.handler.clone(), shutdown.clone(), runtime.clone());
-            udp.spawn(tokio::task::spawn_blocking(move || {
+            udp.push(tokio::task::spawn_blocking(move || {
                 super::udp::serve_blocking(socket, handler, stop, rt)
             }));
         }
-        udp.close();
         let result = tokio::select! {
             _ = shutdown.cancelled() => {
                 self.server.shutdown_gracefully().await?;
@@ -124,9 +125,13 @@ impl DnsServer {
                 result?;
                 Err(anyhow::anyhow!("DNS server stopped unexpectedly"))
             }
+            Some(ended) = udp.next() => Err(match ended {
+                Err(e) if e.is_panic() => anyhow::anyhow!("a UDP receive loop panicked"),
+                _ => anyhow::anyhow!("a UDP receive loop stopped on its own"),
+            }),
         };
         shutdown.cancel();
-        udp.wait().await;
+        while udp.next().await.is_some() {}
         result
     }
 }

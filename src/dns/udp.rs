@@ -71,6 +71,7 @@ pub fn serve_blocking(
         if src.port() == 0 || src.ip().is_unspecified() {
             continue;
         }
+        crate::panic::fault_point("udp");
         let started = Instant::now();
         cache.refresh();
         if let Some((qtype, rcode)) = cache.lookup(&buf[..n], &mut cached) {

@@ -208,8 +208,11 @@ impl Proxy {
         shutdown: CancellationToken,
         drain: Duration,
         close: CancellationToken,
-    ) {
-        let mut done = Vec::new();
+    ) -> anyhow::Result<()> {
+        // Each worker sends on its channel when it returns; one that panics drops it
+        // unsent. Either before `shutdown` means this listener lost a worker: fatal
+        // (see `crate::panic`).
+        let mut done = futures_util::stream::FuturesUnordered::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let (this, shutdown, close) = (self.clone(), shutdown.clone(), close.clone());
@@ -221,20 +224,23 @@ impl Proxy {
                         .build()
                     {
                         Ok(rt) => rt.block_on(this.serve(i, listener, shutdown, drain, close)),
-                        Err(e) => error!(error = %e, "cannot start a proxy worker runtime; this listener does not serve"),
+                        Err(e) => error!(error = %e, "cannot start a proxy worker runtime"),
                     }
-                    drop(tx);
+                    let _ = tx.send(());
                 });
             match spawned {
                 Ok(_) => done.push(rx),
-                Err(e) => {
-                    error!(error = %e, "cannot start a proxy worker thread; this listener does not serve")
-                }
+                Err(e) => anyhow::bail!("cannot start a proxy worker thread: {e}"),
             }
         }
-        for rx in done {
-            let _ = rx.await;
+        while let Some(ended) = futures_util::StreamExt::next(&mut done).await {
+            match ended {
+                Ok(()) if shutdown.is_cancelled() => {}
+                Ok(()) => anyhow::bail!("lost a worker (it stopped on its own)"),
+                Err(_) => anyhow::bail!("lost a worker (it panicked)"),
+            }
         }
+        Ok(())
     }
 
     /// One worker: the accept loop on one listener of the group, and its connections.
@@ -282,6 +288,7 @@ impl Proxy {
                     continue;
                 }
             };
+            crate::panic::fault_point("proxy-worker");
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -293,6 +300,7 @@ impl Proxy {
             let this = self.clone();
             let conn_shutdown = connections.clone();
             tracker.spawn(async move {
+                crate::panic::fault_point("proxy-connection");
                 this.metrics.active.increment(1.0);
                 if let Err((label, e)) = this.handle(sock, peer, conn_shutdown).await {
                     this.stats.rejected.fetch_add(1, Ordering::Relaxed);

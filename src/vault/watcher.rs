@@ -199,6 +199,7 @@ impl Watcher {
         memory: &mut Memory,
         warming_up: bool,
     ) -> Arc<ClusterView> {
+        crate::panic::fault_point("watcher");
         let now = Instant::now();
         let polled = current(&self.config.nodes, latest, now, self.max_report_age());
         self.log_nodes(&polled, memory);

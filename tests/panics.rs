@@ -1,0 +1,132 @@
+//! A panic is never silent: in a long-lived part (DNS receive loop, proxy worker,
+//! watcher, admin server) it is logged at ERROR and the agent exits 1 so systemd
+//! restarts it; in one connection's task it is logged and counted, and the agent keeps
+//! serving. Each case runs the real (debug) binary with a fault point armed through
+//! `VAULT_LOCATOR_PANIC_AT` (see `src/panic.rs`).
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use support::addr;
+use support::agent::Agent;
+use support::dns::{query, Proto};
+use support::mock::MockNode;
+
+fn config(net: &str) -> String {
+    format!(
+        r#"
+datacenter = "dc1"
+[dns]
+listen = ["{net}.100:8600"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://{net}.1:8200"]
+poll_interval = "100ms"
+[[proxy]]
+cluster = "dc1"
+listen = "{net}.200:8201"
+"#
+    )
+}
+
+/// Starts an agent with `point` armed (and the mock node its cluster polls).
+async fn arm(net: &str, point: &str) -> (Agent, MockNode) {
+    let node = MockNode::active_leader(&format!("{net}.1")).await;
+    let dns = addr(&format!("{net}.100:8600"));
+    let agent = Agent::spawn(&config(net), dns, &[("VAULT_LOCATOR_PANIC_AT", point)]);
+    (agent, node)
+}
+
+fn assert_fatal(agent: &mut Agent, point: &str, part: &str) {
+    let code = agent.wait_exit(Duration::from_secs(20));
+    let log = agent.log();
+    assert_eq!(
+        code,
+        Some(1),
+        "{point}: exits 1 for systemd to restart it:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains(&format!("fault injected at {point}"))),
+        "{point}: the panic is logged at ERROR:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains(part) && l.contains("stopping the agent")),
+        "{point}: the supervisor names the part ({part}):\n{log}"
+    );
+}
+
+fn connect_and_hello(proxy: &str) {
+    if let Ok(mut s) = TcpStream::connect(proxy) {
+        let _ = s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_dns_receive_loop_stops_the_agent() {
+    let (mut agent, _node) = arm("127.46.0", "udp").await;
+    // The first datagram reaches the fault point (the query itself gets no answer).
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = query(agent.dns, "consul.", RecordType::SOA, Proto::Udp);
+    assert_fatal(&mut agent, "udp", "DNS server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_watcher_stops_the_agent() {
+    let (mut agent, _node) = arm("127.46.1", "watcher").await;
+    assert_fatal(&mut agent, "watcher", "watcher of cluster dc1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_proxy_worker_stops_the_agent() {
+    let (mut agent, _node) = arm("127.46.2", "proxy-worker").await;
+    std::thread::sleep(Duration::from_millis(500));
+    connect_and_hello("127.46.2.200:8201");
+    assert_fatal(&mut agent, "proxy-worker", "proxy on 127.46.2.200:8201");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_admin_server_stops_the_agent() {
+    let (mut agent, _node) = arm("127.46.3", "admin").await;
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = TcpStream::connect("127.46.3.100:9464");
+    assert_fatal(&mut agent, "admin", "admin endpoint on 127.46.3.100:9464");
+}
+
+/// One connection's task panicking costs that connection only: the agent keeps
+/// answering DNS and accepting proxy connections, and the panic is in the log and in
+/// `panics_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_one_proxied_connection_is_contained_and_counted() {
+    let (mut agent, _node) = arm("127.46.4", "proxy-connection").await;
+    let dns = agent.dns;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while query(dns, "consul.", RecordType::SOA, Proto::Udp).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never answered:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..3 {
+        connect_and_hello("127.46.4.200:8201");
+    }
+    support::openbao::eventually(Duration::from_secs(10), "panics counted", || async {
+        let (_, metrics) = agent.admin_get("/metrics");
+        metrics
+            .lines()
+            .any(|l| l.starts_with("panics_total ") && l.ends_with(" 3"))
+            .then_some(())
+    })
+    .await;
+    query(dns, "consul.", RecordType::SOA, Proto::Udp).expect("still answering DNS");
+    assert!(agent.log().contains("fault injected at proxy-connection"));
+    assert_eq!(agent.stop(), Some(0), "a clean stop afterwards");
+}
