@@ -49,8 +49,7 @@ pub fn serve_blocking(
     let socket = Arc::new(socket);
     let forwards = TaskTracker::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut cache = AnswerCache::new(handler.view_receivers());
-    let mut cached = Vec::with_capacity(512);
+    let mut responder = Responder::new(handler.clone());
     while !stop.is_cancelled() {
         let (n, src) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
@@ -73,20 +72,13 @@ pub fn serve_blocking(
         }
         crate::panic::fault_point("udp");
         let started = Instant::now();
-        cache.refresh();
-        if let Some((qtype, rcode)) = cache.lookup(&buf[..n], &mut cached) {
-            send(&socket, &cached, src);
-            handler.metrics.record(Proto::Udp, qtype, rcode, started);
-            continue;
-        }
-        match handle(&handler, &buf[..n]) {
-            Outcome::Drop => {}
-            Outcome::Reply(bytes, qtype, rcode, reuse) => {
-                send(&socket, &bytes, src);
-                cache.insert(&buf[..n], &bytes, qtype, rcode, reuse);
+        match responder.respond(&buf[..n]) {
+            Response::Drop => {}
+            Response::Reply(bytes, qtype, rcode) => {
+                send(&socket, bytes, src);
                 handler.metrics.record(Proto::Udp, qtype, rcode, started);
             }
-            Outcome::Forward(request) => {
+            Response::Forward(request) => {
                 let (socket, handler) = (socket.clone(), handler.clone());
                 forwards.spawn_on(
                     async move {
@@ -116,6 +108,51 @@ pub fn serve_blocking(
 fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
     if let Err(e) = socket.send_to(bytes, dst) {
         debug!(error = %e, %dst, "udp send failed");
+    }
+}
+
+/// What a receive loop does with each datagram, without the socket: the answer cache,
+/// then the handler. The loop and the fuzz target (`fuzz/`) both go through it.
+pub struct Responder {
+    handler: Arc<Handler>,
+    cache: AnswerCache,
+    /// The last response, reused as the buffer for the next cache hit.
+    last: Vec<u8>,
+}
+
+/// A datagram's fate.
+pub enum Response<'a> {
+    /// Not answerable (too short, or a response): say nothing.
+    Drop,
+    /// The response bytes, with the query type and code for the metrics.
+    Reply(&'a [u8], Option<RecordType>, ResponseCode),
+    /// A name outside the zone, for the upstreams.
+    Forward(Message),
+}
+
+impl Responder {
+    pub fn new(handler: Arc<Handler>) -> Self {
+        Self {
+            cache: AnswerCache::new(handler.view_receivers()),
+            handler,
+            last: Vec::with_capacity(512),
+        }
+    }
+
+    pub fn respond(&mut self, raw: &[u8]) -> Response<'_> {
+        self.cache.refresh();
+        if let Some((qtype, rcode)) = self.cache.lookup(raw, &mut self.last) {
+            return Response::Reply(&self.last, qtype, rcode);
+        }
+        match handle(&self.handler, raw) {
+            Outcome::Drop => Response::Drop,
+            Outcome::Forward(request) => Response::Forward(request),
+            Outcome::Reply(bytes, qtype, rcode, reuse) => {
+                self.cache.insert(raw, &bytes, qtype, rcode, reuse);
+                self.last = bytes;
+                Response::Reply(&self.last, qtype, rcode)
+            }
+        }
     }
 }
 

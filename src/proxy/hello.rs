@@ -159,6 +159,25 @@ async fn read_inner(stream: &TcpStream, max: usize) -> Result<ClientHello, Hello
     }
 }
 
+/// Runs the scanner over `reads`, each as if it arrived in one read, the way
+/// [`read_client_hello`] does (at most `max` bytes in all); `Ok(None)` when they end
+/// before a whole ClientHello. Sans I/O, for the fuzz target (`fuzz/`).
+pub fn scan_reads(reads: &[&[u8]], max: usize) -> Result<Option<ClientHello>, HelloError> {
+    let mut bytes = Vec::new();
+    let mut scanner = Scanner::new(max);
+    for read in reads {
+        if bytes.len() >= max {
+            return Err(HelloError::TooLarge(max));
+        }
+        let room = max - bytes.len();
+        bytes.extend_from_slice(&read[..read.len().min(room)]);
+        if let Some(found) = scanner.scan(&bytes)? {
+            return Ok(Some(found.into_hello(bytes, scanner.gathered)));
+        }
+    }
+    Ok(None)
+}
+
 /// Where the fields are, in the handshake message.
 struct Found {
     alpn: Range<usize>,
