@@ -139,7 +139,10 @@ async fn round_trip(pki: &Pki, a: &FakeNode, listen: &str, data_path: &str) {
     );
 
     p.shutdown.cancel();
-    p.task.await.unwrap().expect("a stopped proxy ends without error");
+    p.task
+        .await
+        .unwrap()
+        .expect("a stopped proxy ends without error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

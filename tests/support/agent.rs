@@ -39,30 +39,53 @@ impl Agent {
 
     /// As [`Agent::start`], with extra environment variables.
     pub fn start_with_env(config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
-        let mut agent = Self::spawn(config, dns, env);
+        Self::spawn(config, dns, env).wait_answering(dns)
+    }
+
+    fn wait_answering(mut self, dns: SocketAddr) -> Agent {
         let deadline = Instant::now() + Duration::from_secs(15);
         while dns::query(dns, "consul.", RecordType::SOA, Proto::Udp).is_err() {
-            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited with {status}:\n{}", agent.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited with {status}:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "agent never answered DNS:\n{}",
-                agent.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        agent
+        self
     }
 
     /// Starts the agent without waiting for it to answer (for one that should not).
     pub fn spawn(config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
+        Self::spawn_in(None, config, dns, env)
+    }
+
+    /// Starts the agent inside network namespace `netns` (see `support::netlab`) and
+    /// waits until it answers DNS on `dns` (an address reachable from the test).
+    pub fn start_in(netns: &str, config: &str, dns: SocketAddr) -> Agent {
+        let agent = Self::spawn_in(Some(netns), config, dns, &[]);
+        agent.wait_answering(dns)
+    }
+
+    fn spawn_in(netns: Option<&str>, config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         let admin = SocketAddr::new(dns.ip(), 9464);
         std::fs::write(&path, with_admin(config, admin)).unwrap();
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(bin())
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        // `ip netns exec` execs the program: the child's pid is the agent's.
+        let child = command
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,vault_locator=debug,hickory_server=warn")

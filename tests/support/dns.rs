@@ -44,10 +44,12 @@ pub fn query(
     let bytes = build_query(name, qtype);
     let raw = match proto {
         Proto::Udp => {
-            let local = if server.is_ipv4() {
-                "127.0.0.1:0"
-            } else {
-                "[::1]:0"
+            // Loopback for loopback servers; a fault-lab host (see `netlab`) is reached
+            // from the test's lab address.
+            let local = match server.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_loopback() => "127.0.0.1:0",
+                std::net::IpAddr::V4(_) => "0.0.0.0:0",
+                std::net::IpAddr::V6(_) => "[::1]:0",
             };
             let sock = UdpSocket::bind(local)?;
             sock.set_read_timeout(Some(TIMEOUT))?;

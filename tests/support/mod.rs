@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod dns;
 pub mod mock;
+pub mod netlab;
 pub mod openbao;
 pub mod tls;
 

@@ -37,6 +37,8 @@ pub fn bao_bin() -> PathBuf {
 
 pub struct Node {
     pub ip: Ipv4Addr,
+    /// The network namespace the node runs in (fault-lab tests), if not the test's own.
+    netns: Option<String>,
     dir: PathBuf,
     config: PathBuf,
     child: Option<Child>,
@@ -64,10 +66,17 @@ impl Cluster {
     /// node is a raft voter (before that, losing the leader can leave the cluster unable
     /// to elect at all) and one node is active.
     pub async fn start(a: u8, b: u8, n: u8) -> Cluster {
-        let tmp = tempfile::tempdir().expect("tempdir");
         let ips: Vec<Ipv4Addr> = (1..=n).map(|i| Ipv4Addr::new(127, a, b, i)).collect();
+        Self::start_on(ips.iter().map(|ip| (*ip, None)).collect()).await
+    }
+
+    /// As [`Cluster::start`], one node per `(ip, netns)`: node i listens on its `ip`,
+    /// inside network namespace `netns` when one is given (see `support::netlab`).
+    pub async fn start_on(hosts: Vec<(Ipv4Addr, Option<String>)>) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ips: Vec<Ipv4Addr> = hosts.iter().map(|h| h.0).collect();
         let mut nodes = Vec::new();
-        for (i, ip) in ips.iter().enumerate() {
+        for (i, (ip, netns)) in hosts.iter().enumerate() {
             let dir = tmp.path().join(format!("node{}", i + 1));
             std::fs::create_dir_all(dir.join("raft")).unwrap();
             let joins: String = ips
@@ -103,6 +112,7 @@ storage "raft" {{
             .unwrap();
             let mut node = Node {
                 ip: *ip,
+                netns: netns.clone(),
                 dir,
                 config,
                 child: None,
@@ -235,6 +245,19 @@ storage "raft" {{
         IpAddr::V4(self.nodes[i].ip)
     }
 
+    /// Asks the active node to step down (a graceful leader change in ~0.7 s).
+    pub async fn step_down(&self) {
+        let active = self.wait_leader(Duration::from_secs(30)).await;
+        let r = self
+            .http
+            .put(format!("{}/v1/sys/step-down", self.nodes[active].api()))
+            .header("X-Vault-Token", &self.root_token)
+            .send()
+            .await
+            .expect("step-down request");
+        assert!(r.status().is_success(), "step-down: {}", r.status());
+    }
+
     /// `kill -9` of node `i`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
@@ -254,7 +277,16 @@ impl Node {
             .append(true)
             .open(self.dir.join("bao.log"))
             .unwrap();
-        let child = Command::new(bao_bin())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bao_bin());
+                c
+            }
+            None => Command::new(bao_bin()),
+        };
+        // `ip netns exec` execs the program: the child's pid is the server's.
+        let child = command
             .arg("server")
             .arg(format!("-config={}", self.config.display()))
             .env("BAO_LOG_LEVEL", "info")
