@@ -17,8 +17,8 @@ use tracing::{debug, info};
 
 use crate::proxy::forward::Proxy;
 use crate::telemetry;
-use crate::vault::view::{ClusterView, Freshness};
-use crate::vault::watcher::ViewReceiver;
+use crate::vault::feed::ClusterFeed;
+use crate::vault::view::Freshness;
 
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,19 +27,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct ClusterHandle {
     pub name: String,
-    pub views: ViewReceiver,
-    pub serve_stale_for: Duration,
+    pub feed: ClusterFeed,
     pub heartbeat: crate::systemd::Heartbeat,
-}
-
-impl ClusterHandle {
-    /// The view and its stale window, as the DNS zone and the proxy read them.
-    pub fn source(&self) -> crate::dns::zone::ClusterSource {
-        crate::dns::zone::ClusterSource {
-            views: self.views.clone(),
-            serve_stale_for: self.serve_stale_for,
-        }
-    }
 }
 
 /// Everything the admin endpoint reports on. The lists are replaced on reload.
@@ -63,7 +52,7 @@ impl Observed {
             || self
                 .clusters()
                 .iter()
-                .all(|c| c.views.borrow().last_confirmed.is_some())
+                .all(|c| c.feed.latest().last_confirmed.is_some())
     }
 
     pub fn clusters(&self) -> Vec<ClusterHandle> {
@@ -93,7 +82,7 @@ impl Observed {
             clusters: self
                 .clusters()
                 .iter()
-                .map(|c| ClusterStatus::of(&c.views.borrow(), now, c.serve_stale_for))
+                .map(|c| ClusterStatus::of(&c.feed, now))
                 .collect(),
             proxies: self
                 .proxies()
@@ -112,7 +101,7 @@ impl Observed {
     fn refresh_gauges(&self) {
         let now = Instant::now();
         for c in &self.clusters() {
-            if let Some(t) = c.views.borrow().last_confirmed {
+            if let Some(t) = c.feed.latest().last_confirmed {
                 metrics::gauge!(telemetry::VIEW_AGE, "cluster" => c.name.clone())
                     .set(now.saturating_duration_since(t).as_secs_f64());
             }
@@ -178,8 +167,9 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl ClusterStatus {
-    fn of(view: &ClusterView, now: Instant, serve_stale_for: Duration) -> Self {
-        let state = match view.freshness(now, serve_stale_for) {
+    fn of(feed: &ClusterFeed, now: Instant) -> Self {
+        let view = feed.latest();
+        let state = match feed.freshness(&view, now) {
             Freshness::Fresh => "fresh",
             Freshness::Stale => "stale",
             Freshness::Unusable => "unusable",

@@ -29,11 +29,12 @@ use crate::admin::{ClusterHandle, Observed};
 use crate::config::{ClusterConfig, Config, ProxyConfig};
 use crate::dns::handler::{Forwarder, Handler};
 use crate::dns::server::DnsServer;
-use crate::dns::zone::{ClusterSource, Zone};
+use crate::dns::zone::Zone;
 use crate::net::Proto;
 use crate::panic::{supervise, FatalSender};
 use crate::proxy::forward::Proxy;
 use crate::systemd;
+use crate::vault::feed::ClusterFeed;
 use crate::vault::watcher::Watcher;
 
 /// Effectively "until the connection ends": how long a retired listener's connections
@@ -115,9 +116,9 @@ impl Supervisor {
         for c in &config.clusters {
             prepared.push(prepare_watcher(c, None)?);
         }
-        let views: HashMap<String, ClusterSource> = prepared
+        let views: HashMap<String, ClusterFeed> = prepared
             .iter()
-            .map(|p| (p.config.name.clone(), p.handle.source()))
+            .map(|p| (p.config.name.clone(), p.handle.feed.clone()))
             .collect();
         let mut listeners = Vec::new();
         for p in &config.proxies {
@@ -194,19 +195,19 @@ impl Supervisor {
             match self.watchers.get(&c.name) {
                 Some(old) if old.config == *c => kept.push(c.name.clone()),
                 Some(old) => {
-                    let seed = old.handle.views.borrow().clone();
+                    let seed = old.handle.feed.latest();
                     prepared.push(prepare_watcher(c, Some(seed))?);
                 }
                 None => prepared.push(prepare_watcher(c, None)?),
             }
         }
-        let views: HashMap<String, ClusterSource> = kept
+        let views: HashMap<String, ClusterFeed> = kept
             .iter()
-            .map(|n| (n.clone(), self.watchers[n].handle.source()))
+            .map(|n| (n.clone(), self.watchers[n].handle.feed.clone()))
             .chain(
                 prepared
                     .iter()
-                    .map(|p| (p.config.name.clone(), p.handle.source())),
+                    .map(|p| (p.config.name.clone(), p.handle.feed.clone())),
             )
             .collect();
         let mut keep_proxy = vec![false; self.proxies.len()];
@@ -396,11 +397,10 @@ fn prepare_watcher(
     config: &ClusterConfig,
     seed: Option<Arc<crate::vault::view::ClusterView>>,
 ) -> anyhow::Result<PreparedWatcher> {
-    let (watcher, views) = Watcher::new(config.clone(), seed)?;
+    let (watcher, feed) = Watcher::new(config.clone(), seed)?;
     let handle = ClusterHandle {
         name: config.name.clone(),
-        views,
-        serve_stale_for: config.serve_stale_for,
+        feed,
         heartbeat: watcher.heartbeat(),
     };
     Ok(PreparedWatcher {
@@ -421,17 +421,12 @@ fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<Vec<std::net::TcpListener>
 fn start_proxy(
     config: &ProxyConfig,
     listeners: Vec<std::net::TcpListener>,
-    views: &HashMap<String, ClusterSource>,
+    views: &HashMap<String, ClusterFeed>,
     close_all: &CancellationToken,
     tasks: &TaskTracker,
     fatal: &FatalSender,
 ) -> RunningProxy {
-    let source = &views[&config.cluster];
-    let proxy = Arc::new(Proxy::new(
-        config.clone(),
-        source.views.clone(),
-        source.serve_stale_for,
-    ));
+    let proxy = Arc::new(Proxy::new(config.clone(), views[&config.cluster].clone()));
     let stop = CancellationToken::new();
     supervise(
         tasks,
@@ -451,7 +446,7 @@ fn start_proxy(
 
 async fn bind_dns(
     config: &Config,
-    views: &HashMap<String, ClusterSource>,
+    views: &HashMap<String, ClusterFeed>,
 ) -> anyhow::Result<DnsServer> {
     let zone = Arc::new(Zone::new(config, views.clone()));
     let forwarder = if config.dns.upstreams.is_empty() {

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vault_locator::config::Config;
 use vault_locator::proxy::forward::Proxy;
+use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
 use support::addr;
@@ -59,8 +60,7 @@ listen = "{listen}"
     let (tx, rx) = watch::channel(view_led_by(leader));
     let proxy = Arc::new(Proxy::new(
         config.proxies[0].clone(),
-        rx,
-        Duration::from_secs(30),
+        ClusterFeed::new(rx, Duration::from_secs(30)),
     ));
     // Two listeners in one SO_REUSEPORT group, each on a worker thread of its own.
     let listener = vault_locator::net::bind_tcp_group(config.proxies[0].listen, 2).unwrap();

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vault_locator::config::Config;
 use vault_locator::proxy::forward::Proxy;
+use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
 use support::tls::{connect, FakeNode, Pki, ALPN_FW};
@@ -48,8 +49,7 @@ fn proxy_for(
     (
         Arc::new(Proxy::new(
             config.proxies[0].clone(),
-            rx,
-            Duration::from_secs(30),
+            ClusterFeed::new(rx, Duration::from_secs(30)),
         )),
         tx,
     )

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use vault_locator::config::Config;
 use vault_locator::dns::handler::{Forwarder, Handler};
 use vault_locator::dns::udp::{Responder, Response};
-use vault_locator::dns::zone::{ClusterSource, Zone};
+use vault_locator::dns::zone::Zone;
+use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader, Member, NoLeader, Role};
 
 const CONFIGS: [&str; 2] = [
@@ -143,10 +144,7 @@ fn scenarios() -> &'static Vec<Scenario> {
                     senders.push(tx);
                     clusters.insert(
                         name.to_string(),
-                        ClusterSource {
-                            views: rx,
-                            serve_stale_for: Duration::from_secs(3600),
-                        },
+                        ClusterFeed::new(rx, Duration::from_secs(3600)),
                     );
                 }
                 let zone = Arc::new(Zone::new(&config, clusters));

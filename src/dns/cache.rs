@@ -28,7 +28,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use rand::Rng;
 
-use crate::vault::watcher::ViewReceiver;
+use crate::vault::feed::ClusterFeed;
 
 /// Entries per receive loop; when full, the cache starts over (an attacker sending
 /// random names gets misses, never unbounded memory).
@@ -67,18 +67,18 @@ struct Layout {
 
 pub(crate) struct AnswerCache {
     entries: HashMap<Box<[u8]>, Entry>,
-    views: Vec<ViewReceiver>,
+    feeds: Vec<ClusterFeed>,
     /// False while any view is stale.
     enabled: bool,
     second: u64,
 }
 
 impl AnswerCache {
-    pub(crate) fn new(mut views: Vec<ViewReceiver>) -> Self {
-        let enabled = views.iter_mut().all(|v| !v.borrow_and_update().stale);
+    pub(crate) fn new(mut feeds: Vec<ClusterFeed>) -> Self {
+        let enabled = feeds.iter_mut().all(|f| !f.seen().stale);
         Self {
             entries: HashMap::new(),
-            views,
+            feeds,
             enabled,
             second: unix_second(),
         }
@@ -91,9 +91,9 @@ impl AnswerCache {
             self.second = second;
             self.entries.clear();
         }
-        if self.views.iter().any(|v| v.has_changed().unwrap_or(false)) {
+        if self.feeds.iter().any(ClusterFeed::has_changed) {
             self.entries.clear();
-            self.enabled = self.views.iter_mut().all(|v| !v.borrow_and_update().stale);
+            self.enabled = self.feeds.iter_mut().all(|f| !f.seen().stale);
         }
     }
 
@@ -286,7 +286,10 @@ mod tests {
     #[test]
     fn a_repeat_gets_the_same_bytes_with_its_own_id() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![rx]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(
+            rx,
+            std::time::Duration::from_secs(30),
+        )]);
         let resp = response(7, "active.vault.service.consul.", &[[10, 0, 0, 1]]);
         c.insert(
             &request(7, "active.vault.service.consul."),
@@ -310,7 +313,10 @@ mod tests {
     #[test]
     fn a_view_change_or_a_stale_view_empties_it() {
         let (tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![rx]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(
+            rx,
+            std::time::Duration::from_secs(30),
+        )]);
         let (q, r) = (
             request(1, "x.consul."),
             response(1, "x.consul.", &[[1, 2, 3, 4]]),
@@ -334,7 +340,10 @@ mod tests {
     #[test]
     fn shuffled_answers_are_reshuffled_on_every_use() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![rx]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(
+            rx,
+            std::time::Duration::from_secs(30),
+        )]);
         let addrs = [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]];
         let q = request(1, "vault.service.consul.");
         c.insert(
@@ -360,7 +369,10 @@ mod tests {
     #[test]
     fn shuffled_answers_that_differ_beyond_the_address_are_not_cached() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![rx]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(
+            rx,
+            std::time::Duration::from_secs(30),
+        )]);
         let n = Name::from_ascii("vault.service.consul.").unwrap();
         let mut m = Message::new(1, MessageType::Response, OpCode::Query);
         m.add_query(Query::query(n.clone(), RecordType::A));
@@ -381,7 +393,10 @@ mod tests {
     #[test]
     fn it_never_grows_past_its_bound() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![rx]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(
+            rx,
+            std::time::Duration::from_secs(30),
+        )]);
         for i in 0..3 * MAX_ENTRIES {
             let name = format!("n{i}.consul.");
             c.insert(

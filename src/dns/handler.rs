@@ -131,8 +131,8 @@ pub struct Handler {
 
 impl Handler {
     /// Every cluster's view receiver (for caches that must notice a change).
-    pub(crate) fn view_receivers(&self) -> Vec<crate::vault::watcher::ViewReceiver> {
-        self.zone.view_receivers()
+    pub(crate) fn feeds(&self) -> Vec<crate::vault::feed::ClusterFeed> {
+        self.zone.feeds()
     }
 
     pub fn new(zone: Arc<Zone>, forwarder: Option<Forwarder>) -> Self {

@@ -133,7 +133,7 @@ pub enum Response<'a> {
 impl Responder {
     pub fn new(handler: Arc<Handler>) -> Self {
         Self {
-            cache: AnswerCache::new(handler.view_receivers()),
+            cache: AnswerCache::new(handler.feeds()),
             handler,
             last: Vec::with_capacity(512),
         }

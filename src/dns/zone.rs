@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
@@ -13,8 +13,8 @@ use rand::seq::SliceRandom;
 
 use super::names::{self, ZoneName};
 use crate::config::{Config, StaticRecord};
-use crate::vault::view::{Freshness, Role};
-use crate::vault::watcher::ViewReceiver;
+use crate::vault::feed::ClusterFeed;
+use crate::vault::view::Role;
 
 /// A computed answer, before it is put on the wire.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,20 +43,13 @@ impl Answer {
     }
 }
 
-/// Where a cluster's view comes from, and how long it may be served stale.
-#[derive(Clone)]
-pub struct ClusterSource {
-    pub views: ViewReceiver,
-    pub serve_stale_for: std::time::Duration,
-}
-
 /// Everything the server answers authoritatively.
 pub struct Zone {
     domain: Name,
     local_dc: String,
     ttl: u32,
     statics: HashMap<Name, StaticRecord>,
-    clusters: HashMap<String, ClusterSource>,
+    clusters: HashMap<String, ClusterFeed>,
     /// Clusters whose `active` answers a local proxy listener ("proxy mode").
     proxy_answers: HashMap<String, std::net::SocketAddr>,
     /// The SOA's `ns.<domain>` and `hostmaster.<domain>`, built once.
@@ -67,13 +60,13 @@ pub struct Zone {
 type Instance = (IpAddr, u16);
 
 impl Zone {
-    /// Every cluster's view receiver: the zone's answers change only when one does
+    /// Every cluster's feed: the zone's answers change only when one does
     /// (and with the clock, see `dns::cache`).
-    pub fn view_receivers(&self) -> Vec<ViewReceiver> {
-        self.clusters.values().map(|c| c.views.clone()).collect()
+    pub fn feeds(&self) -> Vec<ClusterFeed> {
+        self.clusters.values().cloned().collect()
     }
 
-    pub fn new(config: &Config, clusters: HashMap<String, ClusterSource>) -> Self {
+    pub fn new(config: &Config, clusters: HashMap<String, ClusterFeed>) -> Self {
         // Validation checked that these fit (`names::check_buildable`); the fallback to
         // the apex keeps a config that somehow got past it answering instead of panicking.
         let in_domain =
@@ -167,16 +160,15 @@ impl Zone {
         qtype: RecordType,
     ) -> Answer {
         let dc = dc.unwrap_or(&self.local_dc);
-        let Some(source) = self.clusters.get(dc) else {
+        let Some(feed) = self.clusters.get(dc) else {
             return self.negative(ResponseCode::NXDomain);
         };
         if service != "vault" {
             return self.negative(ResponseCode::NXDomain);
         }
-        let view = source.views.borrow().clone();
-        if view.freshness(Instant::now(), source.serve_stale_for) == Freshness::Unusable {
+        let Some(view) = feed.usable() else {
             return Answer::rcode(ResponseCode::ServFail);
-        }
+        };
         let leader = view
             .leader
             .iter()

@@ -30,8 +30,8 @@ use super::route::{alpn_label, Router};
 use super::splice::{splice_bidirectional, SplicePools};
 use crate::config::{DataPath, OnLeaderChange, ProxyConfig, RouteAction};
 use crate::telemetry;
+use crate::vault::feed::ClusterFeed;
 use crate::vault::view::{ClusterView, Freshness};
-use crate::vault::watcher::ViewReceiver;
 
 /// Buffer per direction for the copy loop. 64 KiB keeps syscalls per byte low on bulk
 /// replication streams without much memory per connection.
@@ -117,8 +117,7 @@ pub struct Proxy {
     config: ProxyConfig,
     router: Router,
     metrics: ProxyMetrics,
-    views: ViewReceiver,
-    serve_stale_for: Duration,
+    feed: ClusterFeed,
     permits: Arc<Semaphore>,
     stats: Arc<ProxyStats>,
     pools: SplicePools,
@@ -157,15 +156,14 @@ impl ConnError {
 }
 
 impl Proxy {
-    pub fn new(config: ProxyConfig, views: ViewReceiver, serve_stale_for: Duration) -> Self {
+    pub fn new(config: ProxyConfig, feed: ClusterFeed) -> Self {
         let router = Router::new(&config);
         Self {
             metrics: ProxyMetrics::new(&config.cluster, router.labels()),
             router,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             config,
-            views,
-            serve_stale_for,
+            feed,
             stats: Arc::default(),
             pools: SplicePools::new(PIPE_POOL),
             last_target: Mutex::default(),
@@ -353,8 +351,8 @@ impl Proxy {
             return Err((alpn, ConnError::Rejected(alpn_label(hello.alpn()))));
         }
 
-        let mut views = self.views.clone();
-        let view = views.borrow_and_update().clone();
+        let mut feed = self.feed.clone();
+        let view = feed.seen();
         let (target_addr, target) = match self.target(&view).await {
             Ok(t) => t,
             Err(e) => {
@@ -412,7 +410,7 @@ impl Proxy {
         };
         tokio::pin!(copy);
         let watch_leader = self.config.on_leader_change == OnLeaderChange::Close;
-        let mut views_open = true;
+        let mut feed_open = true;
         loop {
             // biased: polled in order, without drawing a random number per poll.
             tokio::select! {
@@ -422,13 +420,13 @@ impl Proxy {
                     debug!(%peer, %target, bytes_up = up, bytes_down = down, "connection done");
                     return Ok(());
                 }
-                changed = views.changed(), if watch_leader && views_open => {
+                changed = feed.changed(), if watch_leader && feed_open => {
                     if changed.is_err() {
                         // The watcher is gone (shutdown); the shutdown branch ends us.
-                        views_open = false;
+                        feed_open = false;
                         continue;
                     }
-                    let view = views.borrow_and_update().clone();
+                    let view = feed.seen();
                     if let Some(new) = view.leader.as_ref().map(|l| self.cluster_addr_of(l)) {
                         if new != target_addr {
                             self.stats.closed_on_leader_change.fetch_add(1, Ordering::Relaxed);
@@ -470,7 +468,7 @@ impl Proxy {
 
     /// The leader's cluster address, when the view may be used.
     fn target_of(&self, view: &ClusterView) -> Option<String> {
-        if view.freshness(Instant::now(), self.serve_stale_for) == Freshness::Unusable {
+        if self.feed.freshness(view, Instant::now()) == Freshness::Unusable {
             return None;
         }
         view.leader.as_ref().map(|l| self.cluster_addr_of(l))

@@ -1,5 +1,6 @@
 //! Vault/OpenBao: polling nodes and deciding what each cluster looks like.
 
 pub mod client;
+pub mod feed;
 pub mod view;
 pub mod watcher;

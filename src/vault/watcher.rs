@@ -25,15 +25,13 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::client::{PollError, VaultClient};
+use super::feed::ClusterFeed;
 use super::view::{
     self, current, elect, next_view, ClusterView, Leader, NoLeader, Polled, ViewEvent,
 };
 use crate::config::ClusterConfig;
 use crate::systemd::Heartbeat;
 use crate::telemetry;
-
-/// Receivers of a cluster's view.
-pub type ViewReceiver = watch::Receiver<Arc<ClusterView>>;
 
 /// Errors that keep a watcher from starting.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +73,7 @@ impl Watcher {
     pub fn new(
         config: ClusterConfig,
         seed: Option<Arc<ClusterView>>,
-    ) -> Result<(Self, ViewReceiver), WatcherError> {
+    ) -> Result<(Self, ClusterFeed), WatcherError> {
         let ca = match &config.ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|source| WatcherError::CaFile {
                 cluster: config.name.clone(),
@@ -101,6 +99,7 @@ impl Watcher {
             None => Arc::new(ClusterView::empty(&config.name, config.load_balanced)),
         };
         let (tx, rx) = watch::channel(initial);
+        let feed = ClusterFeed::new(rx, config.serve_stale_for);
         // The view is rebuilt at least every poll interval; a poll takes at most the
         // request timeout. Twice both plus slack without a rebuild means the loop is stuck.
         let heartbeat = Heartbeat::new(
@@ -113,7 +112,7 @@ impl Watcher {
                 tx,
                 heartbeat,
             },
-            rx,
+            feed,
         ))
     }
 
