@@ -3,8 +3,8 @@
 //!
 //! Rules (each one has a unit test below):
 //! - **Reports age out.** The watcher keeps each node's latest report; one older than
-//!   `poll_interval + request_timeout` (longer than a healthy node can take between two
-//!   reports) counts as no answer. Nodes are polled independently, so one node that
+//!   `poll_interval + max(poll_interval, connect_timeout)` (a live node is never that
+//!   overdue) counts as no answer. Nodes are polled independently, so one node that
 //!   stops answering never holds back the others' reports.
 //! - **Roles** come from each node's own `/v1/sys/health`; a node without a current
 //!   answer is `Unreachable`.
@@ -272,8 +272,9 @@ impl Polled {
 }
 
 /// The report each configured node counts with at `now`: its latest one while it is
-/// younger than `max_age`, else a stand-in that says it was not heard (never polled yet,
-/// or its answer aged out), so every configured node is counted exactly once.
+/// younger than `max_age` (or failed: that is no answer at any age), else a stand-in
+/// that says it was not heard (never polled yet, or its answer aged out), so every
+/// configured node is counted exactly once.
 pub fn current(
     nodes: &[Url],
     latest: &[Option<Polled>],
@@ -284,7 +285,8 @@ pub fn current(
         .iter()
         .zip(latest)
         .map(|(url, p)| match p {
-            Some(p) if now.saturating_duration_since(p.at) <= max_age => p.clone(),
+            // A failed poll is no answer however old; it keeps saying why.
+            Some(p) if !p.answered() || now.saturating_duration_since(p.at) <= max_age => p.clone(),
             other => {
                 let err = match other {
                     Some(p) => PollError::Unheard(now.saturating_duration_since(p.at)),
@@ -807,6 +809,19 @@ mod tests {
             elect(&cur, false).winner,
             Err(NoLeader::Unheard { unheard: 2, .. })
         ));
+        // A failed poll keeps saying why, however old.
+        let mut refused = down(3);
+        refused.at = t0;
+        let cur = current(
+            &nodes,
+            &[None, None, Some(refused)],
+            now,
+            Duration::from_secs(3),
+        );
+        assert_eq!(
+            cur[2].report.health,
+            Err(PollError::Connect("refused".into()))
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! [`super::view::current`]). A node whose packets vanish holds back only its own
 //! reports: the others keep arriving, and the fast failover cadence keeps running.
 //! Nodes are polled every `poll_interval`, or `failover_poll_interval` while there is
-//! no leader (see [`Cadence`]); a poll that overran starts the node's next one at once.
+//! no leader (see [`Cadence`]). At the normal rate a node has one poll at a time, and
+//! one that overran is followed at once by the next; while leaderless, new polls go out
+//! on time even while earlier ones hang (up to [`MAX_HEDGED`] per node).
 //!
 //! A new view wakes the consumers (DNS caches, proxy connections) only when it answers
 //! differently ([`ClusterView::answers_like`]); otherwise it replaces the published
@@ -18,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{AbortHandle, Abortable, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -121,10 +124,16 @@ impl Watcher {
         self.heartbeat.clone()
     }
 
-    /// How long a node's report counts: longer than a healthy node can take between two
-    /// reports (one poll interval, plus a request that takes its whole timeout).
+    /// How long a node's report counts: one poll interval, plus one more interval or
+    /// the connect timeout, whichever is longer. A live node answers a poll within
+    /// milliseconds, so its report is never older than about one interval; one whose
+    /// answer is overdue by another interval (or a connect timeout, for very short
+    /// intervals) is the normal cloud failure, a host whose packets vanish, and waiting
+    /// out the whole request timeout would keep answering a leader cut off from its
+    /// cluster (measured in bench/partition.py: ~0.6 s past the new election).
     fn max_report_age(&self) -> Duration {
-        self.config.poll_interval + self.config.request_timeout
+        let c = &self.config;
+        c.poll_interval + c.poll_interval.max(c.connect_timeout)
     }
 
     /// Polls until `shutdown` is cancelled.
@@ -134,9 +143,10 @@ impl Watcher {
         let cadence = Cadence::new(&self.config);
         let mut interval = cadence.interval(&self.tx.borrow(), Instant::now());
         let mut latest: Vec<Option<Polled>> = vec![None; nodes.len()];
-        // When each node's next poll starts; None while one is in flight.
-        let mut due: Vec<Option<tokio::time::Instant>> = vec![Some(started); nodes.len()];
-        let mut last_start = vec![started; nodes.len()];
+        // When the poll behind each node's latest report started: an older poll that
+        // answers late never replaces a newer one's report.
+        let mut latest_start: Vec<Option<tokio::time::Instant>> = vec![None; nodes.len()];
+        let mut polls: Vec<NodePolls> = nodes.iter().map(|_| NodePolls::default()).collect();
         let mut in_flight = FuturesUnordered::new();
         let mut next_rebuild = started + self.config.poll_interval;
         let mut memory = Memory {
@@ -145,25 +155,54 @@ impl Watcher {
         };
         loop {
             let now = tokio::time::Instant::now();
+            // Normal cadence: one poll per node at a time; one that overran is followed
+            // at once by the next. Leaderless (fast) cadence: a new poll every interval
+            // even while earlier ones hang, the oldest dropped past MAX_HEDGED (see there).
+            let fast = interval < self.config.poll_interval;
+            let cap = if fast { MAX_HEDGED } else { 1 };
+            let mut wake = next_rebuild;
+            let mut abandoned = Vec::new();
             for (i, url) in nodes.iter().enumerate() {
-                if due[i].is_some_and(|d| d <= now) {
-                    due[i] = None;
-                    last_start[i] = now;
-                    in_flight.push(poll_node(&self.client, i, url, self.config.request_timeout));
+                let node = &mut polls[i];
+                if node.flights.len() >= cap && !fast {
+                    continue; // its answer wakes the loop
                 }
+                let due = node.last_start.map_or(now, |t| t + interval);
+                if due > now {
+                    wake = wake.min(due);
+                    continue;
+                }
+                if node.flights.len() >= cap {
+                    if let Some((start, oldest)) = node.flights.pop_front() {
+                        // Given up on: it counts as a timeout at its age.
+                        oldest.abort();
+                        let waited = now.saturating_duration_since(start);
+                        abandoned.push((i, start, timed_out(url, latest[i].as_ref(), waited)));
+                    }
+                }
+                let (abort, registration) = AbortHandle::new_pair();
+                let poll = poll_node(&self.client, url, self.config.request_timeout);
+                in_flight.push(Abortable::new(poll, registration).map(move |r| (i, now, r)));
+                node.flights.push_back((now, abort));
+                node.last_start = Some(now);
+                wake = wake.min(now + interval);
             }
-            let wake = due
-                .iter()
-                .flatten()
-                .copied()
-                .fold(next_rebuild, std::cmp::min);
+            for (i, start, polled) in abandoned {
+                self.count_errors(&polled);
+                keep_newest(&mut latest[i], &mut latest_start[i], start, polled);
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                Some((i, polled)) = in_flight.next() => {
+                Some((i, start, result)) = in_flight.next() => {
+                    polls[i].flights.retain(|(s, _)| *s != start);
+                    let Ok(polled) = result else {
+                        continue; // abandoned above, and reported as such
+                    };
                     self.count_errors(&polled);
-                    latest[i] = Some(polled);
-                    due[i] = Some((last_start[i] + interval).max(tokio::time::Instant::now()));
+                    if !keep_newest(&mut latest[i], &mut latest_start[i], start, polled) {
+                        continue;
+                    }
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() < next_rebuild {
@@ -177,16 +216,7 @@ impl Watcher {
                 && started.elapsed() < self.config.request_timeout;
             let view = self.rebuild(&latest, &mut memory, warming_up).await;
             next_rebuild = tokio::time::Instant::now() + self.config.poll_interval;
-            let faster = cadence.interval(&view, Instant::now());
-            if faster != interval {
-                interval = faster;
-                // Polls already scheduled move to the new cadence.
-                for (d, start) in due.iter_mut().zip(&last_start) {
-                    if let Some(d) = d {
-                        *d = (*start + interval).max(tokio::time::Instant::now());
-                    }
-                }
-            }
+            interval = cadence.interval(&view, Instant::now());
         }
     }
 
@@ -294,7 +324,11 @@ impl Watcher {
                 (Ok(_), Ok(_)) => None,
                 (Err(e), _) | (_, Err(e)) => Some(e),
             };
-            let kind = failure.map(PollError::kind);
+            // An answer that aged out, then the request's own timeout, is one failure.
+            let kind = failure.map(|e| match e.kind() {
+                "unheard" => "timeout",
+                k => k,
+            });
             match (failure, *logged) {
                 (Some(e), was) if was != kind => {
                     warn!(%cluster, node = %p.url, reason = %e, "node not answering");
@@ -388,26 +422,66 @@ impl Watcher {
     }
 }
 
+/// While a cluster has no leader, how many polls one node may have in flight. A node
+/// that is becoming active can leave a request hanging for seconds while it answers new
+/// ones at once (seen in the fault lab: a poll sent as the new leader took the lock hung
+/// for the whole 2 s request timeout, while HAProxy's next health check was answered).
+/// So while leaderless, polls go out every `failover_poll_interval` regardless, and the
+/// oldest is dropped when this many are pending: each node always has a recent request
+/// outstanding, and a dead node costs at most this many sockets.
+const MAX_HEDGED: usize = 4;
+
+/// Makes `polled` (from a poll that started at `start`) the node's latest report unless
+/// a newer poll's report is already there; says whether it did.
+fn keep_newest(
+    latest: &mut Option<Polled>,
+    latest_start: &mut Option<tokio::time::Instant>,
+    start: tokio::time::Instant,
+    polled: Polled,
+) -> bool {
+    if latest_start.is_some_and(|newest| newest > start) {
+        return false;
+    }
+    *latest = Some(polled);
+    *latest_start = Some(start);
+    true
+}
+
+/// The report of a poll given up on after `waited`: a timeout, as far as anyone can tell.
+fn timed_out(url: &Url, previous: Option<&Polled>, waited: Duration) -> Polled {
+    let err = PollError::Timeout(Duration::from_millis(waited.as_millis() as u64));
+    Polled {
+        url: url.clone(),
+        addrs: previous.map(|p| p.addrs.clone()).unwrap_or_default(),
+        port: previous.map_or_else(|| url.port_or_known_default().unwrap_or(8200), |p| p.port),
+        report: super::client::NodeReport {
+            health: Err(err.clone()),
+            leader: Err(err),
+        },
+        at: Instant::now(),
+        wall: std::time::SystemTime::now(),
+    }
+}
+
+/// One node's polls in flight, oldest first, and when the last one started.
+#[derive(Default)]
+struct NodePolls {
+    last_start: Option<tokio::time::Instant>,
+    flights: std::collections::VecDeque<(tokio::time::Instant, AbortHandle)>,
+}
+
 /// Polls one node: resolves its configured host, then asks both endpoints.
-async fn poll_node(
-    client: &VaultClient,
-    index: usize,
-    url: &Url,
-    timeout: Duration,
-) -> (usize, Polled) {
+async fn poll_node(client: &VaultClient, url: &Url, timeout: Duration) -> Polled {
     let (addrs, port) = resolve_url(url, timeout).await;
     let report = client.poll(url).await;
-    (
-        index,
-        Polled {
-            url: url.clone(),
-            addrs,
-            port,
-            report,
-            at: Instant::now(),
-            wall: std::time::SystemTime::now(),
-        },
-    )
+    Polled {
+        url: url.clone(),
+        addrs,
+        port,
+        report,
+        at: Instant::now(),
+        wall: std::time::SystemTime::now(),
+    }
 }
 
 /// How often to poll: `poll_interval` while a leader is confirmed, `failover_poll_interval`
