@@ -100,8 +100,8 @@ async fn a_panic_in_the_admin_server_stops_the_agent() {
 }
 
 /// One connection's task panicking costs that connection only: the agent keeps
-/// answering DNS and accepting proxy connections, and the panic is in the log and in
-/// `panics_total`.
+/// answering DNS and accepting proxy connections, the panic is in the log and in
+/// `panics_total`, and the connection is no longer counted as open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_one_proxied_connection_is_contained_and_counted() {
     let (mut agent, _node) = arm("127.46.4", "proxy-connection").await;
@@ -126,6 +126,11 @@ async fn a_panic_in_one_proxied_connection_is_contained_and_counted() {
             .then_some(())
     })
     .await;
+    let (_, metrics) = agent.admin_get("/metrics");
+    assert!(
+        metrics.contains(r#"proxy_active_connections{cluster="dc1"} 0"#),
+        "an unwound connection is no longer counted as open:\n{metrics}"
+    );
     query(dns, "consul.", RecordType::SOA, Proto::Udp).expect("still answering DNS");
     assert!(agent.log().contains("fault injected at proxy-connection"));
     assert_eq!(agent.stop(), Some(0), "a clean stop afterwards");

@@ -155,6 +155,23 @@ impl ConnError {
     }
 }
 
+/// One connection in `proxy_active_connections` for as long as its task lives, however
+/// it ends: done, dropped at the drain deadline, or unwound by a panic.
+struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    fn count(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 impl Proxy {
     pub fn new(config: ProxyConfig, feed: ClusterFeed) -> Self {
         let router = Router::new(&config);
@@ -298,14 +315,13 @@ impl Proxy {
             let this = self.clone();
             let conn_shutdown = connections.clone();
             tracker.spawn(async move {
+                let _open = OpenConnection::count(&this.metrics.active);
                 crate::panic::fault_point("proxy-connection");
-                this.metrics.active.increment(1.0);
                 if let Err((label, e)) = this.handle(sock, peer, conn_shutdown).await {
                     this.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     this.metrics.connection(label, e.kind());
                     debug!(%peer, kind = e.kind(), error = %e, "proxy connection refused");
                 }
-                this.metrics.active.decrement(1.0);
                 drop(permit);
             });
         }
