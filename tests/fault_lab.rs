@@ -213,14 +213,29 @@ async fn a_black_holed_follower_and_a_lossy_path() {
             .await;
     }
 
-    // Half the packets from the leader's host to one follower's API are dropped.
+    // Half the packets from the leader's host to one follower's API are dropped, once
+    // the other follower (back from its black hole) answers that host's agent again:
+    // the leader and that follower are then a majority without the lossy one.
     let lossy = (new + 1) % 3;
+    let other = (new + 2) % 3;
+    eventually(
+        Duration::from_secs(60),
+        "the other follower answers again",
+        || async {
+            let (_, body) = site.agents[new].admin_get("/status");
+            let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let member = &status["clusters"][0]["members"][other];
+            (member["role"] == "standby" && member["error"].is_null()).then_some(())
+        },
+    )
+    .await;
     site.lab.lossy(lossy, new, 8200, 50);
     for _ in 0..40 {
         assert_eq!(
             site.active_of(new).as_deref(),
             Some(&[site.ip(new)][..]),
-            "a lossy path to one follower never costs the answer"
+            "a lossy path to one follower never costs the answer: {}",
+            site.agents[new].admin_get("/status").1
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
