@@ -11,6 +11,7 @@ election. Bounded: every wait has a deadline; everything started is killed on ex
 """
 import os, shutil, signal, subprocess, sys, tempfile, threading, time
 
+import vaultlab
 from vaultlab import AGENT, BAO, agent_config, bao_config, haproxy_config, cert, dns_a, http, init_and_unseal, unseal, wait, wait_voters
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -30,27 +31,17 @@ def start_node(i):
     procs[f"node{i}"] = subprocess.Popen([BAO, "server", f"-config={config}"], stdout=log, stderr=log)
 
 
+def running():
+    return [i for i in range(len(IPS)) if procs.get(f"node{i}") is not None]
+
+
 def leader_index():
-    for i, ip in enumerate(IPS):
-        if procs.get(f"node{i}") is None:
-            continue
-        code, body = http("GET", f"http://{ip}:8200/v1/sys/leader", timeout=0.5)
-        if code == 200 and body.get("is_self"):
-            return i
-    return None
+    return vaultlab.leader_index(IPS, skip=set(range(len(IPS))) - set(running()))
 
 
 def reported_leader(exclude):
     """The leader a surviving node reports, as an index, if it is not `exclude`."""
-    for i, ip in enumerate(IPS):
-        if i == exclude or procs.get(f"node{i}") is None:
-            continue
-        code, body = http("GET", f"http://{ip}:8200/v1/sys/leader", timeout=0.3)
-        addr = body.get("leader_address", "") if code == 200 else ""
-        for j, other in enumerate(IPS):
-            if j != exclude and addr == f"http://{other}:8200":
-                return j
-    return None
+    return vaultlab.reported_leader(IPS, exclude, [i for i in running() if i != exclude])
 
 
 def cleanup(*_):
@@ -69,8 +60,8 @@ def main():
     key, token = init_and_unseal(IPS)
 
     cfg = agent_config(os.path.join(work, "agent.toml"), DNS, IPS, POLL, proxy=PROXY, extra='request_timeout = "500ms"\n')
-    procs["agent"] = subprocess.Popen([AGENT, "run", "--config", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env={**os.environ, "RUST_LOG": "warn"})
+    procs["agent"] = subprocess.Popen([AGENT, "run", "--config", cfg], stdout=subprocess.DEVNULL, stderr=open(os.environ.get("AGENT_LOG_FILE", os.devnull), "a"),
+                                      env={**os.environ, "RUST_LOG": os.environ.get("AGENT_LOG", "warn")})
     hcfg = haproxy_config(os.path.join(work, "haproxy.cfg"), HAPROXY, IPS)
     procs["haproxy"] = subprocess.Popen(["haproxy", "-f", hcfg, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -80,7 +71,6 @@ def main():
         old = wait("a leader", leader_index, 60)
         wait("the agent answers the leader", lambda: dns_a(DNS, "active.vault.service.consul") == [IPS[old]], 30)
         wait("haproxy routes to the leader", lambda: cert(HAPROXY) is not None, 30, 0.3)
-        old_cert = cert(f"{IPS[old]}:8201")
         t0 = time.time()
         if graceful:
             code, body = http("PUT", f"http://{IPS[old]}:8200/v1/sys/step-down", token=token)

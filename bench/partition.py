@@ -18,7 +18,7 @@ everything started (processes, namespaces) is removed on exit. Prints a Markdown
 """
 import os, shutil, signal, subprocess, sys, tempfile, threading, time
 
-from vaultlab import AGENT, BAO, agent_config, bao_config, haproxy_config, cert, dns_a, http, init_and_unseal, leader_index, spread, unseal, wait, wait_voters
+from vaultlab import AGENT, BAO, agent_config, bao_config, haproxy_config, cert, dns_a, http, init_and_unseal, leader_index, reported_leader, spread, unseal, wait, wait_voters
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 POLL_MS = int(os.environ.get("POLL_MS", "250"))
@@ -137,17 +137,6 @@ def last(rows, want):
     return next((t for t, v in reversed(rows) if v == want), None)
 
 
-def reported_new(exclude_leader, askers):
-    """The index a node in `askers` reports as leader, if it is not `exclude_leader`."""
-    for a in askers:
-        code, body = http("GET", f"http://{IPS[a]}:8200/v1/sys/leader", timeout=0.3)
-        addr = body.get("leader_address", "") if code == 200 else ""
-        for j, ip in enumerate(IPS):
-            if j != exclude_leader and addr == f"http://{ip}:8200":
-                return j
-    return None
-
-
 def serving(exclude, among):
     """The index of a node in `among` (not `exclude`) whose sys/health says active (200)."""
     for j in among:
@@ -200,7 +189,7 @@ def main():
         majority = [i for i in range(N) if i != old]
         t0 = time.time()
         cut(old, majority)
-        probes = {"elected": lambda: reported_new(old, majority), "isolated": lambda: dns_a((IPS[old], 8600), ACTIVE),
+        probes = {"elected": lambda: reported_leader(IPS, old, majority), "isolated": lambda: dns_a((IPS[old], 8600), ACTIVE),
                   "active": lambda: serving(old, majority)}
         for m in majority:
             probes[f"dns{m}"] = (lambda m=m: dns_a((IPS[m], 8600), ACTIVE))

@@ -182,6 +182,18 @@ def leader_index(ips, skip=()):
     return None
 
 
+def reported_leader(ips, exclude, askers):
+    """The index of the node that one of `askers` names as leader in /v1/sys/leader, if
+    it is not `exclude` (the old leader): the moment the cluster has elected anew."""
+    for a in askers:
+        code, body = http("GET", f"http://{ips[a]}:8200/v1/sys/leader", timeout=0.3)
+        addr = body.get("leader_address", "") if code == 200 else ""
+        for j, ip in enumerate(ips):
+            if j != exclude and addr == f"http://{ip}:8200":
+                return j
+    return None
+
+
 def spread(values):
     """(min, median, max) of a non-empty list, in its units, or None."""
     if not values:
