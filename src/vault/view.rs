@@ -264,6 +264,23 @@ impl Polled {
         self.report.health.is_ok() || self.report.leader.is_ok()
     }
 
+    /// A report without an answer (`why`), at `at`, keeping the addresses of the node's
+    /// `previous` report: a stand-in for a node not heard, or a poll given up on.
+    pub fn unanswered(url: &Url, previous: Option<&Polled>, why: PollError, at: Instant) -> Self {
+        Polled {
+            url: url.clone(),
+            addrs: previous.map(|p| p.addrs.clone()).unwrap_or_default(),
+            port: previous.map_or_else(|| url.port_or_known_default().unwrap_or(8200), |p| p.port),
+            report: NodeReport {
+                health: Err(why.clone()),
+                leader: Err(why),
+            },
+            at,
+            // Never read: only answered reports carry a time.
+            wall: SystemTime::UNIX_EPOCH,
+        }
+    }
+
     /// The address this node stands for as a leader: its configured URL, as Vault
     /// writes an `api_addr` (no trailing slash).
     fn own_api_addr(&self) -> String {
@@ -287,27 +304,13 @@ pub fn current(
         .map(|(url, p)| match p {
             // A failed poll is no answer however old; it keeps saying why.
             Some(p) if !p.answered() || now.saturating_duration_since(p.at) <= max_age => p.clone(),
-            other => {
-                let err = match other {
-                    Some(p) => PollError::Unheard(now.saturating_duration_since(p.at)),
-                    None => PollError::NotYet,
-                };
-                Polled {
-                    url: url.clone(),
-                    addrs: other.as_ref().map(|p| p.addrs.clone()).unwrap_or_default(),
-                    port: other
-                        .as_ref()
-                        .map(|p| p.port)
-                        .unwrap_or_else(|| url.port_or_known_default().unwrap_or(8200)),
-                    report: NodeReport {
-                        health: Err(err.clone()),
-                        leader: Err(err),
-                    },
-                    at: now,
-                    // Never read: only answered reports carry a time.
-                    wall: SystemTime::UNIX_EPOCH,
-                }
-            }
+            Some(p) => Polled::unanswered(
+                url,
+                Some(p),
+                PollError::Unheard(now.saturating_duration_since(p.at)),
+                now,
+            ),
+            None => Polled::unanswered(url, None, PollError::NotYet, now),
         })
         .collect()
 }

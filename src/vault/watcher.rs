@@ -177,7 +177,14 @@ impl Watcher {
                         // Given up on: it counts as a timeout at its age.
                         oldest.abort();
                         let waited = now.saturating_duration_since(start);
-                        abandoned.push((i, start, timed_out(url, latest[i].as_ref(), waited)));
+                        let waited = Duration::from_millis(waited.as_millis() as u64);
+                        let polled = Polled::unanswered(
+                            url,
+                            latest[i].as_ref(),
+                            PollError::Timeout(waited),
+                            Instant::now(),
+                        );
+                        abandoned.push((i, start, polled));
                     }
                 }
                 let (abort, registration) = AbortHandle::new_pair();
@@ -342,13 +349,12 @@ impl Watcher {
 
     /// Counts a failed poll once, when its report arrives.
     fn count_errors(&self, polled: &Polled) {
-        for e in [
-            polled.report.health.as_ref().err(),
-            polled.report.leader.as_ref().err(),
-        ]
-        .into_iter()
-        .flatten()
-        .take(1)
+        let report = &polled.report;
+        if let Some(e) = report
+            .health
+            .as_ref()
+            .err()
+            .or(report.leader.as_ref().err())
         {
             metrics::counter!(telemetry::POLL_ERRORS, "cluster" => self.config.name.clone(), "kind" => e.kind())
                 .increment(1);
@@ -445,22 +451,6 @@ fn keep_newest(
     *latest = Some(polled);
     *latest_start = Some(start);
     true
-}
-
-/// The report of a poll given up on after `waited`: a timeout, as far as anyone can tell.
-fn timed_out(url: &Url, previous: Option<&Polled>, waited: Duration) -> Polled {
-    let err = PollError::Timeout(Duration::from_millis(waited.as_millis() as u64));
-    Polled {
-        url: url.clone(),
-        addrs: previous.map(|p| p.addrs.clone()).unwrap_or_default(),
-        port: previous.map_or_else(|| url.port_or_known_default().unwrap_or(8200), |p| p.port),
-        report: super::client::NodeReport {
-            health: Err(err.clone()),
-            leader: Err(err),
-        },
-        at: Instant::now(),
-        wall: std::time::SystemTime::now(),
-    }
 }
 
 /// One node's polls in flight, oldest first, and when the last one started.
