@@ -18,6 +18,7 @@ use tracing::{debug, info};
 use crate::proxy::forward::Proxy;
 use crate::telemetry;
 use crate::vault::feed::ClusterFeed;
+use crate::vault::replication::{self, Kind, NoPrimary, ReplicationHandle};
 use crate::vault::view::Freshness;
 
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -33,8 +34,12 @@ pub struct ClusterHandle {
 
 /// Everything the admin endpoint reports on. The lists are replaced on reload.
 pub struct Observed {
+    /// The local datacenter (`datacenter` in the config).
+    pub datacenter: std::sync::RwLock<String>,
     pub clusters: std::sync::RwLock<Vec<ClusterHandle>>,
+    /// Every proxy side (a listener's cluster side and its API side are two).
     pub proxies: std::sync::RwLock<Vec<Arc<Proxy>>>,
+    pub replication: std::sync::RwLock<Option<ReplicationHandle>>,
     pub started: Instant,
     pub ready_timeout: Duration,
     /// Set when the agent is stopping (lame duck): no longer ready.
@@ -69,27 +74,48 @@ impl Observed {
             .clone()
     }
 
-    pub fn replace(&self, clusters: Vec<ClusterHandle>, proxies: Vec<Arc<Proxy>>) {
+    pub fn replace(
+        &self,
+        datacenter: &str,
+        clusters: Vec<ClusterHandle>,
+        proxies: Vec<Arc<Proxy>>,
+        replication: Option<ReplicationHandle>,
+    ) {
+        *self.datacenter.write().unwrap_or_else(|p| p.into_inner()) = datacenter.to_string();
         *self.clusters.write().unwrap_or_else(|p| p.into_inner()) = clusters;
         *self.proxies.write().unwrap_or_else(|p| p.into_inner()) = proxies;
+        *self.replication.write().unwrap_or_else(|p| p.into_inner()) = replication;
     }
 
     pub fn status(&self) -> Status {
         let now = Instant::now();
+        let replication = self
+            .replication
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| ReplicationStatus::of(&r.state.borrow()));
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ready: self.is_ready(),
+            datacenter: self
+                .datacenter
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             clusters: self
                 .clusters()
                 .iter()
                 .map(|c| ClusterStatus::of(&c.feed, now))
                 .collect(),
+            replication,
             proxies: self
                 .proxies()
                 .iter()
                 .map(|p| ProxyStatus {
                     cluster: p.config().cluster.clone(),
-                    listen: p.config().listen.to_string(),
+                    side: p.side().as_str().to_string(),
+                    listen: p.listen().to_string(),
                     answer: p.config().answer,
                     open_connections: p.open_connections(),
                 })
@@ -114,8 +140,72 @@ impl Observed {
 pub struct Status {
     pub version: String,
     pub ready: bool,
+    /// The local datacenter, whose primacy `status --is-primary` reports.
+    #[serde(default)]
+    pub datacenter: String,
     pub clusters: Vec<ClusterStatus>,
+    /// The replication set's decisions, when one is configured.
+    #[serde(default)]
+    pub replication: Option<ReplicationStatus>,
     pub proxies: Vec<ProxyStatus>,
+}
+
+/// `[replication]` as the agent sees it now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    pub clusters: Vec<String>,
+    /// One per kind: perf, then dr.
+    pub primaries: Vec<PrimaryStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrimaryStatus {
+    /// "perf" or "dr".
+    pub kind: String,
+    /// The virtual datacenter label ("perf-primary").
+    pub label: String,
+    /// The cluster its names answer for, if one.
+    pub primary: Option<String>,
+    /// "one", "none", "several" (two primaries: SERVFAIL) or "warming_up".
+    pub state: String,
+    /// The clusters counted as primaries.
+    pub counted: Vec<String>,
+    /// Why, with every cluster's mode.
+    pub why: String,
+}
+
+impl ReplicationStatus {
+    fn of(state: &replication::ReplicationState) -> Self {
+        Self {
+            clusters: state.clusters.clone(),
+            primaries: state
+                .decisions
+                .iter()
+                .map(|d| PrimaryStatus {
+                    kind: d.kind.as_str().to_string(),
+                    label: d.kind.label().to_string(),
+                    primary: d.primary.as_ref().ok().cloned(),
+                    state: match &d.primary {
+                        Ok(_) => "one",
+                        Err(NoPrimary::None) => "none",
+                        Err(NoPrimary::Several(_)) => "several",
+                        Err(NoPrimary::WarmingUp(_)) => "warming_up",
+                    }
+                    .to_string(),
+                    counted: d.counted.clone(),
+                    why: d.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A cluster's replication modes as its nodes report them (see
+/// `vault::replication::cluster_mode`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModesStatus {
+    pub perf: String,
+    pub dr: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +220,8 @@ pub struct ClusterStatus {
     pub view_age_seconds: Option<f64>,
     pub last_leader_change: Option<ChangeStatus>,
     pub load_balanced: bool,
+    #[serde(default)]
+    pub replication: ModesStatus,
     pub members: Vec<MemberStatus>,
 }
 
@@ -157,6 +249,9 @@ pub struct MemberStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProxyStatus {
     pub cluster: String,
+    /// "cluster" (ClientHello peek, ALPN routes) or "api" (plain passthrough).
+    #[serde(default)]
+    pub side: String,
     pub listen: String,
     pub answer: bool,
     pub open_connections: usize,
@@ -194,6 +289,14 @@ impl ClusterStatus {
                     reason: reason.clone(),
                 }),
             load_balanced: view.load_balanced,
+            replication: ModesStatus {
+                perf: replication::cluster_mode(&view, Kind::Perf)
+                    .as_str()
+                    .to_string(),
+                dr: replication::cluster_mode(&view, Kind::Dr)
+                    .as_str()
+                    .to_string(),
+            },
             members: view
                 .members
                 .iter()
@@ -210,6 +313,39 @@ impl ClusterStatus {
     /// Healthy for `vault-locator status`: a leader, and a view that is not stale.
     pub fn healthy(&self) -> bool {
         self.leader.is_some() && self.state == "fresh"
+    }
+}
+
+impl Status {
+    /// Healthy for `vault-locator status`: every cluster healthy, and no kind with two
+    /// primaries.
+    pub fn healthy(&self) -> bool {
+        self.clusters.iter().all(ClusterStatus::healthy)
+            && self
+                .replication
+                .iter()
+                .flat_map(|r| &r.primaries)
+                .all(|p| p.state != "several")
+    }
+
+    /// `status --is-primary KIND`: whether the local datacenter is the primary of that
+    /// kind now. None when that cannot be told: no fresh view of the local cluster, its
+    /// mode unknown, or two primaries in the set.
+    pub fn is_primary(&self, kind: Kind) -> Option<bool> {
+        let several = self
+            .replication
+            .iter()
+            .flat_map(|r| &r.primaries)
+            .any(|p| p.kind == kind.as_str() && p.state == "several");
+        let local = self.clusters.iter().find(|c| c.name == self.datacenter)?;
+        let mode = match kind {
+            Kind::Perf => &local.replication.perf,
+            Kind::Dr => &local.replication.dr,
+        };
+        if several || local.state != "fresh" || mode == "unknown" || mode.is_empty() {
+            return None;
+        }
+        Some(mode == "primary")
     }
 }
 
@@ -348,6 +484,11 @@ pub fn render_table(status: &Status) -> String {
             "{:<14} {:<28} {:<9} {:>8}  {}",
             c.name, leader, c.state, age, change
         );
+        let _ = writeln!(
+            out,
+            "  replication: performance {}, DR {}",
+            c.replication.perf, c.replication.dr
+        );
         for m in &c.members {
             let _ = writeln!(
                 out,
@@ -358,10 +499,23 @@ pub fn render_table(status: &Status) -> String {
             );
         }
     }
+    if let Some(r) = &status.replication {
+        let _ = writeln!(out, "replication set: {}", r.clusters.join(", "));
+        for p in &r.primaries {
+            let _ = writeln!(
+                out,
+                "  {:<14} {:<14} {}",
+                p.label,
+                p.primary.as_deref().unwrap_or("(none)"),
+                p.why
+            );
+        }
+    }
     for p in &status.proxies {
         let _ = writeln!(
             out,
-            "proxy {} -> {} ({} open{})",
+            "proxy {} {} -> {} ({} open{})",
+            p.side,
             p.listen,
             p.cluster,
             p.open_connections,

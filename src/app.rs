@@ -26,15 +26,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::admin::{ClusterHandle, Observed};
-use crate::config::{ClusterConfig, Config, ProxyConfig};
+use crate::config::{ClusterConfig, Config, ProxyConfig, ReplicationConfig};
 use crate::dns::handler::{Forwarder, Handler};
 use crate::dns::server::DnsServer;
 use crate::dns::zone::Zone;
 use crate::net::Proto;
 use crate::panic::{supervise, FatalSender};
-use crate::proxy::forward::Proxy;
+use crate::proxy::forward::{Proxy, Side};
 use crate::systemd;
 use crate::vault::feed::ClusterFeed;
+use crate::vault::replication::{ReplicationHandle, ReplicationSet};
 use crate::vault::watcher::Watcher;
 
 /// Effectively "until the connection ends": how long a retired listener's connections
@@ -63,9 +64,20 @@ struct SideParts {
 
 struct RunningProxy {
     config: ProxyConfig,
-    proxy: Arc<Proxy>,
+    /// The cluster side, and the API side when there is one.
+    sides: Vec<Arc<Proxy>>,
     stop: CancellationToken,
 }
+
+/// The replication set's task and the virtual clusters it feeds.
+struct RunningReplication {
+    config: ReplicationConfig,
+    handle: ReplicationHandle,
+    stop: CancellationToken,
+}
+
+/// A proxy's listeners, bound: the cluster side's group, then the API side's.
+type BoundProxy = Vec<(Side, Vec<std::net::TcpListener>)>;
 
 struct RunningAdmin {
     addr: std::net::SocketAddr,
@@ -76,6 +88,7 @@ struct RunningAdmin {
 pub struct Supervisor {
     config: Config,
     watchers: HashMap<String, RunningWatcher>,
+    replication: Option<RunningReplication>,
     dns: RunningDns,
     proxies: Vec<RunningProxy>,
     admin: Option<RunningAdmin>,
@@ -101,8 +114,10 @@ impl Supervisor {
     ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<anyhow::Error>)> {
         let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
         let observed = Arc::new(Observed {
+            datacenter: config.datacenter.clone().into(),
             clusters: Default::default(),
             proxies: Default::default(),
+            replication: Default::default(),
             started: Instant::now(),
             ready_timeout: config.admin.ready_timeout,
             stopping: Default::default(),
@@ -116,10 +131,17 @@ impl Supervisor {
         for c in &config.clusters {
             prepared.push(prepare_watcher(c, None)?);
         }
-        let views: HashMap<String, ClusterFeed> = prepared
+        let mut views: HashMap<String, ClusterFeed> = prepared
             .iter()
             .map(|p| (p.config.name.clone(), p.handle.feed.clone()))
             .collect();
+        let replication = config
+            .replication
+            .as_ref()
+            .map(|r| prepare_replication(r, &views, config.admin.ready_timeout));
+        if let Some((r, _)) = &replication {
+            add_virtual_feeds(&mut views, &r.handle);
+        }
         let mut listeners = Vec::new();
         for p in &config.proxies {
             listeners.push((p.clone(), bind_proxy(p)?));
@@ -129,6 +151,8 @@ impl Supervisor {
             .into_iter()
             .map(|p| (p.config.name.clone(), p.start(&watcher_tasks, &fatal_tx)))
             .collect();
+        let replication =
+            replication.map(|(r, set)| start_replication(r, set, &watcher_tasks, &fatal_tx));
         let proxies = listeners
             .into_iter()
             .map(|(p, l)| start_proxy(&p, l, &views, &close_all, &tasks, &fatal_tx))
@@ -144,8 +168,10 @@ impl Supervisor {
             None => None,
         };
         observed.replace(
+            &config.datacenter,
             watchers.values().map(|w| w.handle.clone()).collect(),
-            proxies.iter().map(|p| p.proxy.clone()).collect(),
+            proxies.iter().flat_map(|p| p.sides.clone()).collect(),
+            replication.as_ref().map(|r| r.handle.clone()),
         );
         let notifier = systemd::run(observed.clone(), side.stop.clone());
         supervise(
@@ -168,6 +194,7 @@ impl Supervisor {
             Self {
                 config,
                 watchers,
+                replication,
                 dns,
                 proxies,
                 admin,
@@ -201,7 +228,7 @@ impl Supervisor {
                 None => prepared.push(prepare_watcher(c, None)?),
             }
         }
-        let views: HashMap<String, ClusterFeed> = kept
+        let mut views: HashMap<String, ClusterFeed> = kept
             .iter()
             .map(|n| (n.clone(), self.watchers[n].handle.feed.clone()))
             .chain(
@@ -210,6 +237,30 @@ impl Supervisor {
                     .map(|p| (p.config.name.clone(), p.handle.feed.clone())),
             )
             .collect();
+        // The set keeps running when neither it nor any of its clusters' watchers
+        // changed; otherwise a new one reads the new feeds (and decides at once, from
+        // their seeded views).
+        let keep_replication = match (&self.replication, &new.replication) {
+            (Some(old), Some(r)) => old.config == *r && r.clusters.iter().all(|c| kept.contains(c)),
+            _ => false,
+        };
+        let new_replication = match &new.replication {
+            Some(r) if !keep_replication => {
+                Some(prepare_replication(r, &views, new.admin.ready_timeout))
+            }
+            _ => None,
+        };
+        match (&new_replication, &self.replication) {
+            (Some((r, _)), _) => add_virtual_feeds(&mut views, &r.handle),
+            (None, Some(old)) if keep_replication => add_virtual_feeds(&mut views, &old.handle),
+            _ => {}
+        }
+        // Proxies are kept with their feed: a real cluster's kept watcher, or the kept set.
+        let feed_kept = |cluster: &str| {
+            kept.iter().any(|k| k == cluster)
+                || (keep_replication
+                    && crate::vault::replication::Kind::from_label(cluster).is_some())
+        };
         let mut keep_proxy = vec![false; self.proxies.len()];
         let mut new_listeners = Vec::new();
         for p in &new.proxies {
@@ -218,7 +269,7 @@ impl Supervisor {
                 .iter()
                 .enumerate()
                 .position(|(i, o)| !keep_proxy[i] && o.config == *p)
-                .filter(|_| kept.contains(&p.cluster));
+                .filter(|_| feed_kept(&p.cluster));
             match reusable {
                 Some(i) => keep_proxy[i] = true,
                 None => new_listeners.push((p.clone(), bind_proxy(p)?)),
@@ -239,6 +290,13 @@ impl Supervisor {
                 p.start(&self.watcher_tasks, &self.fatal_tx),
             );
         }
+        let retired_replication = if keep_replication {
+            None
+        } else {
+            let started = new_replication
+                .map(|(r, set)| start_replication(r, set, &self.watcher_tasks, &self.fatal_tx));
+            std::mem::replace(&mut self.replication, started)
+        };
         let mut proxies = Vec::new();
         let mut retired_proxies = Vec::new();
         for (keep, old) in keep_proxy
@@ -273,6 +331,9 @@ impl Supervisor {
         for w in retired_watchers {
             w.stop.cancel();
         }
+        if let Some(r) = retired_replication {
+            r.stop.cancel();
+        }
         self.watchers = watchers;
         self.proxies = proxies;
 
@@ -289,8 +350,10 @@ impl Supervisor {
             }
         }
         self.observed.replace(
+            &new.datacenter,
             self.watchers.values().map(|w| w.handle.clone()).collect(),
-            self.proxies.iter().map(|p| p.proxy.clone()).collect(),
+            self.proxies.iter().flat_map(|p| p.sides.clone()).collect(),
+            self.replication.as_ref().map(|r| r.handle.clone()),
         );
         self.config = new;
         Ok(())
@@ -326,6 +389,9 @@ impl Supervisor {
         for w in self.watchers.values() {
             w.stop.cancel();
         }
+        if let Some(r) = &self.replication {
+            r.stop.cancel();
+        }
         self.watcher_tasks.close();
         self.watcher_tasks.wait().await;
         self.side.tasks.close();
@@ -342,10 +408,10 @@ fn listen_addresses(config: &Config) -> Vec<(std::net::SocketAddr, Proto, &'stat
         .iter()
         .flat_map(|a| [(*a, Proto::Udp, "DNS"), (*a, Proto::Tcp, "DNS")]);
     let admin = config.admin.listen.map(|a| (a, Proto::Tcp, "admin"));
-    let proxies = config
-        .proxies
-        .iter()
-        .map(|p| (p.listen, Proto::Tcp, "proxy"));
+    let proxies = config.proxies.iter().flat_map(|p| {
+        std::iter::once((p.listen, Proto::Tcp, "proxy"))
+            .chain(p.api_listen.map(|a| (a, Proto::Tcp, "proxy API side")))
+    });
     dns.chain(admin).chain(proxies).collect()
 }
 
@@ -410,9 +476,71 @@ fn prepare_watcher(
     })
 }
 
-fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    crate::net::bind_tcp_group(config.listen, crate::net::threads_per_address())
-        .map_err(|e| anyhow::anyhow!("cannot bind proxy listener on {}: {e}", config.listen))
+fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<BoundProxy> {
+    let sides = std::iter::once((Side::Cluster, config.listen))
+        .chain(config.api_listen.map(|a| (Side::Api, a)));
+    sides
+        .map(|(side, addr)| {
+            crate::net::bind_tcp_group(addr, crate::net::threads_per_address())
+                .map(|group| (side, group))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot bind proxy {} listener on {addr}: {e}",
+                        side.as_str()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The set's task, built (its first decisions made) but not yet running.
+fn prepare_replication(
+    config: &ReplicationConfig,
+    views: &HashMap<String, ClusterFeed>,
+    warm_up: Duration,
+) -> (RunningReplication, ReplicationSet) {
+    let feeds = config
+        .clusters
+        .iter()
+        .map(|c| (c.clone(), views[c].clone()))
+        .collect();
+    let (set, handle) = ReplicationSet::new(feeds, warm_up);
+    (
+        RunningReplication {
+            config: config.clone(),
+            handle,
+            stop: CancellationToken::new(),
+        },
+        set,
+    )
+}
+
+/// The virtual clusters' feeds, beside the real ones: DNS and proxies look them up by
+/// their labels like any cluster.
+fn add_virtual_feeds(views: &mut HashMap<String, ClusterFeed>, handle: &ReplicationHandle) {
+    for (kind, feed) in &handle.feeds {
+        views.insert(kind.label().to_string(), feed.clone());
+    }
+}
+
+fn start_replication(
+    running: RunningReplication,
+    set: ReplicationSet,
+    tasks: &TaskTracker,
+    fatal: &FatalSender,
+) -> RunningReplication {
+    let run = set.run(running.stop.clone());
+    supervise(
+        tasks,
+        "replication set".into(),
+        running.stop.clone(),
+        fatal.clone(),
+        async move {
+            run.await;
+            Ok(())
+        },
+    );
+    running
 }
 
 /// Starts a proxy on a bound listener. When its `stop` is cancelled (reload or stop) it
@@ -420,26 +548,34 @@ fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<Vec<std::net::TcpListener>
 /// agent's drain deadline).
 fn start_proxy(
     config: &ProxyConfig,
-    listeners: Vec<std::net::TcpListener>,
+    bound: BoundProxy,
     views: &HashMap<String, ClusterFeed>,
     close_all: &CancellationToken,
     tasks: &TaskTracker,
     fatal: &FatalSender,
 ) -> RunningProxy {
-    let proxy = Arc::new(Proxy::new(config.clone(), views[&config.cluster].clone()));
     let stop = CancellationToken::new();
-    supervise(
-        tasks,
-        format!("proxy on {}", config.listen),
-        stop.clone(),
-        fatal.clone(),
-        proxy
-            .clone()
-            .run(listeners, stop.clone(), RETIRED_DRAIN, close_all.clone()),
-    );
+    let mut sides = Vec::new();
+    for (side, listeners) in bound {
+        let proxy = Arc::new(Proxy::on_side(
+            config.clone(),
+            side,
+            views[&config.cluster].clone(),
+        ));
+        supervise(
+            tasks,
+            format!("proxy {} side on {}", side.as_str(), proxy.listen()),
+            stop.clone(),
+            fatal.clone(),
+            proxy
+                .clone()
+                .run(listeners, stop.clone(), RETIRED_DRAIN, close_all.clone()),
+        );
+        sides.push(proxy);
+    }
     RunningProxy {
         config: config.clone(),
-        proxy,
+        sides,
         stop,
     }
 }

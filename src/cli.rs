@@ -12,6 +12,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// A replication kind, as `--is-primary` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrimaryKind {
+    /// Performance replication.
+    Perf,
+    /// Disaster-recovery replication.
+    Dr,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vault-locator",
@@ -39,8 +48,8 @@ pub enum Command {
         log_format: LogFormat,
     },
     /// Show what a running agent believes: each cluster's leader, members and roles.
-    /// Exits 0 when every cluster has a leader and a fresh view, 2 when one does not,
-    /// 1 when the agent cannot be reached.
+    /// Exits 0 when every cluster has a leader and a fresh view, 2 when one does not (or
+    /// a replication set has two primaries), 1 when the agent cannot be reached.
     Status {
         /// Config file to find the admin address in (default: as for `run`).
         #[arg(long, short, conflicts_with = "admin")]
@@ -51,6 +60,12 @@ pub enum Command {
         /// Print the raw JSON from /status.
         #[arg(long)]
         json: bool,
+        /// Print nothing; exit 0 while the local datacenter is the primary of this
+        /// replication kind, 3 while it is not, 4 when that cannot be told (agent
+        /// unreachable, local view not fresh, mode unknown, two primaries). For
+        /// systemd's ExecCondition=, which skips the unit on 1-254.
+        #[arg(long, value_enum, value_name = "KIND")]
+        is_primary: Option<PrimaryKind>,
     },
     /// Validate a config file: print a summary and exit 0, or `FILE: KEY: reason` and exit 64.
     CheckConfig {

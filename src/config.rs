@@ -16,6 +16,8 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use url::Url;
 
+use crate::vault::replication::Kind;
+
 /// Where `run` looks for a config when none is given on the command line.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vault-locator/config.toml";
 
@@ -71,6 +73,13 @@ struct FileConfig {
     admin: FileAdmin,
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     drain_timeout: Duration,
+    replication: Option<FileReplication>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReplication {
+    clusters: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +105,7 @@ impl Default for FileAdmin {
 struct FileProxy {
     cluster: String,
     listen: String,
+    api_listen: Option<String>,
     #[serde(default)]
     answer: bool,
     #[serde(default)]
@@ -262,6 +272,16 @@ pub struct Config {
     pub admin: AdminConfig,
     /// How long open proxy connections may finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// The clusters that replicate with each other (`[replication]`), if any.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// `[replication]`: the set whose performance and DR primaries get the virtual
+/// datacenter labels `perf-primary` and `dr-primary` (see `vault::replication`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationConfig {
+    /// Configured cluster names, lower case, in the file's order.
+    pub clusters: Vec<String>,
 }
 
 /// The admin HTTP endpoint: /metrics, /status, /ready, /live.
@@ -305,11 +325,16 @@ pub enum OnLeaderChange {
     Keep,
 }
 
-/// One `[[proxy]]` listener: TLS passthrough of a cluster port to the active node.
+/// One `[[proxy]]` listener: TLS passthrough of a cluster port to the active node, and
+/// optionally an API side: plain TCP passthrough of the API port to the same node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
+    /// A configured cluster, or a replication set's virtual one (`perf-primary`).
     pub cluster: String,
     pub listen: SocketAddr,
+    /// The API side: forwards to the leader's `api_addr` without peeking. With
+    /// `answer = true` it defaults to the listener's IP on port 8200 (`""` disables).
+    pub api_listen: Option<SocketAddr>,
     /// DNS answers this listener for `active.vault.service.<cluster>`.
     pub answer: bool,
     pub on_leader_change: OnLeaderChange,
@@ -460,11 +485,21 @@ impl Config {
                 humantime::format_duration(c.serve_stale_for),
             );
         }
+        if let Some(r) = &self.replication {
+            let _ = writeln!(
+                out,
+                "replication set {}: perf-primary and dr-primary follow its primaries",
+                r.clusters.join(", ")
+            );
+        }
         for p in &self.proxies {
             let _ = writeln!(
                 out,
-                "proxy {} -> active node of {}{}",
+                "proxy {}{} -> active node of {}{}",
                 p.listen,
+                p.api_listen
+                    .map(|a| format!(" (API side {a})"))
+                    .unwrap_or_default(),
                 p.cluster,
                 if p.answer { " (answered in DNS)" } else { "" }
             );
@@ -590,6 +625,15 @@ impl FileConfig {
                     format!("{name:?} is reserved in Consul DNS names"),
                 ));
             }
+            if Kind::from_label(&name).is_some() {
+                return Err(err(
+                    key("name"),
+                    format!(
+                        "{name:?} is the virtual datacenter a [replication] set answers for \
+                         its primary; name the cluster after its region"
+                    ),
+                ));
+            }
             if clusters.iter().any(|o| o.name == name) {
                 return Err(err(
                     key("name"),
@@ -693,6 +737,56 @@ impl FileConfig {
             ));
         }
 
+        // The replication set.
+        let replication = match self.replication {
+            None => None,
+            Some(r) => {
+                if r.clusters.is_empty() {
+                    return Err(err(
+                        "replication.clusters".into(),
+                        "names no cluster (remove [replication], or list the clusters that \
+                         replicate with each other)"
+                            .into(),
+                    ));
+                }
+                let mut set: Vec<String> = Vec::new();
+                for (i, c) in r.clusters.iter().enumerate() {
+                    let key = format!("replication.clusters[{i}]");
+                    let name = c.to_ascii_lowercase();
+                    if !clusters.iter().any(|k| k.name == name) {
+                        return Err(err(
+                            key,
+                            format!(
+                                "no [[clusters]] entry is named {c:?} (have: {})",
+                                clusters
+                                    .iter()
+                                    .map(|c| c.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                    if set.contains(&name) {
+                        return Err(err(key, format!("{name} is listed twice")));
+                    }
+                    set.push(name);
+                }
+                for kind in Kind::ALL {
+                    if let Err(e) = crate::dns::names::check_buildable(kind.label(), &domain) {
+                        return Err(err(
+                            "domain".into(),
+                            format!(
+                                "{domain} is too long for the names answered under the \
+                                 virtual datacenter {}: {e}",
+                                kind.label()
+                            ),
+                        ));
+                    }
+                }
+                Some(ReplicationConfig { clusters: set })
+            }
+        };
+
         // Static records.
         let mut records: Vec<StaticRecord> = Vec::new();
         let mut seen = HashSet::new();
@@ -746,7 +840,14 @@ impl FileConfig {
         for (i, p) in self.proxy.into_iter().enumerate() {
             let key = |k: &str| format!("proxy[{i}].{k}");
             let cluster = p.cluster.to_ascii_lowercase();
-            if !clusters.iter().any(|c| c.name == cluster) {
+            let is_virtual = Kind::from_label(&cluster).is_some();
+            if is_virtual && replication.is_none() {
+                return Err(err(
+                    key("cluster"),
+                    format!("{cluster} exists only with a [replication] set"),
+                ));
+            }
+            if !is_virtual && !clusters.iter().any(|c| c.name == cluster) {
                 return Err(err(
                     key("cluster"),
                     format!("no [[clusters]] entry is named {:?}", p.cluster),
@@ -763,6 +864,52 @@ impl FileConfig {
                     key("listen"),
                     format!("{listen} is already used by another listener"),
                 ));
+            }
+            let api_listen = match p.api_listen.as_deref() {
+                Some("") => None,
+                Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                    err(
+                        key("api_listen"),
+                        format!("{a:?} is not an IP:port address (\"\" disables)"),
+                    )
+                })?),
+                // Proxy mode: the answered IP must serve the API port too.
+                None if p.answer => Some(SocketAddr::new(listen.ip(), 8200)),
+                None => None,
+            };
+            if let Some(api) = api_listen {
+                if api == listen || tcp_listener_taken(&dns_listen, &proxies, api) {
+                    return Err(err(
+                        key("api_listen"),
+                        format!("{api} is already used by another listener"),
+                    ));
+                }
+                if p.answer && api.ip() != listen.ip() {
+                    return Err(err(
+                        key("api_listen"),
+                        format!(
+                            "{api} is not on {}, the IP DNS answers for this proxy: clients \
+                             of the answered name would not reach the API side",
+                            listen.ip()
+                        ),
+                    ));
+                }
+                // The API port is the one Vault itself listens on, often on every
+                // address of the host; find out now rather than at start.
+                if let Err(e) = crate::net::check_bindable(api) {
+                    return Err(err(
+                        key("api_listen"),
+                        format!(
+                            "the API side cannot be bound on {api}: {e}{}",
+                            if p.api_listen.is_none() {
+                                " (the default for answer = true; set api_listen to another \
+                                 address, or \"\" for none)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
             }
             if p.answer && proxies.iter().any(|o| o.answer && o.cluster == cluster) {
                 return Err(err(
@@ -807,6 +954,7 @@ impl FileConfig {
             proxies.push(ProxyConfig {
                 cluster,
                 listen,
+                api_listen,
                 answer: p.answer,
                 on_leader_change: p.on_leader_change,
                 routes,
@@ -860,13 +1008,18 @@ impl FileConfig {
                 ready_timeout: self.admin.ready_timeout,
             },
             drain_timeout: self.drain_timeout,
+            replication,
         })
     }
 }
 
-/// True when a DNS listener (which is TCP too) or a proxy already has `addr`.
+/// True when a DNS listener (which is TCP too) or a proxy (either side) already has
+/// `addr`.
 fn tcp_listener_taken(dns: &[SocketAddr], proxies: &[ProxyConfig], addr: SocketAddr) -> bool {
-    dns.contains(&addr) || proxies.iter().any(|p| p.listen == addr)
+    dns.contains(&addr)
+        || proxies
+            .iter()
+            .any(|p| p.listen == addr || p.api_listen == Some(addr))
 }
 
 /// Labels that select a lookup kind in Consul names; a datacenter named like one of
@@ -1187,6 +1340,111 @@ listen = "127.77.0.1:8201"
         assert_eq!(p.routes["raft_storage_v1"], RouteAction::Reject);
         assert_eq!(p.default_route, RouteAction::Reject);
         assert_eq!(p.no_alpn, RouteAction::Reject);
+    }
+
+    const SET_BASE: &str = r#"
+datacenter = "us-east-1"
+[[clusters]]
+name = "us-east-1"
+nodes = ["http://127.0.0.1:8200"]
+[[clusters]]
+name = "us-west-2"
+nodes = ["http://127.0.0.2:8200"]
+"#;
+
+    #[test]
+    fn replication_set_rules() {
+        let c = Config::parse(
+            &format!("{SET_BASE}[replication]\nclusters = [\"US-East-1\", \"us-west-2\"]\n"),
+            "r",
+        )
+        .unwrap();
+        assert_eq!(
+            c.replication.unwrap().clusters,
+            vec!["us-east-1".to_string(), "us-west-2".to_string()]
+        );
+        let e = parse_err(&format!(
+            "{SET_BASE}[replication]\nclusters = [\"us-east-1\", \"eu-west-1\"]\n"
+        ));
+        assert_eq!(e.key, "replication.clusters[1]");
+        assert!(e.reason.contains("eu-west-1"), "{e}");
+        let e = parse_err(&format!(
+            "{SET_BASE}[replication]\nclusters = [\"us-east-1\", \"us-east-1\"]\n"
+        ));
+        assert_eq!(e.key, "replication.clusters[1]");
+        let e = parse_err(&format!("{SET_BASE}[replication]\nclusters = []\n"));
+        assert_eq!(e.key, "replication.clusters");
+        // A cluster may not take a virtual label, set or no set.
+        for label in ["perf-primary", "DR-primary"] {
+            let e = parse_err(&format!(
+                "{SET_BASE}[[clusters]]\nname = \"{label}\"\nnodes = [\"http://127.0.0.3:8200\"]\n"
+            ));
+            assert_eq!(e.key, "clusters[2].name", "{label}");
+            assert!(e.reason.contains("virtual datacenter"), "{e}");
+        }
+        // A proxy may follow a primary only when there is a set.
+        let proxy = "[[proxy]]\ncluster = \"perf-primary\"\nlisten = \"127.71.0.1:8201\"\n";
+        let e = parse_err(&format!("{SET_BASE}{proxy}"));
+        assert_eq!(e.key, "proxy[0].cluster");
+        let c = Config::parse(
+            &format!("{SET_BASE}{proxy}[replication]\nclusters = [\"us-east-1\", \"us-west-2\"]\n"),
+            "r",
+        )
+        .unwrap();
+        assert_eq!(c.proxies[0].cluster, "perf-primary");
+    }
+
+    #[test]
+    fn api_side_defaults_and_rules() {
+        let base = "datacenter = \"dc1\"\n[[clusters]]\nname = \"dc1\"\nnodes = [\"http://127.0.0.1:8200\"]\n[[proxy]]\ncluster = \"dc1\"\nlisten = \"127.71.0.2:8201\"\n";
+        let api = |extra: &str| {
+            Config::parse(&format!("{base}{extra}"), "a").map(|c| c.proxies[0].api_listen)
+        };
+        assert_eq!(
+            api("").unwrap(),
+            None,
+            "no API side unless asked or answered"
+        );
+        assert_eq!(
+            api("answer = true\n").unwrap(),
+            Some("127.71.0.2:8200".parse().unwrap()),
+            "proxy mode: the answered IP serves :8200 too"
+        );
+        assert_eq!(api("answer = true\napi_listen = \"\"\n").unwrap(), None);
+        assert_eq!(
+            api("api_listen = \"127.71.0.3:9200\"\n").unwrap(),
+            Some("127.71.0.3:9200".parse().unwrap())
+        );
+        let key = |extra: &str| api(extra).unwrap_err().key;
+        assert_eq!(key("api_listen = \"nope\"\n"), "proxy[0].api_listen");
+        assert_eq!(
+            key("api_listen = \"127.71.0.2:8201\"\n"),
+            "proxy[0].api_listen"
+        );
+        assert_eq!(
+            key("answer = true\napi_listen = \"127.71.0.9:8200\"\n"),
+            "proxy[0].api_listen",
+            "the API side must be on the answered IP"
+        );
+        // Something else (here: a socket without SO_REUSEPORT, as Vault's own listener
+        // is) holds the default API address: check-config says so, naming the key.
+        let holder = std::net::TcpListener::bind("127.71.0.2:8200").unwrap();
+        let e = api("answer = true\n").unwrap_err();
+        assert_eq!(e.key, "proxy[0].api_listen");
+        assert!(
+            e.reason.contains("cannot be bound on 127.71.0.2:8200"),
+            "{e}"
+        );
+        assert!(
+            e.reason.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(holder);
+        // Vault on every address of the host blocks the API side on any of them.
+        let everywhere = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = everywhere.local_addr().unwrap().port();
+        let e = api(&format!("api_listen = \"127.71.0.4:{port}\"\n")).unwrap_err();
+        assert!(e.reason.contains(&format!("0.0.0.0:{port}")), "{e}");
     }
 
     #[test]

@@ -13,6 +13,12 @@ use vault_locator::config::{Config, DEFAULT_CONFIG_PATH};
 
 /// EX_CONFIG-style code for a config the agent cannot use (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// `status`: a cluster without a leader or a fresh view, or two primaries.
+const EXIT_UNHEALTHY: u8 = 2;
+/// `status --is-primary`: the local datacenter is not the primary of that kind.
+const EXIT_NOT_PRIMARY: u8 = 3;
+/// `status --is-primary`: whether it is cannot be told now.
+const EXIT_PRIMARY_UNKNOWN: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,7 +37,8 @@ fn main() -> ExitCode {
             config,
             admin,
             json,
-        } => status(config.as_deref(), admin, json),
+            is_primary,
+        } => status(config.as_deref(), admin, json, is_primary),
         Command::Run {
             config,
             log,
@@ -154,7 +161,12 @@ fn init_tracing(filter: Option<&str>, format: LogFormat) {
 }
 
 /// `vault-locator status`: reads `/status` from a running agent and prints it.
-fn status(config: Option<&Path>, admin: Option<String>, json: bool) -> ExitCode {
+fn status(
+    config: Option<&Path>,
+    admin: Option<String>,
+    json: bool,
+    is_primary: Option<vault_locator::cli::PrimaryKind>,
+) -> ExitCode {
     let addr = match admin {
         Some(a) => a,
         None => match ConfigSource::resolve(config).load() {
@@ -171,29 +183,48 @@ fn status(config: Option<&Path>, admin: Option<String>, json: bool) -> ExitCode 
             }
         },
     };
+    // Under --is-primary every failure to tell is "unknown", never "not primary".
+    let failed = if is_primary.is_some() {
+        ExitCode::from(EXIT_PRIMARY_UNKNOWN)
+    } else {
+        ExitCode::FAILURE
+    };
     let body = match fetch_status(&addr) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("cannot read http://{addr}/status: {e:#}");
-            return ExitCode::FAILURE;
+            return failed;
         }
     };
     let report: vault_locator::admin::Status = match serde_json::from_str(&body) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("http://{addr}/status is not a status report: {e}");
-            return ExitCode::FAILURE;
+            return failed;
         }
     };
+    if let Some(kind) = is_primary {
+        use vault_locator::cli::PrimaryKind;
+        use vault_locator::vault::replication::Kind;
+        let kind = match kind {
+            PrimaryKind::Perf => Kind::Perf,
+            PrimaryKind::Dr => Kind::Dr,
+        };
+        return match report.is_primary(kind) {
+            Some(true) => ExitCode::SUCCESS,
+            Some(false) => ExitCode::from(EXIT_NOT_PRIMARY),
+            None => ExitCode::from(EXIT_PRIMARY_UNKNOWN),
+        };
+    }
     if json {
         print!("{body}");
     } else {
         print!("{}", vault_locator::admin::render_table(&report));
     }
-    if report.clusters.iter().all(|c| c.healthy()) {
+    if report.healthy() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(2)
+        ExitCode::from(EXIT_UNHEALTHY)
     }
 }
 

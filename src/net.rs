@@ -73,6 +73,34 @@ pub fn ensure_free(addr: SocketAddr, proto: Proto) -> io::Result<()> {
     }
 }
 
+/// Whether this agent could bind a TCP listener on `addr` (as [`bind_tcp`] does, with
+/// SO_REUSEPORT): an address held by another user's process or by a socket without
+/// SO_REUSEPORT (Vault's own listener, say on `0.0.0.0:8200`), or one this host does not
+/// have, fails with the reason. A running agent's own listener on it does not count, so
+/// `check-config` may be run beside it.
+pub fn check_bindable(addr: SocketAddr) -> Result<(), String> {
+    match socket(addr, Type::STREAM, Protocol::TCP) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let wildcard = SocketAddr::new(
+                match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                },
+                addr.port(),
+            );
+            let holder = holder_of(addr, Proto::Tcp)
+                .map(|h| (h, addr))
+                .or_else(|| holder_of(wildcard, Proto::Tcp).map(|h| (h, wildcard)));
+            Err(match holder {
+                Some(((pid, name), on)) => format!("in use by {name} (pid {pid}) on {on}"),
+                None => "in use by another process".to_string(),
+            })
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The process holding a socket bound to `addr`, from `/proc/net/{tcp,udp}[6]` (the
 /// socket's inode) and `/proc/<pid>/fd` (who has it open). Best effort: None when the
 /// holder is another user's process we may not look into.

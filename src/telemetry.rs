@@ -17,6 +17,11 @@ pub const STALE: &str = "vault_cluster_stale"; // {cluster} 0/1
 pub const HAS_LEADER: &str = "vault_cluster_has_leader"; // {cluster} 0/1
 /// 1 for the reason the cluster has no leader now, 0 for the others (`NoLeader::KINDS`).
 pub const NO_LEADER: &str = "vault_cluster_no_leader"; // {cluster, reason}
+/// 1 for the cluster's current replication mode of each kind, 0 for the others.
+pub const REPLICATION_MODE: &str = "vault_cluster_replication_mode"; // {cluster, kind, mode}
+/// How many clusters of the replication set count as primaries of a kind (0, 1, or 2+:
+/// two primaries, answered as none).
+pub const REPLICATION_PRIMARIES: &str = "replication_primaries"; // {kind}
 
 // Proxy.
 pub const PROXY_CONNECTIONS: &str = "proxy_connections_total"; // {cluster, alpn, result}

@@ -58,10 +58,7 @@ listen = "{listen}"
     )
     .unwrap();
     let (tx, rx) = watch::channel(view_led_by(leader));
-    let proxy = Arc::new(Proxy::new(
-        config.proxies[0].clone(),
-        ClusterFeed::new(rx, Duration::from_secs(30)),
-    ));
+    let proxy = Arc::new(Proxy::new(config.proxies[0].clone(), ClusterFeed::new(rx)));
     // Two listeners in one SO_REUSEPORT group, each on a worker thread of its own.
     let listener = vault_locator::net::bind_tcp_group(config.proxies[0].listen, 2).unwrap();
     let addr = listener[0].local_addr().unwrap();

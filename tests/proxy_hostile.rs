@@ -47,10 +47,7 @@ fn proxy_for(
     });
     let (tx, rx) = watch::channel(Arc::new(v));
     (
-        Arc::new(Proxy::new(
-            config.proxies[0].clone(),
-            ClusterFeed::new(rx, Duration::from_secs(30)),
-        )),
+        Arc::new(Proxy::new(config.proxies[0].clone(), ClusterFeed::new(rx))),
         tx,
     )
 }

@@ -286,10 +286,7 @@ mod tests {
     #[test]
     fn a_repeat_gets_the_same_bytes_with_its_own_id() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![ClusterFeed::new(
-            rx,
-            std::time::Duration::from_secs(30),
-        )]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
         let resp = response(7, "active.vault.service.consul.", &[[10, 0, 0, 1]]);
         c.insert(
             &request(7, "active.vault.service.consul."),
@@ -313,10 +310,7 @@ mod tests {
     #[test]
     fn a_view_change_or_a_stale_view_empties_it() {
         let (tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![ClusterFeed::new(
-            rx,
-            std::time::Duration::from_secs(30),
-        )]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
         let (q, r) = (
             request(1, "x.consul."),
             response(1, "x.consul.", &[[1, 2, 3, 4]]),
@@ -340,10 +334,7 @@ mod tests {
     #[test]
     fn shuffled_answers_are_reshuffled_on_every_use() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![ClusterFeed::new(
-            rx,
-            std::time::Duration::from_secs(30),
-        )]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
         let addrs = [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]];
         let q = request(1, "vault.service.consul.");
         c.insert(
@@ -369,10 +360,7 @@ mod tests {
     #[test]
     fn shuffled_answers_that_differ_beyond_the_address_are_not_cached() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![ClusterFeed::new(
-            rx,
-            std::time::Duration::from_secs(30),
-        )]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
         let n = Name::from_ascii("vault.service.consul.").unwrap();
         let mut m = Message::new(1, MessageType::Response, OpCode::Query);
         m.add_query(Query::query(n.clone(), RecordType::A));
@@ -393,10 +381,7 @@ mod tests {
     #[test]
     fn it_never_grows_past_its_bound() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
-        let mut c = AnswerCache::new(vec![ClusterFeed::new(
-            rx,
-            std::time::Duration::from_secs(30),
-        )]);
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
         for i in 0..3 * MAX_ENTRIES {
             let name = format!("n{i}.consul.");
             c.insert(

@@ -50,7 +50,9 @@ pub struct Zone {
     ttl: u32,
     statics: HashMap<Name, StaticRecord>,
     clusters: HashMap<String, ClusterFeed>,
-    /// Clusters whose `active` answers a local proxy listener ("proxy mode").
+    /// Clusters whose `active` answers a local proxy listener ("proxy mode"): its IP,
+    /// and the API side's port for SRV (the vault service's port is the API port), or
+    /// the listener's own when it has no API side.
     proxy_answers: HashMap<String, std::net::SocketAddr>,
     /// The SOA's `ns.<domain>` and `hostmaster.<domain>`, built once.
     soa_names: (Name, Name),
@@ -87,7 +89,7 @@ impl Zone {
                 .proxies
                 .iter()
                 .filter(|p| p.answer)
-                .map(|p| (p.cluster.clone(), p.listen))
+                .map(|p| (p.cluster.clone(), p.api_listen.unwrap_or(p.listen)))
                 .collect(),
         }
     }
@@ -169,6 +171,11 @@ impl Zone {
         let Some(view) = feed.usable() else {
             return Answer::rcode(ResponseCode::ServFail);
         };
+        if view.members.is_empty() && view.leader.is_none() {
+            // A replication set's virtual datacenter with no primary: nothing under it
+            // exists, not even the proxy's stand-in (a real cluster always has members).
+            return self.negative(ResponseCode::NXDomain);
+        }
         let leader = view
             .leader
             .iter()

@@ -1,6 +1,8 @@
-//! The cluster-port proxy: accept, peek the ClientHello, route by ALPN, connect to the
-//! active node's `cluster_addr`, replay the ClientHello and copy both ways until either
-//! side is done. TLS is never terminated; the proxy holds no keys.
+//! The proxy: accept, peek the ClientHello, route by ALPN, connect to the active node's
+//! `cluster_addr`, replay the ClientHello and copy both ways until either side is done.
+//! TLS is never terminated; the proxy holds no keys. A listener's API side (proxy mode's
+//! :8200) is the same without the peek: it carries HTTP or TLS to the leader's
+//! `api_addr`, and needs no ALPN routing.
 //!
 //! The target comes from the cluster's `ClusterView` (one source of truth: the proxy
 //! never polls Vault). When the view names a different leader, connections to the old
@@ -47,6 +49,25 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// When the upstream leg gets its keepalive (well before KEEPALIVE_IDLE matters).
 const UPSTREAM_KEEPALIVE_AFTER: Duration = Duration::from_secs(5);
 
+/// Which port of the active node a listener forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The cluster port (`cluster_addr`, :8201): ClientHello peek, ALPN routes.
+    Cluster,
+    /// The API port (`api_addr`, :8200): plain TCP passthrough.
+    Api,
+}
+
+impl Side {
+    /// The metric and log label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Cluster => "cluster",
+            Side::Api => "api",
+        }
+    }
+}
+
 /// Counters a test or an operator can read.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
@@ -71,22 +92,25 @@ struct ProxyMetrics {
     /// for "-", result). Both sets are bounded (route table labels; result kinds).
     connections: Mutex<HashMap<(Option<usize>, &'static str), metrics::Counter>>,
     cluster: String,
+    side: &'static str,
     labels: Vec<String>,
 }
 
 impl ProxyMetrics {
-    fn new(cluster: &str, labels: &[String]) -> Self {
+    fn new(cluster: &str, side: Side, labels: &[String]) -> Self {
+        let side = side.as_str();
         Self {
-            active: metrics::gauge!(telemetry::PROXY_ACTIVE, "cluster" => cluster.to_string()),
-            connect_duration: metrics::histogram!(telemetry::PROXY_CONNECT_DURATION, "cluster" => cluster.to_string()),
-            bytes_up: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "client_to_server"),
-            bytes_down: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "server_to_client"),
+            active: metrics::gauge!(telemetry::PROXY_ACTIVE, "cluster" => cluster.to_string(), "side" => side),
+            connect_duration: metrics::histogram!(telemetry::PROXY_CONNECT_DURATION, "cluster" => cluster.to_string(), "side" => side),
+            bytes_up: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "client_to_server", "side" => side),
+            bytes_down: metrics::counter!(telemetry::PROXY_BYTES, "direction" => "server_to_client", "side" => side),
             forwarded: labels
                 .iter()
-                .map(|alpn| connections_counter(cluster, alpn, "forwarded"))
+                .map(|alpn| connections_counter(cluster, side, alpn, "forwarded"))
                 .collect(),
             connections: Mutex::default(),
             cluster: cluster.to_string(),
+            side,
             labels: labels.to_vec(),
         }
     }
@@ -96,25 +120,32 @@ impl ProxyMetrics {
         map.entry((label, result))
             .or_insert_with(|| {
                 let alpn = label.map_or("-", |i| self.labels[i].as_str());
-                connections_counter(&self.cluster, alpn, result)
+                connections_counter(&self.cluster, self.side, alpn, result)
             })
             .increment(1);
     }
 }
 
-/// The `proxy_connections_total` series of one (cluster, ALPN label, result).
-fn connections_counter(cluster: &str, alpn: &str, result: &'static str) -> metrics::Counter {
+/// The `proxy_connections_total` series of one (cluster, side, ALPN label, result).
+fn connections_counter(
+    cluster: &str,
+    side: &'static str,
+    alpn: &str,
+    result: &'static str,
+) -> metrics::Counter {
     metrics::counter!(
         telemetry::PROXY_CONNECTIONS,
         "cluster" => cluster.to_string(),
+        "side" => side,
         "alpn" => alpn.to_string(),
         "result" => result
     )
 }
 
-/// One `[[proxy]]` listener's state, shared by its connections.
+/// One side of a `[[proxy]]` listener: its state, shared by its connections.
 pub struct Proxy {
     config: ProxyConfig,
+    side: Side,
     router: Router,
     metrics: ProxyMetrics,
     feed: ClusterFeed,
@@ -134,6 +165,8 @@ enum ConnError {
     Rejected(String),
     #[error("no leader known for this cluster")]
     NoLeader,
+    #[error("cannot use leader address {0}")]
+    BadAddress(String),
     #[error("cannot resolve leader cluster address {0}")]
     Resolve(String),
     #[error("connect to {0} timed out")]
@@ -148,6 +181,7 @@ impl ConnError {
             ConnError::Hello(h) => h.kind(),
             ConnError::Rejected(_) => "alpn_rejected",
             ConnError::NoLeader => "no_leader",
+            ConnError::BadAddress(_) => "resolve",
             ConnError::Resolve(_) => "resolve",
             ConnError::ConnectTimeout(_) => "connect_timeout",
             ConnError::Connect(..) => "connect",
@@ -173,10 +207,16 @@ impl Drop for OpenConnection {
 }
 
 impl Proxy {
+    /// The cluster side of a `[[proxy]]` listener.
     pub fn new(config: ProxyConfig, feed: ClusterFeed) -> Self {
+        Self::on_side(config, Side::Cluster, feed)
+    }
+
+    pub fn on_side(config: ProxyConfig, side: Side, feed: ClusterFeed) -> Self {
         let router = Router::new(&config);
         Self {
-            metrics: ProxyMetrics::new(&config.cluster, router.labels()),
+            metrics: ProxyMetrics::new(&config.cluster, side, router.labels()),
+            side,
             router,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             config,
@@ -189,6 +229,18 @@ impl Proxy {
 
     pub fn config(&self) -> &ProxyConfig {
         &self.config
+    }
+
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The address this side listens on.
+    pub fn listen(&self) -> SocketAddr {
+        match self.side {
+            Side::Cluster => self.config.listen,
+            Side::Api => self.config.api_listen.unwrap_or(self.config.listen),
+        }
     }
 
     /// Connections currently held (reading a ClientHello or forwarding).
@@ -283,7 +335,7 @@ impl Proxy {
             warn!(error = %e, "cannot defer accepts until clients speak; serving without");
         }
         let local = listener.local_addr().ok();
-        info!(listen = ?local, cluster = %self.config.cluster, worker, "proxy listening");
+        info!(listen = ?local, cluster = %self.config.cluster, side = self.side.as_str(), worker, "proxy listening");
         // One wait for shutdown for the whole loop: made anew per accept, it registered
         // and unregistered a waiter under a lock for every connection.
         let stop = shutdown.cancelled();
@@ -347,25 +399,33 @@ impl Proxy {
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<(), (Option<usize>, ConnError)> {
-        let hello = match read_client_hello(
-            &client,
-            self.config.client_hello_timeout,
-            self.config.max_client_hello,
-        )
-        .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                reset(client);
-                return Err((None, e.into()));
+        // The cluster side reads the ClientHello to route it; the API side forwards
+        // whatever the client sends (its metric label is the one for "no ALPN").
+        let (label, hello) = match self.side {
+            Side::Cluster => {
+                let hello = match read_client_hello(
+                    &client,
+                    self.config.client_hello_timeout,
+                    self.config.max_client_hello,
+                )
+                .await
+                {
+                    Ok(h) => h,
+                    Err(e) => {
+                        reset(client);
+                        return Err((None, e.into()));
+                    }
+                };
+                let label = self.router.label(hello.alpn());
+                if self.router.route(hello.alpn()) == RouteAction::Reject {
+                    reset(client);
+                    return Err((Some(label), ConnError::Rejected(alpn_label(hello.alpn()))));
+                }
+                (label, Some(hello))
             }
+            Side::Api => (self.router.label(Default::default()), None),
         };
-        let label = self.router.label(hello.alpn());
         let alpn = Some(label);
-        if self.router.route(hello.alpn()) == RouteAction::Reject {
-            reset(client);
-            return Err((alpn, ConnError::Rejected(alpn_label(hello.alpn()))));
-        }
 
         let mut feed = self.feed.clone();
         let view = feed.seen();
@@ -377,20 +437,25 @@ impl Proxy {
             }
         };
         let started = Instant::now();
-        let mut upstream =
-            match connect_and_send(target, &hello.bytes, self.config.connect_timeout).await {
-                Ok(s) => s,
-                Err(e) => {
-                    reset(client);
-                    return Err((alpn, e));
-                }
-            };
+        let connected = match &hello {
+            Some(hello) => {
+                connect_and_send(target, &hello.bytes, self.config.connect_timeout).await
+            }
+            None => connect(target, self.config.connect_timeout).await,
+        };
+        let mut upstream = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                reset(client);
+                return Err((alpn, e));
+            }
+        };
         self.metrics
             .connect_duration
             .record(started.elapsed().as_secs_f64());
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         self.metrics.forwarded[label].increment(1);
-        debug!(%peer, %target, alpn = %self.router.labels()[label], sni = ?hello.sni(), connect = ?started.elapsed(), "forwarding");
+        debug!(%peer, %target, side = self.side.as_str(), alpn = %self.router.labels()[label], sni = ?hello.as_ref().and_then(|h| h.sni()), connect = ?started.elapsed(), "forwarding");
         // Replayed: its buffer need not live as long as the connection.
         drop(hello);
 
@@ -443,7 +508,7 @@ impl Proxy {
                         continue;
                     }
                     let view = feed.seen();
-                    if let Some(new) = view.leader.as_ref().map(|l| self.cluster_addr_of(l)) {
+                    if let Some(new) = view.leader.as_ref().map(|l| self.address_of(l)) {
                         if new != target_addr {
                             self.stats.closed_on_leader_change.fetch_add(1, Ordering::Relaxed);
                             info!(%peer, old = %target_addr, %new, "leader changed; closing proxied connection");
@@ -472,8 +537,14 @@ impl Proxy {
                 }
             }
         }
-        let Some((socket, literal)) = resolve(&target_addr).await else {
-            return Err(ConnError::Resolve(target_addr));
+        let resolved = match self.side {
+            Side::Cluster => resolve(&target_addr).await,
+            Side::Api => resolve_api(&target_addr).await,
+        };
+        let (socket, literal) = match resolved {
+            Ok(r) => r,
+            Err(Unresolved::BadAddress) => return Err(ConnError::BadAddress(target_addr)),
+            Err(Unresolved::Lookup) => return Err(ConnError::Resolve(target_addr)),
         };
         if literal {
             *self.last_target.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -482,12 +553,20 @@ impl Proxy {
         Ok((target_addr, socket))
     }
 
-    /// The leader's cluster address, when the view may be used.
+    /// The leader's address on this side, when the view may be used.
     fn target_of(&self, view: &ClusterView) -> Option<String> {
         if self.feed.freshness(view, Instant::now()) == Freshness::Unusable {
             return None;
         }
-        view.leader.as_ref().map(|l| self.cluster_addr_of(l))
+        view.leader.as_ref().map(|l| self.address_of(l))
+    }
+
+    /// The leader's address this side forwards to: its `api_addr`, or its cluster address.
+    fn address_of(&self, leader: &crate::vault::view::Leader) -> String {
+        match self.side {
+            Side::Cluster => self.cluster_addr_of(leader),
+            Side::Api => leader.api_addr.clone(),
+        }
     }
 
     /// `leader_cluster_address` as reported, or the leader's address on port 8201 when
@@ -503,23 +582,57 @@ impl Proxy {
     }
 }
 
+/// Why a leader address gave no socket address.
+enum Unresolved {
+    /// Not a URL with a host.
+    BadAddress,
+    /// Its host name resolves to nothing (now).
+    Lookup,
+}
+
 /// `https://host:port` (Vault's `cluster_addr` form) or `host:port` to a socket address,
-/// and whether the host was an IP literal (no lookup involved).
-async fn resolve(cluster_addr: &str) -> Option<(SocketAddr, bool)> {
+/// and whether the host was an IP literal (no lookup involved). No port means 8201.
+async fn resolve(cluster_addr: &str) -> Result<(SocketAddr, bool), Unresolved> {
     let with_scheme = if cluster_addr.contains("://") {
         cluster_addr.to_string()
     } else {
         format!("https://{cluster_addr}")
     };
-    let url = Url::parse(&with_scheme).ok()?;
+    let url = Url::parse(&with_scheme).map_err(|_| Unresolved::BadAddress)?;
     let port = url.port().unwrap_or(8201);
-    match url.host()? {
-        url::Host::Ipv4(ip) => Some((SocketAddr::new(ip.into(), port), true)),
-        url::Host::Ipv6(ip) => Some((SocketAddr::new(ip.into(), port), true)),
+    resolve_host(&url, port).await
+}
+
+/// An `api_addr` (`http://host:8200`, `https://host`) to a socket address: its port, or
+/// its scheme's (a URL without a port means the scheme's port to every HTTP client).
+async fn resolve_api(api_addr: &str) -> Result<(SocketAddr, bool), Unresolved> {
+    let url = Url::parse(api_addr).map_err(|_| Unresolved::BadAddress)?;
+    let port = url.port_or_known_default().ok_or(Unresolved::BadAddress)?;
+    resolve_host(&url, port).await
+}
+
+async fn resolve_host(url: &Url, port: u16) -> Result<(SocketAddr, bool), Unresolved> {
+    match url.host().ok_or(Unresolved::BadAddress)? {
+        url::Host::Ipv4(ip) => Ok((SocketAddr::new(ip.into(), port), true)),
+        url::Host::Ipv6(ip) => Ok((SocketAddr::new(ip.into(), port), true)),
         url::Host::Domain(name) => {
-            let socket = tokio::net::lookup_host((name, port)).await.ok()?.next()?;
-            Some((socket, false))
+            let mut found = tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|_| Unresolved::Lookup)?;
+            Ok((found.next().ok_or(Unresolved::Lookup)?, false))
         }
+    }
+}
+
+/// Connects to `target` within `timeout` (the API side: nothing to send first).
+async fn connect(target: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(ConnError::Connect(target, e)),
+        Err(_) => Err(ConnError::ConnectTimeout(target)),
     }
 }
 

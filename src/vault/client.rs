@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::replication::{Mode, Modes};
+
 /// Query string for `/v1/sys/health` that pins every state to its documented code, so
 /// the code can be cross-checked against the body whatever a node's defaults are
 /// (Vault: 200 active, 429 standby, 473 perf standby, 503 sealed, 501 uninitialized).
@@ -81,10 +83,20 @@ impl PollError {
     }
 }
 
+/// What one node's `/v1/sys/health` says: its own state, and its cluster's replication
+/// modes as this node sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub state: NodeState,
+    pub replication: Modes,
+}
+
 /// One node's answers from one poll round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeReport {
     pub health: Result<NodeState, PollError>,
+    /// From the same health answer; unknown when there was none.
+    pub replication: Modes,
     /// `Ok(None)` when the node cannot say (sealed nodes answer 503 here).
     pub leader: Result<Option<LeaderReport>, PollError>,
 }
@@ -96,6 +108,11 @@ struct HealthBody {
     standby: bool,
     #[serde(default)]
     performance_standby: bool,
+    /// Absent on servers that predate replication: unknown, not "disabled".
+    #[serde(default)]
+    replication_performance_mode: Option<String>,
+    #[serde(default)]
+    replication_dr_mode: Option<String>,
 }
 
 fn yes() -> bool {
@@ -156,10 +173,14 @@ impl VaultClient {
     /// Polls one node: health and leader, concurrently.
     pub async fn poll(&self, node: &Url) -> NodeReport {
         let (health, leader) = tokio::join!(self.health(node), self.leader(node));
-        NodeReport { health, leader }
+        NodeReport {
+            replication: health.as_ref().map(|h| h.replication).unwrap_or_default(),
+            health: health.map(|h| h.state),
+            leader,
+        }
     }
 
-    async fn health(&self, node: &Url) -> Result<NodeState, PollError> {
+    async fn health(&self, node: &Url) -> Result<Health, PollError> {
         let url = format!(
             "{}/v1/sys/health?{HEALTH_QUERY}",
             node.as_str().trim_end_matches('/')
@@ -204,12 +225,17 @@ impl VaultClient {
 }
 
 /// Reads a `/v1/sys/health` answer (status code and body).
-pub fn parse_health(status: u16, body: &[u8]) -> Result<NodeState, PollError> {
+pub fn parse_health(status: u16, body: &[u8]) -> Result<Health, PollError> {
     if !matches!(status, 200 | 429 | 472 | 473 | 474 | 501 | 503) {
         return Err(PollError::Status(status));
     }
     let h: HealthBody = serde_json::from_slice(body).map_err(|e| PollError::Body(e.to_string()))?;
-    Ok(if !h.initialized {
+    let mode = |m: &Option<String>| m.as_deref().map_or(Mode::Unknown, Mode::parse);
+    let replication = Modes {
+        perf: mode(&h.replication_performance_mode),
+        dr: mode(&h.replication_dr_mode),
+    };
+    let state = if !h.initialized {
         NodeState::Uninitialized
     } else if h.sealed {
         NodeState::Sealed
@@ -219,7 +245,8 @@ pub fn parse_health(status: u16, body: &[u8]) -> Result<NodeState, PollError> {
         NodeState::Standby
     } else {
         NodeState::Active
-    })
+    };
+    Ok(Health { state, replication })
 }
 
 /// Reads a `/v1/sys/leader` answer; `Ok(None)` when the node cannot say.
@@ -256,18 +283,69 @@ mod tests {
         let body = |standby: bool| {
             format!(r#"{{"initialized":true,"sealed":false,"standby":{standby}}}"#).into_bytes()
         };
-        assert_eq!(parse_health(200, &body(false)), Ok(NodeState::Active));
-        assert_eq!(parse_health(429, &body(true)), Ok(NodeState::Standby));
-        assert_eq!(parse_health(473, &body(true)), Ok(NodeState::PerfStandby));
+        let state = |status, body: &[u8]| parse_health(status, body).map(|h| h.state);
+        assert_eq!(state(200, &body(false)), Ok(NodeState::Active));
+        assert_eq!(state(429, &body(true)), Ok(NodeState::Standby));
+        assert_eq!(state(473, &body(true)), Ok(NodeState::PerfStandby));
         assert_eq!(
-            parse_health(503, br#"{"initialized":true,"sealed":true,"standby":true}"#),
+            state(503, br#"{"initialized":true,"sealed":true,"standby":true}"#),
             Ok(NodeState::Sealed)
         );
-        assert_eq!(parse_health(500, &body(false)), Err(PollError::Status(500)));
+        assert_eq!(state(500, &body(false)), Err(PollError::Status(500)));
         assert!(matches!(
             parse_health(200, br#"{"initialized":"yes","sealed":false,"standby":false}"#),
             Err(PollError::Body(e)) if e.contains("invalid type")
         ));
+    }
+
+    #[test]
+    fn replication_modes_are_read_and_a_missing_field_is_unknown() {
+        let h = parse_health(
+            200,
+            br#"{"initialized":true,"sealed":false,"standby":false,
+                 "replication_performance_mode":"primary","replication_dr_mode":"secondary"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h.replication,
+            Modes {
+                perf: Mode::Primary,
+                dr: Mode::Secondary
+            }
+        );
+        // What OpenBao 2.7 sends: both fields, "disabled".
+        let h = parse_health(
+            429,
+            br#"{"initialized":true,"sealed":false,"standby":true,
+                 "replication_performance_mode":"disabled","replication_dr_mode":"disabled"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (h.replication.perf, h.replication.dr),
+            (Mode::Disabled, Mode::Disabled)
+        );
+        let h = parse_health(
+            200,
+            br#"{"initialized":true,"sealed":false,"standby":false}"#,
+        )
+        .unwrap();
+        assert_eq!(h.replication, Modes::default());
+        assert_eq!(h.replication.perf, Mode::Unknown);
+        let h = parse_health(
+            200,
+            br#"{"initialized":true,"sealed":false,"standby":false,"replication_performance_mode":"PRIMARY","replication_dr_mode":"made-up"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (h.replication.perf, h.replication.dr),
+            (Mode::Primary, Mode::Unknown)
+        );
+        // A mode of the wrong type is a bad body, as any wrong type is.
+        assert!(parse_health(
+            200,
+            br#"{"initialized":true,"sealed":false,"standby":false,"replication_dr_mode":7}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -1,28 +1,26 @@
 //! `ClusterFeed`: a cluster's published view as every consumer reads it (the DNS zone
-//! and its answer caches, the proxy, the admin endpoint, systemd). It owns the receiver
-//! and the cluster's `serve_stale_for`, so the freshness rule is applied in one place.
+//! and its answer caches, the proxy, the admin endpoint, systemd). The view carries its
+//! cluster's `serve_stale_for`, so the freshness rule is applied in one place
+//! ([`ClusterView::freshness`]) whoever passes the view on (a replication set's virtual
+//! cluster is fed the views of real ones).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
 use super::view::{ClusterView, Freshness};
 
-/// A cluster's view, read-only, with its stale window.
+/// A cluster's view, read-only.
 #[derive(Clone)]
 pub struct ClusterFeed {
     rx: watch::Receiver<Arc<ClusterView>>,
-    serve_stale_for: Duration,
 }
 
 impl ClusterFeed {
     /// The watcher makes the feed of its own channel; tests make one from theirs.
-    pub fn new(rx: watch::Receiver<Arc<ClusterView>>, serve_stale_for: Duration) -> Self {
-        Self {
-            rx,
-            serve_stale_for,
-        }
+    pub fn new(rx: watch::Receiver<Arc<ClusterView>>) -> Self {
+        Self { rx }
     }
 
     /// The latest view (with the latest report times), whatever its freshness.
@@ -32,7 +30,7 @@ impl ClusterFeed {
 
     /// How `view` may be used to answer at `now`.
     pub fn freshness(&self, view: &ClusterView, now: Instant) -> Freshness {
-        view.freshness(now, self.serve_stale_for)
+        view.freshness(now)
     }
 
     /// The latest view if it may be used to answer now (fresh, or stale within the
@@ -62,12 +60,14 @@ impl ClusterFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn usable_applies_the_stale_window() {
         let mut view = ClusterView::empty("dc1", false);
+        view.serve_stale_for = Duration::from_secs(5);
         let (tx, rx) = watch::channel(Arc::new(view.clone()));
-        let feed = ClusterFeed::new(rx, Duration::from_secs(5));
+        let feed = ClusterFeed::new(rx);
         assert!(feed.usable().is_none(), "no view yet");
         view.last_confirmed = Some(Instant::now());
         view.stale = true;

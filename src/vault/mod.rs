@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod feed;
+pub mod replication;
 pub mod view;
 pub mod watcher;

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
 use super::client::{NodeReport, NodeState, PollError};
+use super::replication::Modes;
 
 /// A node's role as the DNS answers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct Member {
     pub addrs: Vec<IpAddr>,
     pub port: u16,
     pub role: Role,
+    /// The replication modes the node reported (unknown without a current answer).
+    pub replication: Modes,
     /// Wall-clock time of the node's last answer.
     pub last_confirmed: Option<SystemTime>,
     /// Why the node has no current answer, if it has none.
@@ -181,7 +184,14 @@ pub struct ClusterView {
     pub leader_changed: Option<(SystemTime, String)>,
     /// Since when the cluster has had no leader (for the "no leader for Xs" log line).
     pub leaderless_since: Option<Instant>,
+    /// How long the view may be served once no node answers (the cluster's config). It
+    /// travels with the view, so a view passed on (a replication set's virtual cluster)
+    /// keeps its own cluster's window.
+    pub serve_stale_for: Duration,
 }
+
+/// `serve_stale_for` until a watcher sets its cluster's own (the config default).
+const DEFAULT_SERVE_STALE_FOR: Duration = Duration::from_secs(30);
 
 /// How a view may be used to answer at a given moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,14 +217,16 @@ impl ClusterView {
             stale: false,
             leader_changed: None,
             leaderless_since: None,
+            serve_stale_for: DEFAULT_SERVE_STALE_FOR,
         }
     }
 
-    pub fn freshness(&self, now: Instant, serve_stale_for: Duration) -> Freshness {
+    /// How the view may be used to answer at `now`.
+    pub fn freshness(&self, now: Instant) -> Freshness {
         match self.last_confirmed {
             None => Freshness::Unusable,
             Some(_) if !self.stale => Freshness::Fresh,
-            Some(t) if now.saturating_duration_since(t) <= serve_stale_for => Freshness::Stale,
+            Some(t) if now.saturating_duration_since(t) <= self.serve_stale_for => Freshness::Stale,
             Some(_) => Freshness::Unusable,
         }
     }
@@ -232,7 +244,15 @@ impl ClusterView {
     /// the watcher wakes consumers (proxy connections, DNS answer caches) only when this
     /// is false.
     pub fn answers_like(&self, other: &ClusterView) -> bool {
-        let key = |m: &Member| (m.url.clone(), m.addrs.clone(), m.port, m.role);
+        let key = |m: &Member| {
+            (
+                m.url.clone(),
+                m.addrs.clone(),
+                m.port,
+                m.role,
+                m.replication,
+            )
+        };
         self.leader == other.leader
             && self.stale == other.stale
             && self.load_balanced == other.load_balanced
@@ -273,6 +293,7 @@ impl Polled {
             port: previous.map_or_else(|| url.port_or_known_default().unwrap_or(8200), |p| p.port),
             report: NodeReport {
                 health: Err(why.clone()),
+                replication: Modes::default(),
                 leader: Err(why),
             },
             at,
@@ -451,6 +472,7 @@ pub fn next_view(
                     addrs: p.addrs.clone(),
                     port: p.port,
                     role: Role::from(*state),
+                    replication: p.report.replication,
                     last_confirmed: Some(p.wall),
                     error: None,
                 },
@@ -490,6 +512,7 @@ pub fn next_view(
         stale: false,
         leader_changed: prev.leader_changed.clone(),
         leaderless_since: prev.leaderless_since,
+        serve_stale_for: prev.serve_stale_for,
     };
 
     let old = prev.leader.as_ref().map(|l| l.api_addr.clone());
@@ -528,6 +551,7 @@ fn unreachable_member(p: &Polled, last_confirmed: Option<SystemTime>) -> Member 
         addrs: p.addrs.clone(),
         port: p.port,
         role: Role::Unreachable,
+        replication: Modes::default(),
         last_confirmed,
         error: p.report.health.as_ref().err().map(|e| e.to_string()),
     }
@@ -554,7 +578,11 @@ mod tests {
             addrs: vec![url.host_str().unwrap().parse().unwrap()],
             port: 8200,
             url,
-            report: NodeReport { health, leader },
+            report: NodeReport {
+                health,
+                replication: Modes::default(),
+                leader,
+            },
             at: Instant::now(),
             wall: SystemTime::now(),
         }
@@ -859,45 +887,34 @@ mod tests {
     #[test]
     fn stale_then_unusable() {
         let t0 = Instant::now();
-        let window = Duration::from_secs(5);
+        let mut empty = ClusterView::empty("dc1", false);
+        empty.serve_stale_for = Duration::from_secs(5);
         let mut first = node(1, NodeState::Active, Some(L1));
         first.at = t0;
-        let (v1, _) = round(&ClusterView::empty("dc1", false), vec![first], t0);
-        assert_eq!(v1.freshness(t0, window), Freshness::Fresh);
+        let (v1, _) = round(&empty, vec![first], t0);
+        assert_eq!(v1.freshness(t0), Freshness::Fresh);
         let (v2, ev) = round(&v1, vec![down(1)], t0 + Duration::from_secs(1));
         assert_eq!(ev, vec![ViewEvent::BecameStale]);
         assert!(v2.stale);
         assert_eq!(v2.leader.as_ref().unwrap().api_addr, L1, "last view kept");
+        assert_eq!(v2.freshness(t0 + Duration::from_secs(4)), Freshness::Stale);
         assert_eq!(
-            v2.freshness(t0 + Duration::from_secs(4), window),
-            Freshness::Stale
-        );
-        assert_eq!(
-            v2.freshness(t0 + Duration::from_secs(6), window),
+            v2.freshness(t0 + Duration::from_secs(6)),
             Freshness::Unusable
         );
         let mut back = node(1, NodeState::Active, Some(L1));
         back.at = t0 + Duration::from_secs(7);
         let (v3, ev) = round(&v2, vec![back], t0 + Duration::from_secs(7));
         assert_eq!(ev, vec![ViewEvent::Recovered]);
-        assert_eq!(
-            v3.freshness(t0 + Duration::from_secs(7), window),
-            Freshness::Fresh
-        );
+        assert_eq!(v3.freshness(t0 + Duration::from_secs(7)), Freshness::Fresh);
     }
 
     #[test]
     fn never_confirmed_is_unusable() {
         let v = ClusterView::empty("dc1", false);
-        assert_eq!(
-            v.freshness(Instant::now(), Duration::from_secs(60)),
-            Freshness::Unusable
-        );
+        assert_eq!(v.freshness(Instant::now()), Freshness::Unusable);
         let (v, _) = round(&v, vec![down(1)], Instant::now());
-        assert_eq!(
-            v.freshness(Instant::now(), Duration::from_secs(60)),
-            Freshness::Unusable
-        );
+        assert_eq!(v.freshness(Instant::now()), Freshness::Unusable);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use url::Url;
 
 use super::client::{PollError, VaultClient};
 use super::feed::ClusterFeed;
+use super::replication;
 use super::view::{
     self, current, elect, next_view, ClusterView, Leader, NoLeader, Polled, ViewEvent,
 };
@@ -97,12 +98,17 @@ impl Watcher {
             Some(view) => {
                 let mut view = (*view).clone();
                 view.load_balanced = config.load_balanced;
+                view.serve_stale_for = config.serve_stale_for;
                 Arc::new(view)
             }
-            None => Arc::new(ClusterView::empty(&config.name, config.load_balanced)),
+            None => {
+                let mut view = ClusterView::empty(&config.name, config.load_balanced);
+                view.serve_stale_for = config.serve_stale_for;
+                Arc::new(view)
+            }
         };
         let (tx, rx) = watch::channel(initial);
-        let feed = ClusterFeed::new(rx, config.serve_stale_for);
+        let feed = ClusterFeed::new(rx);
         // The view is rebuilt at least every poll interval; a poll takes at most the
         // request timeout. Twice both plus slack without a rebuild means the loop is stuck.
         let heartbeat = Heartbeat::new(
@@ -379,6 +385,13 @@ impl Watcher {
             .set(f64::from(u8::from(view.stale)));
         metrics::gauge!(telemetry::HAS_LEADER, "cluster" => cluster.clone())
             .set(f64::from(u8::from(view.leader.is_some())));
+        for kind in replication::Kind::ALL {
+            let mode = replication::cluster_mode(view, kind);
+            for m in replication::Mode::ALL {
+                metrics::gauge!(telemetry::REPLICATION_MODE, "cluster" => cluster.clone(), "kind" => kind.as_str(), "mode" => m.as_str())
+                    .set(f64::from(u8::from(m == mode)));
+            }
+        }
         let why = view.no_leader.as_ref().map(NoLeader::kind);
         for kind in NoLeader::KINDS {
             metrics::gauge!(telemetry::NO_LEADER, "cluster" => cluster.clone(), "reason" => kind)
