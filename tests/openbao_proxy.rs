@@ -1,27 +1,62 @@
-//! The cluster-port proxy against a real OpenBao cluster: TLS passes through untouched
-//! (same certificate chain and ALPN as a direct connection to the active node), DNS in
-//! proxy mode answers the listener, and after `kill -9` of the active node new
-//! connections reach the new one.
+//! The proxy against a real OpenBao cluster: TLS passes through untouched (same
+//! certificate chain and ALPN as a direct connection to the active node), DNS in proxy
+//! mode answers the listener, whose API side (:8200) reaches the active node too, and
+//! after `kill -9` of the active node new connections on both ports reach the new one.
+//! The cluster is also a replication set of one: OpenBao has no replication, so the
+//! virtual primaries answer NXDOMAIN and `/status` says why.
 
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::agent::Agent;
-use support::dns::{ips, query, Proto};
+use support::dns::{has_soa, ips, query, rcode, Proto};
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
 
 const FW: &[u8] = b"req_fw_sb-act_v1";
+
+/// What the node behind the proxy's API side says of itself: `(health status code,
+/// is_self, leader_address)`.
+async fn api_through(api: SocketAddr) -> Option<(u16, bool, String)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let health = http
+        .get(format!("http://{api}/v1/sys/health"))
+        .send()
+        .await
+        .ok()?
+        .status()
+        .as_u16();
+    let leader: serde_json::Value = http
+        .get(format!("http://{api}/v1/sys/leader"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some((
+        health,
+        leader["is_self"].as_bool()?,
+        leader["leader_address"].as_str()?.to_string(),
+    ))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_is_exact_and_follows_failover() {
     let mut cluster = Cluster::start(23, 0, 3).await;
     let dns: SocketAddr = "127.23.0.100:8600".parse().unwrap();
     let proxy: SocketAddr = "127.23.0.200:8201".parse().unwrap();
-    let _agent = Agent::start(
+    // answer = true gives the listener an API side on the same IP, port 8200.
+    let api: SocketAddr = "127.23.0.200:8200".parse().unwrap();
+    let agent = Agent::start(
         r#"
 datacenter = "dc1"
 [dns]
@@ -34,6 +69,8 @@ poll_interval = "250ms"
 cluster = "dc1"
 listen = "127.23.0.200:8201"
 answer = true
+[replication]
+clusters = ["dc1"]
 "#,
         dns,
     );
@@ -69,6 +106,39 @@ answer = true
     // Raft traffic is never sent to "the active".
     assert!(observe(proxy, b"raft_storage_v1").await.is_none());
 
+    // The answered IP serves the API port too: an HTTP request reaches the active node.
+    let leader_api = format!("http://{}:8200", cluster.ip(leader));
+    let seen = eventually(Duration::from_secs(20), "the API side forwards", || async {
+        api_through(api).await
+    })
+    .await;
+    assert_eq!(seen, (200, true, leader_api), "the active node answers");
+
+    // OpenBao has no replication (though its active node reports perf mode "primary"):
+    // no primary of either kind.
+    for label in ["perf-primary", "dr-primary"] {
+        let m = query(
+            dns,
+            &format!("active.vault.service.{label}.consul"),
+            RecordType::A,
+            Proto::Udp,
+        )
+        .unwrap();
+        assert_eq!(rcode(&m), ResponseCode::NXDomain, "{label}");
+        assert!(has_soa(&m), "{label}");
+    }
+    let (_, json) = agent.admin_get("/status");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["clusters"][0]["replication"]["perf"], "unavailable");
+    assert_eq!(
+        status["replication"]["primaries"][0]["why"],
+        "no cluster of the set is a performance primary (dc1: unavailable)"
+    );
+    assert_eq!(
+        status["replication"]["primaries"][1]["why"],
+        "no cluster of the set is a DR primary (dc1: unavailable)"
+    );
+
     cluster.kill(leader);
     let new = cluster.wait_leader(Duration::from_secs(60)).await;
     assert_ne!(new, leader);
@@ -90,6 +160,13 @@ answer = true
             let (chain, _) = observe(proxy, FW).await?;
             (chain == new_chain).then_some(())
         },
+    )
+    .await;
+    let new_api = format!("http://{}:8200", cluster.ip(new));
+    eventually(
+        Duration::from_secs(30),
+        "the API side reaches the new active",
+        || async { (api_through(api).await? == (200, true, new_api.clone())).then_some(()) },
     )
     .await;
 }

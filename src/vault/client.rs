@@ -113,6 +113,25 @@ struct HealthBody {
     replication_performance_mode: Option<String>,
     #[serde(default)]
     replication_dr_mode: Option<String>,
+    /// Vault 1.13+ says whether it is Enterprise; OpenBao leaves it out.
+    #[serde(default)]
+    enterprise: Option<bool>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+impl HealthBody {
+    /// Whether the server can replicate at all: Vault Enterprise only. Older Enterprise
+    /// servers have no `enterprise` field but mark their version (`1.9.3+ent`,
+    /// `0.11.0+prem`); OpenBao (`2.7.2`) and Vault Community (`1.15.0`) do not. With
+    /// neither field the modes are taken as reported.
+    fn can_replicate(&self) -> bool {
+        match (self.enterprise, self.version.as_deref()) {
+            (Some(enterprise), _) => enterprise,
+            (None, Some(version)) => version.contains('+'),
+            (None, None) => true,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -230,7 +249,12 @@ pub fn parse_health(status: u16, body: &[u8]) -> Result<Health, PollError> {
         return Err(PollError::Status(status));
     }
     let h: HealthBody = serde_json::from_slice(body).map_err(|e| PollError::Body(e.to_string()))?;
-    let mode = |m: &Option<String>| m.as_deref().map_or(Mode::Unknown, Mode::parse);
+    let can_replicate = h.can_replicate();
+    let mode = |m: &Option<String>| match m.as_deref() {
+        None => Mode::Unknown,
+        Some(_) if !can_replicate => Mode::Unavailable,
+        Some(m) => Mode::parse(m),
+    };
     let replication = Modes {
         perf: mode(&h.replication_performance_mode),
         dr: mode(&h.replication_dr_mode),

@@ -8,7 +8,10 @@
 //! Rules (each one has a unit test below):
 //! - **A cluster's mode** is what its active node's `/v1/sys/health` says; without an
 //!   active node (an election, a load-balanced peer), what its serving members say when
-//!   they agree; otherwise unknown. A missing field is unknown, never "disabled".
+//!   they agree; otherwise unknown. A missing field is unknown, never "disabled". A
+//!   server without replication is `unavailable` whatever it says: only Vault
+//!   Enterprise replicates (`"enterprise": true`, or a version with build metadata such
+//!   as `1.17.3+ent`), and an OpenBao 2.7 HA active node reports perf mode `primary`.
 //! - **Only fresh views count.** A cluster counts as a primary when its view is fresh
 //!   (a node answered within the last report age) and its mode is `primary`. A primary
 //!   seen only through a stale view (we are cut off from that region) never counts as a
@@ -43,6 +46,9 @@ pub enum Mode {
     Primary,
     Secondary,
     Bootstrapping,
+    /// The server has no replication (OpenBao, Vault Community), whatever the field says:
+    /// an OpenBao 2.7 HA active node reports `replication_performance_mode: "primary"`.
+    Unavailable,
     /// The field is missing, unrecognised, or nobody could say.
     #[default]
     Unknown,
@@ -50,11 +56,12 @@ pub enum Mode {
 
 impl Mode {
     /// Every value, for metric labels.
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Disabled,
         Mode::Primary,
         Mode::Secondary,
         Mode::Bootstrapping,
+        Mode::Unavailable,
         Mode::Unknown,
     ];
 
@@ -74,6 +81,7 @@ impl Mode {
             Mode::Primary => "primary",
             Mode::Secondary => "secondary",
             Mode::Bootstrapping => "bootstrapping",
+            Mode::Unavailable => "unavailable",
             Mode::Unknown => "unknown",
         }
     }
@@ -135,10 +143,12 @@ impl Kind {
 
 /// A cluster's mode of `kind`: see the module docs.
 pub fn cluster_mode(view: &ClusterView, kind: Kind) -> Mode {
+    // A stale view keeps its members as last confirmed (each with the error since):
+    // their modes then are the view's.
     let answering = view
         .members
         .iter()
-        .filter(|m| m.error.is_none() && m.role.is_serving());
+        .filter(|m| (view.stale || m.error.is_none()) && m.role.is_serving());
     let active: Vec<Mode> = answering
         .clone()
         .filter(|m| !view.load_balanced && m.role == Role::Active)
@@ -607,6 +617,13 @@ mod tests {
         // Nobody answering, or only sealed nodes: unknown.
         let v = view_with(&[(Role::Active, P, false), (Role::Sealed, P, true)], false);
         assert_eq!(cluster_mode(&v, Kind::Perf), Mode::Unknown);
+        // A stale view speaks as last confirmed.
+        let mut v = view_with(
+            &[(Role::Active, P, false), (Role::Standby, P, false)],
+            false,
+        );
+        v.stale = true;
+        assert_eq!(cluster_mode(&v, Kind::Perf), Primary);
         // Load balancers: whatever node answered through them, when they agree.
         let v = view_with(&[(Role::Active, P, true), (Role::Standby, P, true)], true);
         assert_eq!(cluster_mode(&v, Kind::Perf), Primary);

@@ -1,5 +1,6 @@
 //! Mock Vault nodes, for what a real server cannot be made to do: garbage JSON, 500s,
-//! stalls, and contradicting leader reports (split brain).
+//! stalls, contradicting leader reports (split brain), and Vault Enterprise's
+//! replication modes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +30,9 @@ pub enum Behavior {
 pub struct MockNode {
     pub addr: SocketAddr,
     behavior: Arc<Mutex<Behavior>>,
+    /// `(replication_performance_mode, replication_dr_mode)` a `Node` reports in its
+    /// health answer; None leaves both fields out (an older server).
+    replication: Arc<Mutex<Option<(String, String)>>>,
     requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -39,6 +43,8 @@ impl MockNode {
         let addr = listener.local_addr().unwrap();
         let behavior = Arc::new(Mutex::new(behavior));
         let b = behavior.clone();
+        let replication: Arc<Mutex<Option<(String, String)>>> = Arc::default();
+        let modes = replication.clone();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
         let task = tokio::spawn(async move {
@@ -48,6 +54,7 @@ impl MockNode {
                 };
                 let b = b.clone();
                 let counter = counter.clone();
+                let modes = modes.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -67,6 +74,7 @@ impl MockNode {
                     let request = String::from_utf8_lossy(&buf);
                     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
                     let behavior = b.lock().unwrap().clone();
+                    let modes = modes.lock().unwrap().clone();
                     let (status, body) = match behavior {
                         Behavior::Stall => {
                             std::future::pending::<()>().await;
@@ -111,10 +119,17 @@ impl MockNode {
                         Behavior::ServerError => (500, "{\"errors\":[\"boom\"]}".to_string()),
                         Behavior::Node { active, leader } => {
                             if path.starts_with("/v1/sys/health") {
+                                let replication = modes
+                                    .map(|(perf, dr)| {
+                                        format!(
+                                            r#","version":"1.17.3+ent","enterprise":true,"replication_performance_mode":"{perf}","replication_dr_mode":"{dr}""#
+                                        )
+                                    })
+                                    .unwrap_or_default();
                                 (
                                     if active { 200 } else { 429 },
                                     format!(
-                                        r#"{{"initialized":true,"sealed":false,"standby":{}}}"#,
+                                        r#"{{"initialized":true,"sealed":false,"standby":{}{replication}}}"#,
                                         !active
                                     ),
                                 )
@@ -141,6 +156,7 @@ impl MockNode {
         MockNode {
             addr,
             behavior,
+            replication,
             requests,
             task,
         }
@@ -170,6 +186,12 @@ impl MockNode {
 
     pub fn set(&self, behavior: Behavior) {
         *self.behavior.lock().unwrap() = behavior;
+    }
+
+    /// The replication modes this node reports from now on (Vault Enterprise's
+    /// `replication_performance_mode`, `replication_dr_mode`).
+    pub fn set_replication(&self, perf: &str, dr: &str) {
+        *self.replication.lock().unwrap() = Some((perf.to_string(), dr.to_string()));
     }
 }
 

@@ -1,0 +1,280 @@
+//! A replication set, with mock nodes standing in for Vault Enterprise (OpenBao has no
+//! replication): the `perf-primary` names and proxy follow the performance primary
+//! through a promotion, two primaries are answered as neither, a primary seen only
+//! through a stale view never counts as a second one, and `status --is-primary` flips.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use tokio::io::AsyncReadExt;
+
+use support::agent::{run_cli, Agent};
+use support::dns::{has_soa, ips, query, rcode, wait_answer, Proto};
+use support::mock::{Behavior, MockNode};
+use support::openbao::eventually;
+use support::tls::{connect, FakeNode, Pki, ALPN_FW};
+
+const DNS: &str = "127.47.0.1:8600";
+const ADMIN: &str = "127.47.0.1:9464";
+const PROXY: &str = "127.47.0.2:8201";
+
+/// Three mock nodes on `127.47.<region>.1-3:8200`, the first active, all reporting
+/// `perf` and `dr`.
+async fn region(region: u8, perf: &str, dr: &str) -> Vec<MockNode> {
+    let leader = format!("http://127.47.{region}.1:8200");
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let node = MockNode::start(
+            format!("127.47.{region}.{i}:8200").parse().unwrap(),
+            Behavior::Node {
+                active: i == 1,
+                leader: leader.clone(),
+            },
+        )
+        .await;
+        node.set_replication(perf, dr);
+        nodes.push(node);
+    }
+    nodes
+}
+
+fn set_modes(nodes: &[MockNode], perf: &str, dr: &str) {
+    for n in nodes {
+        n.set_replication(perf, dr);
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn a(name: &str) -> Vec<IpAddr> {
+    let mut got = ips(&query(DNS.parse().unwrap(), name, RecordType::A, Proto::Udp).unwrap());
+    got.sort();
+    got
+}
+
+/// `status --is-primary KIND`'s exit code.
+fn is_primary(kind: &str) -> i32 {
+    run_cli(&["status", "--admin", ADMIN, "--is-primary", kind])
+        .status
+        .code()
+        .unwrap()
+}
+
+fn primaries_metric(agent: &Agent, kind: &str) -> Option<f64> {
+    let (_, body) = agent.admin_get("/metrics");
+    let prefix = format!("replication_primaries{{kind=\"{kind}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// The certificate of the node a TLS connection through the proxy reaches, or None when
+/// the proxy refuses.
+async fn reached(pki: &Pki) -> Option<Vec<u8>> {
+    let tls = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
+        .await
+        .ok()?;
+    let (_, conn) = tls.get_ref();
+    Some(conn.peer_certificates()?[0].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_proxy_follow_the_primary_and_never_name_two() {
+    let east = region(1, "primary", "disabled").await;
+    let west = region(2, "secondary", "disabled").await;
+    let pki = Pki::new();
+    let east_fw = FakeNode::start(&pki, "127.47.1.1:8201".parse().unwrap(), "east").await;
+    let west_fw = FakeNode::start(&pki, "127.47.2.1:8201".parse().unwrap(), "west").await;
+    let dns: SocketAddr = DNS.parse().unwrap();
+    let agent = Agent::start(
+        &format!(
+            r#"
+datacenter = "us-east-1"
+[dns]
+listen = ["{DNS}"]
+[[clusters]]
+name = "us-east-1"
+nodes = ["http://127.47.1.1:8200", "http://127.47.1.2:8200", "http://127.47.1.3:8200"]
+poll_interval = "100ms"
+serve_stale_for = "1h"
+[[clusters]]
+name = "us-west-2"
+nodes = ["http://127.47.2.1:8200", "http://127.47.2.2:8200", "http://127.47.2.3:8200"]
+poll_interval = "100ms"
+[replication]
+clusters = ["us-east-1", "us-west-2"]
+[[proxy]]
+cluster = "perf-primary"
+listen = "{PROXY}"
+"#
+        ),
+        dns,
+    );
+    let within = Duration::from_secs(10);
+
+    // us-east-1 is the performance primary: every name form under perf-primary answers
+    // for it.
+    wait_answer(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+        within,
+        "perf-primary names the east active node",
+        |m| ips(m) == vec![ip("127.47.1.1")],
+    )
+    .await;
+    assert_eq!(
+        a("standby.vault.service.perf-primary.consul"),
+        vec![ip("127.47.1.2"), ip("127.47.1.3")]
+    );
+    assert_eq!(a("vault.service.perf-primary.consul").len(), 3);
+    let srv = query(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::SRV,
+        Proto::Tcp,
+    )
+    .unwrap();
+    match &srv.answers[0].data {
+        RData::SRV(s) => {
+            assert_eq!(s.port, 8200);
+            assert_eq!(s.target.to_string(), "7f2f0101.addr.perf-primary.consul.");
+        }
+        other => panic!("not an SRV answer: {other:?}"),
+    }
+    assert_eq!(
+        a("7f2f0101.addr.perf-primary.consul"),
+        vec![ip("127.47.1.1")]
+    );
+    // No cluster is a DR primary: NXDOMAIN with the SOA, as for a tag with no instance.
+    let m = query(
+        dns,
+        "active.vault.service.dr-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    assert!(has_soa(&m));
+    assert_eq!(is_primary("perf"), 0, "us-east-1 is the perf primary");
+    assert_eq!(is_primary("dr"), 3, "us-east-1 is no DR primary");
+    assert_eq!(primaries_metric(&agent, "perf"), Some(1.0));
+    assert_eq!(primaries_metric(&agent, "dr"), Some(0.0));
+
+    // The proxy follows the primary: a replication stream reaches the east active.
+    let mut stream = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.get_ref().1.peer_certificates().unwrap()[0],
+        east_fw.cert
+    );
+
+    // Promotion: us-west-2 becomes the primary, us-east-1 a secondary.
+    set_modes(&east, "secondary", "disabled");
+    set_modes(&west, "primary", "disabled");
+    wait_answer(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+        within,
+        "perf-primary follows the promotion",
+        |m| ips(m) == vec![ip("127.47.2.1")],
+    )
+    .await;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(within, stream.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the stream to the old primary is closed: {closed:?}"
+    );
+    let west_cert = west_fw.cert.to_vec();
+    eventually(within, "new streams reach the west active", || async {
+        (reached(&pki).await? == west_cert).then_some(())
+    })
+    .await;
+    assert_eq!(is_primary("perf"), 3, "us-east-1 is no longer the primary");
+
+    // Two primaries: names under the label answer SERVFAIL, never either cluster.
+    set_modes(&east, "primary", "disabled");
+    wait_answer(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+        within,
+        "two primaries answer SERVFAIL",
+        |m| rcode(m) == ResponseCode::ServFail,
+    )
+    .await;
+    for name in [
+        "standby.vault.service.perf-primary.consul",
+        "vault.service.perf-primary.consul",
+    ] {
+        let m = query(dns, name, RecordType::A, Proto::Udp).unwrap();
+        assert_eq!(rcode(&m), ResponseCode::ServFail, "{name}");
+    }
+    assert_eq!(primaries_metric(&agent, "perf"), Some(2.0));
+    assert!(reached(&pki).await.is_none(), "the proxy refuses");
+    assert_eq!(is_primary("perf"), 4, "two primaries: unknown");
+    let status = run_cli(&["status", "--admin", ADMIN]);
+    assert_eq!(status.status.code(), Some(2), "status flags two primaries");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("us-east-1 and us-west-2 all report performance mode primary"),
+        "{table}"
+    );
+    assert!(
+        agent.log().lines().any(|l| l.contains("ERROR")
+            && l.contains("two primaries")
+            && l.contains("us-east-1,us-west-2")),
+        "an ERROR names both clusters:\n{}",
+        agent.log()
+    );
+    // The real clusters' own names still answer.
+    assert_eq!(
+        a("active.vault.service.us-west-2.consul"),
+        vec![ip("127.47.2.1")]
+    );
+
+    // Cut off from us-east-1 (its nodes stop answering): its view goes stale, still
+    // saying "primary", and a stale primary never counts as a second one.
+    for n in &east {
+        n.set(Behavior::Stall);
+    }
+    wait_answer(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+        within,
+        "the fresh primary wins over the stale one",
+        |m| ips(m) == vec![ip("127.47.2.1")],
+    )
+    .await;
+    assert_eq!(primaries_metric(&agent, "perf"), Some(1.0));
+    assert_eq!(is_primary("perf"), 4, "the local view is stale: unknown");
+    let (_, json) = agent.admin_get("/status");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let perf = &status["replication"]["primaries"][0];
+    assert_eq!(perf["label"], "perf-primary");
+    assert_eq!(perf["primary"], "us-west-2");
+    assert!(
+        perf["why"]
+            .as_str()
+            .unwrap()
+            .contains("us-east-1: primary, stale"),
+        "{perf}"
+    );
+    let east_status = &status["clusters"][0];
+    assert_eq!(east_status["name"], "us-east-1");
+    assert_eq!(east_status["replication"]["perf"], "primary");
+}
