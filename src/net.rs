@@ -45,8 +45,8 @@ impl Proto {
 }
 
 /// Fails when any socket is bound to `addr` already, naming the process that holds it
-/// when `/proc` tells. The probe sets neither SO_REUSEADDR nor SO_REUSEPORT, so every
-/// existing bind conflicts with it, whoever made it; it is closed at once. Call it only
+/// when `/proc` tells. The probe does not set SO_REUSEPORT, so every existing listener
+/// conflicts with it, whoever made it; it is closed at once. Call it only
 /// for addresses this process does not hold (its own reuseport sockets conflict too).
 pub fn ensure_free(addr: SocketAddr, proto: Proto) -> io::Result<()> {
     let (ty, p) = match proto {
@@ -56,6 +56,13 @@ pub fn ensure_free(addr: SocketAddr, proto: Proto) -> io::Result<()> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(p))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    // TCP: SO_REUSEADDR lets the probe past connections in TIME_WAIT (a restart within a
+    // minute of a scrape or a proxied connection the agent closed first) and still
+    // conflicts with any listening socket, reuseport or not. UDP has no TIME_WAIT, and
+    // there SO_REUSEADDR would share the port with another agent's socket.
+    if proto == Proto::Tcp {
+        s.set_reuse_address(true)?;
     }
     match s.bind(&addr.into()) {
         Ok(()) => Ok(()),
@@ -261,6 +268,27 @@ mod tests {
         assert!(ensure_free(ours.local_addr().unwrap(), Proto::Tcp).is_err());
         drop(held);
         ensure_free(addr, Proto::Udp).unwrap();
+    }
+
+    #[test]
+    fn connections_in_time_wait_do_not_hold_an_address() {
+        // The agent answers a scrape and closes first: its port keeps a TIME_WAIT
+        // socket for a minute after it stops, which must not block its restart.
+        let listener = bind_tcp_std("127.0.0.1:0".parse().unwrap()).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        drop(served);
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut client, &mut buf).unwrap(), 0);
+        drop(client);
+        drop(listener);
+        ensure_free(addr, Proto::Tcp).unwrap();
+        // A foreign listener without any reuse option still conflicts.
+        let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = ensure_free(foreign.local_addr().unwrap(), Proto::Tcp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
