@@ -564,7 +564,10 @@ fn start_proxy(
         ));
         supervise(
             tasks,
-            format!("proxy {} side on {}", side.as_str(), proxy.listen()),
+            match side {
+                Side::Cluster => format!("proxy on {}", proxy.listen()),
+                Side::Api => format!("proxy API side on {}", proxy.listen()),
+            },
             stop.clone(),
             fatal.clone(),
             proxy

@@ -1,37 +1,40 @@
 //! Metric names (Prometheus conventions: units in the name, `_total` for counters), the
 //! exporter, and logging setup. One place so names stay consistent and documented.
+//! Every name starts with `vault_locator_`: the agent runs beside Vault, whose own
+//! telemetry is `vault_*` (a bare `vault_leader_changes_total` could collide with it in
+//! the same Prometheus).
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 // DNS (CoreDNS-like names).
-pub const DNS_REQUESTS: &str = "dns_requests_total"; // {proto, type}
-pub const DNS_RESPONSES: &str = "dns_responses_total"; // {rcode}
-pub const DNS_DURATION: &str = "dns_request_duration_seconds"; // histogram {proto}
+pub const DNS_REQUESTS: &str = "vault_locator_dns_requests_total"; // {proto, type}
+pub const DNS_RESPONSES: &str = "vault_locator_dns_responses_total"; // {rcode}
+pub const DNS_DURATION: &str = "vault_locator_dns_request_duration_seconds"; // histogram {proto}
 
 // Vault clusters.
-pub const LEADER_CHANGES: &str = "vault_leader_changes_total"; // {cluster}
-pub const VIEW_AGE: &str = "vault_cluster_view_age_seconds"; // {cluster}
-pub const NODES: &str = "vault_cluster_nodes"; // {cluster, state=reachable|unreachable}
-pub const POLL_ERRORS: &str = "vault_poll_errors_total"; // {cluster, kind}
-pub const STALE: &str = "vault_cluster_stale"; // {cluster} 0/1
-pub const HAS_LEADER: &str = "vault_cluster_has_leader"; // {cluster} 0/1
+pub const LEADER_CHANGES: &str = "vault_locator_vault_leader_changes_total"; // {cluster}
+pub const VIEW_AGE: &str = "vault_locator_vault_cluster_view_age_seconds"; // {cluster}
+pub const NODES: &str = "vault_locator_vault_cluster_nodes"; // {cluster, state=reachable|unreachable}
+pub const POLL_ERRORS: &str = "vault_locator_vault_poll_errors_total"; // {cluster, kind}
+pub const STALE: &str = "vault_locator_vault_cluster_stale"; // {cluster} 0/1
+pub const HAS_LEADER: &str = "vault_locator_vault_cluster_has_leader"; // {cluster} 0/1
 /// 1 for the reason the cluster has no leader now, 0 for the others (`NoLeader::KINDS`).
-pub const NO_LEADER: &str = "vault_cluster_no_leader"; // {cluster, reason}
+pub const NO_LEADER: &str = "vault_locator_vault_cluster_no_leader"; // {cluster, reason}
 /// 1 for the cluster's current replication mode of each kind, 0 for the others.
-pub const REPLICATION_MODE: &str = "vault_cluster_replication_mode"; // {cluster, kind, mode}
+pub const REPLICATION_MODE: &str = "vault_locator_vault_cluster_replication_mode"; // {cluster, kind, mode}
 /// How many clusters of the replication set count as primaries of a kind (0, 1, or 2+:
 /// two primaries, answered as none).
-pub const REPLICATION_PRIMARIES: &str = "replication_primaries"; // {kind}
+pub const REPLICATION_PRIMARIES: &str = "vault_locator_replication_primaries"; // {kind}
 
-// Proxy.
-pub const PROXY_CONNECTIONS: &str = "proxy_connections_total"; // {cluster, alpn, result}
-pub const PROXY_ACTIVE: &str = "proxy_active_connections"; // {cluster}
-pub const PROXY_BYTES: &str = "proxy_bytes_total"; // {direction}
-pub const PROXY_CONNECT_DURATION: &str = "proxy_connect_duration_seconds"; // histogram {cluster}
+// Proxy (`side` is "cluster" or "api").
+pub const PROXY_CONNECTIONS: &str = "vault_locator_proxy_connections_total"; // {cluster, side, alpn, result}
+pub const PROXY_ACTIVE: &str = "vault_locator_proxy_active_connections"; // {cluster, side}
+pub const PROXY_BYTES: &str = "vault_locator_proxy_bytes_total"; // {direction, side}
+pub const PROXY_CONNECT_DURATION: &str = "vault_locator_proxy_connect_duration_seconds"; // histogram {cluster, side}
 
-pub const BUILD_INFO: &str = "build_info"; // {version}
+pub const BUILD_INFO: &str = "vault_locator_build_info"; // {version}
 /// Panics on any thread or task (see `panic`).
-pub const PANICS: &str = "panics_total";
+pub const PANICS: &str = "vault_locator_panics_total";
 
 /// Latency buckets from 50 µs to 5 s: DNS answers from memory sit at the bottom,
 /// forwarded queries and connects in the middle.

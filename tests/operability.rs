@@ -114,41 +114,70 @@ listen = "127.24.0.200:8201"
     let delta = |name: &str, labels: &[(&str, &str)]| {
         metric(&after, name, labels) - metric(&before, name, labels)
     };
-    assert_eq!(delta("dns_responses_total", &[("rcode", "NOERROR")]), 3.0);
-    assert_eq!(delta("dns_responses_total", &[("rcode", "NXDOMAIN")]), 2.0);
-    assert_eq!(delta("dns_responses_total", &[("rcode", "REFUSED")]), 1.0);
     assert_eq!(
-        delta("dns_requests_total", &[("proto", "tcp"), ("type", "A")]),
+        delta("vault_locator_dns_responses_total", &[("rcode", "NOERROR")]),
+        3.0
+    );
+    assert_eq!(
+        delta(
+            "vault_locator_dns_responses_total",
+            &[("rcode", "NXDOMAIN")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        delta("vault_locator_dns_responses_total", &[("rcode", "REFUSED")]),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "vault_locator_dns_requests_total",
+            &[("proto", "tcp"), ("type", "A")]
+        ),
         2.0
     );
     assert_eq!(
         delta(
-            "proxy_connections_total",
+            "vault_locator_proxy_connections_total",
             &[("alpn", "req_fw_sb-act_v1"), ("result", "forwarded")]
         ),
         1.0
     );
     assert_eq!(
         delta(
-            "proxy_connections_total",
+            "vault_locator_proxy_connections_total",
             &[("alpn", "raft_storage_v1"), ("result", "alpn_rejected")]
         ),
         1.0
     );
-    assert!(metric(&after, "dns_request_duration_seconds_count", &[]) >= 6.0);
+    assert!(
+        metric(
+            &after,
+            "vault_locator_dns_request_duration_seconds_count",
+            &[]
+        ) >= 6.0
+    );
     assert_eq!(
-        metric(&after, "vault_cluster_nodes", &[("state", "reachable")]),
+        metric(
+            &after,
+            "vault_locator_vault_cluster_nodes",
+            &[("state", "reachable")]
+        ),
         3.0
     );
     assert_eq!(
         metric(
             &after,
-            "build_info",
+            "vault_locator_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))]
         ),
         1.0
     );
-    let changes_before = metric(&after, "vault_leader_changes_total", &[("cluster", "dc1")]);
+    let changes_before = metric(
+        &after,
+        "vault_locator_vault_leader_changes_total",
+        &[("cluster", "dc1")],
+    );
     assert!(changes_before >= 1.0, "the first view counts as a change");
 
     // A real failover moves the leader-change counter.
@@ -168,12 +197,16 @@ listen = "127.24.0.200:8201"
     .await;
     let m = scrape(&agent);
     assert!(
-        metric(&m, "vault_leader_changes_total", &[("cluster", "dc1")]) >= changes_before + 1.0
+        metric(
+            &m,
+            "vault_locator_vault_leader_changes_total",
+            &[("cluster", "dc1")]
+        ) >= changes_before + 1.0
     );
     assert!(
         metric(
             &m,
-            "vault_poll_errors_total",
+            "vault_locator_vault_poll_errors_total",
             &[("cluster", "dc1"), ("kind", "connect")]
         ) >= 1.0
     );
@@ -196,7 +229,7 @@ listen = "127.24.0.200:8201"
     eventually(Duration::from_secs(20), "the stale gauge", || async {
         let stale = metric(
             &scrape(&agent),
-            "vault_cluster_stale",
+            "vault_locator_vault_cluster_stale",
             &[("cluster", "dc1")],
         );
         (stale == 1.0).then_some(())

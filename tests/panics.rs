@@ -122,13 +122,13 @@ async fn a_panic_in_one_proxied_connection_is_contained_and_counted() {
         let (_, metrics) = agent.admin_get("/metrics");
         metrics
             .lines()
-            .any(|l| l.starts_with("panics_total ") && l.ends_with(" 3"))
+            .any(|l| l.starts_with("vault_locator_panics_total ") && l.ends_with(" 3"))
             .then_some(())
     })
     .await;
     let (_, metrics) = agent.admin_get("/metrics");
     assert!(
-        metrics.contains(r#"proxy_active_connections{cluster="dc1"} 0"#),
+        metrics.contains(r#"vault_locator_proxy_active_connections{cluster="dc1",side="cluster"} 0"#),
         "an unwound connection is no longer counted as open:\n{metrics}"
     );
     query(dns, "consul.", RecordType::SOA, Proto::Udp).expect("still answering DNS");

@@ -68,7 +68,7 @@ fn is_primary(kind: &str) -> i32 {
 
 fn primaries_metric(agent: &Agent, kind: &str) -> Option<f64> {
     let (_, body) = agent.admin_get("/metrics");
-    let prefix = format!("replication_primaries{{kind=\"{kind}\"}} ");
+    let prefix = format!("vault_locator_replication_primaries{{kind=\"{kind}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map(|v| v.trim().parse().unwrap())

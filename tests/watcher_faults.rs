@@ -131,7 +131,8 @@ request_timeout = "500ms"
     }
     let (_, metrics) = agent.admin_get("/metrics");
     assert!(
-        metrics.contains(r#"vault_cluster_no_leader{cluster="dc1",reason="unheard"} 1"#),
+        metrics
+            .contains(r#"vault_locator_vault_cluster_no_leader{cluster="dc1",reason="unheard"} 1"#),
         "{metrics}"
     );
     assert!(
