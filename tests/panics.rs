@@ -128,7 +128,8 @@ async fn a_panic_in_one_proxied_connection_is_contained_and_counted() {
     .await;
     let (_, metrics) = agent.admin_get("/metrics");
     assert!(
-        metrics.contains(r#"vault_locator_proxy_active_connections{cluster="dc1",side="cluster"} 0"#),
+        metrics
+            .contains(r#"vault_locator_proxy_active_connections{cluster="dc1",side="cluster"} 0"#),
         "an unwound connection is no longer counted as open:\n{metrics}"
     );
     query(dns, "consul.", RecordType::SOA, Proto::Udp).expect("still answering DNS");

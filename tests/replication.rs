@@ -66,6 +66,59 @@ fn is_primary(kind: &str) -> i32 {
         .unwrap()
 }
 
+/// What `systemd/examples/primary-gate.service` does now: its `ExecStart=` shell line
+/// (with systemd's `$$` unescaped), run with this build against the test agent, and a
+/// stand-in `systemctl` that records what it was asked. "" when it asked nothing.
+fn gate() -> String {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/examples/primary-gate.service"
+    ))
+    .unwrap();
+    let script = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/bin/sh -c '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("the gate runs a shell line")
+        .replace("$$", "$")
+        .replace(
+            "/usr/bin/vault-locator status",
+            &format!("{} status --admin {ADMIN}", support::agent::bin()),
+        );
+    // The job's own condition is the command `is_primary` runs.
+    let job = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/examples/consul-replicate.service"
+    ))
+    .unwrap();
+    assert!(job
+        .lines()
+        .any(|l| l == "ExecCondition=/usr/bin/vault-locator status --is-primary perf"));
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("systemctl");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/asked\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("PATH", path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the gate itself never fails");
+    std::fs::read_to_string(dir.path().join("asked"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 fn primaries_metric(agent: &Agent, kind: &str) -> Option<f64> {
     let (_, body) = agent.admin_get("/metrics");
     let prefix = format!("vault_locator_replication_primaries{{kind=\"{kind}\"}} ");
@@ -167,6 +220,7 @@ listen = "{PROXY}"
     assert_eq!(is_primary("dr"), 3, "us-east-1 is no DR primary");
     assert_eq!(primaries_metric(&agent, "perf"), Some(1.0));
     assert_eq!(primaries_metric(&agent, "dr"), Some(0.0));
+    assert_eq!(gate(), "start consul-replicate.service");
 
     // The proxy follows the primary: a replication stream reaches the east active.
     let mut stream = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
@@ -202,6 +256,7 @@ listen = "{PROXY}"
     })
     .await;
     assert_eq!(is_primary("perf"), 3, "us-east-1 is no longer the primary");
+    assert_eq!(gate(), "stop consul-replicate.service");
 
     // Two primaries: names under the label answer SERVFAIL, never either cluster.
     set_modes(&east, "primary", "disabled");
@@ -225,6 +280,7 @@ listen = "{PROXY}"
     assert_eq!(primaries_metric(&agent, "perf"), Some(2.0));
     assert!(reached(&pki).await.is_none(), "the proxy refuses");
     assert_eq!(is_primary("perf"), 4, "two primaries: unknown");
+    assert_eq!(gate(), "", "cannot tell: the gate leaves the job as it is");
     let status = run_cli(&["status", "--admin", ADMIN]);
     assert_eq!(status.status.code(), Some(2), "status flags two primaries");
     let table = String::from_utf8_lossy(&status.stdout);
@@ -277,4 +333,178 @@ listen = "{PROXY}"
     let east_status = &status["clusters"][0];
     assert_eq!(east_status["name"], "us-east-1");
     assert_eq!(east_status["replication"]["perf"], "primary");
+}
+
+/// `GET /v1/sys/leader` through `api` (a proxy's API side): the answering node's
+/// `leader_address`, when it says it is the leader.
+async fn leader_behind(api: &str) -> Option<String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let body: serde_json::Value = http
+        .get(format!("http://{api}/v1/sys/leader"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["is_self"]
+        .as_bool()?
+        .then(|| body["leader_address"].as_str().map(str::to_string))?
+}
+
+fn set_config(west_poll: &str, with_set: bool) -> String {
+    let set = if with_set {
+        r#"
+[replication]
+clusters = ["us-east-1", "us-west-2"]
+[[proxy]]
+cluster = "perf-primary"
+listen = "127.48.0.2:8201"
+answer = true
+"#
+    } else {
+        ""
+    };
+    format!(
+        r#"
+datacenter = "us-west-2"
+[dns]
+listen = ["127.48.0.1:8600"]
+[[clusters]]
+name = "us-east-1"
+nodes = ["http://127.48.1.1:8200", "http://127.48.1.2:8200", "http://127.48.1.3:8200"]
+poll_interval = "100ms"
+[[clusters]]
+name = "us-west-2"
+nodes = ["http://127.48.2.1:8200", "http://127.48.2.2:8200", "http://127.48.2.3:8200"]
+poll_interval = "{west_poll}"
+{set}
+"#
+    )
+}
+
+/// Proxy mode for a virtual datacenter: `active.vault.service.perf-primary` answers the
+/// listener, whose API side reaches the primary's active node and follows a promotion
+/// across a reload that replaced one of the set's watchers; a reload without the set
+/// takes the labels away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_mode_follows_the_primary_across_reloads() {
+    let mut east = Vec::new();
+    let mut west = Vec::new();
+    for (region, nodes, perf) in [(1, &mut east, "primary"), (2, &mut west, "secondary")] {
+        for i in 1..=3 {
+            let node = MockNode::start(
+                format!("127.48.{region}.{i}:8200").parse().unwrap(),
+                Behavior::Node {
+                    active: i == 1,
+                    leader: format!("http://127.48.{region}.1:8200"),
+                },
+            )
+            .await;
+            node.set_replication(perf, "disabled");
+            nodes.push(node);
+        }
+    }
+    let dns: SocketAddr = "127.48.0.1:8600".parse().unwrap();
+    let agent = Agent::start(&set_config("100ms", true), dns);
+    let within = Duration::from_secs(10);
+    wait_answer(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+        within,
+        "proxy mode answers the listener",
+        |m| ips(m) == vec![ip("127.48.0.2")],
+    )
+    .await;
+    let srv = query(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::SRV,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert!(
+        matches!(&srv.answers[0].data, RData::SRV(s) if s.port == 8200),
+        "SRV names the API port: {srv:?}"
+    );
+    let api = "127.48.0.2:8200";
+    eventually(within, "the API side reaches the east active", || async {
+        (leader_behind(api).await? == "http://127.48.1.1:8200").then_some(())
+    })
+    .await;
+    // The local datacenter is a secondary.
+    assert_eq!(
+        run_cli(&[
+            "status",
+            "--admin",
+            "127.48.0.1:9464",
+            "--is-primary",
+            "perf"
+        ])
+        .status
+        .code(),
+        Some(3)
+    );
+
+    // Reload with one of the set's clusters changed: its watcher and the set are
+    // replaced; the label keeps answering and then follows a promotion.
+    agent.write_config(&set_config("150ms", true));
+    agent.signal("HUP");
+    eventually(within, "the reload is applied", || async {
+        (agent.log().matches("reload applied").count() == 1).then_some(())
+    })
+    .await;
+    let m = query(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(ips(&m), vec![ip("127.48.0.2")]);
+    set_modes(&east, "secondary", "disabled");
+    set_modes(&west, "primary", "disabled");
+    eventually(within, "the API side follows the promotion", || async {
+        (leader_behind(api).await? == "http://127.48.2.1:8200").then_some(())
+    })
+    .await;
+    eventually(within, "us-west-2 is now the primary", || async {
+        let code = run_cli(&[
+            "status",
+            "--admin",
+            "127.48.0.1:9464",
+            "--is-primary",
+            "perf",
+        ])
+        .status
+        .code();
+        (code == Some(0)).then_some(())
+    })
+    .await;
+
+    // Without the set, the labels are unknown datacenters again, and the proxy is gone.
+    agent.write_config(&set_config("150ms", false));
+    agent.signal("HUP");
+    eventually(within, "the second reload is applied", || async {
+        (agent.log().matches("reload applied").count() == 2).then_some(())
+    })
+    .await;
+    let m = query(
+        dns,
+        "active.vault.service.perf-primary.consul",
+        RecordType::A,
+        Proto::Udp,
+    )
+    .unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    eventually(within, "the API side is closed", || async {
+        leader_behind(api).await.is_none().then_some(())
+    })
+    .await;
 }
