@@ -2,13 +2,15 @@
 //! stops it in order.
 //!
 //! Reload is blue/green inside the process. Watchers whose cluster config did not change
-//! keep running (open proxy connections keep watching their leader); changed ones are
-//! replaced by a watcher seeded with the old view, so answers never gap. A new DNS
-//! server and new proxy listeners are bound on their addresses with SO_REUSEPORT beside
-//! the old ones, started, and only then are the old ones retired: the old DNS server
-//! stops, old proxy listeners stop accepting while their open connections stay until
-//! they end (or their leader changes). Proxy listeners whose config did not change are
-//! kept as they are. A config that fails validation changes nothing.
+//! keep running; changed ones are replaced by a watcher seeded with the old view, so
+//! answers never gap (a replication set is replaced with any of its clusters' watchers).
+//! A new DNS server and new proxy listeners are bound on their addresses with
+//! SO_REUSEPORT beside the old ones, started, and only then are the old ones retired: the
+//! old DNS server stops, old proxy listeners stop accepting while their open connections
+//! stay until they end (or their leader changes). Proxy listeners whose config did not
+//! change are kept as they are. Kept and retired listeners are pointed at their cluster's
+//! current feed before a replaced watcher stops, so open connections keep following the
+//! leader. A config that fails validation changes nothing.
 //!
 //! Stop order: STOPPING=1 and /ready 503 at once; DNS keeps answering for `lameduck`
 //! (in-flight queries are answered), then stops; proxies stop accepting and give open
@@ -255,12 +257,8 @@ impl Supervisor {
             (None, Some(old)) if keep_replication => add_virtual_feeds(&mut views, &old.handle),
             _ => {}
         }
-        // Proxies are kept with their feed: a real cluster's kept watcher, or the kept set.
-        let feed_kept = |cluster: &str| {
-            kept.iter().any(|k| k == cluster)
-                || (keep_replication
-                    && crate::vault::replication::Kind::from_label(cluster).is_some())
-        };
+        // A proxy whose config did not change is kept; if its cluster's feed was
+        // replaced, it follows the new one (see the commit below).
         let mut keep_proxy = vec![false; self.proxies.len()];
         let mut new_listeners = Vec::new();
         for p in &new.proxies {
@@ -268,8 +266,7 @@ impl Supervisor {
                 .proxies
                 .iter()
                 .enumerate()
-                .position(|(i, o)| !keep_proxy[i] && o.config == *p)
-                .filter(|_| feed_kept(&p.cluster));
+                .position(|(i, o)| !keep_proxy[i] && o.config == *p);
             match reusable {
                 Some(i) => keep_proxy[i] = true,
                 None => new_listeners.push((p.clone(), bind_proxy(p)?)),
@@ -318,6 +315,16 @@ impl Supervisor {
                 &self.tasks,
                 &self.fatal_tx,
             ));
+        }
+        // Kept and retired listeners follow their cluster's current feed before the
+        // replaced watchers stop: their open connections switch to it when the old one
+        // closes, so they keep following the leader (and the primary).
+        for p in proxies.iter().chain(&retired_proxies) {
+            if let Some(feed) = views.get(&p.config.cluster) {
+                for side in &p.sides {
+                    side.follow(feed.clone());
+                }
+            }
         }
         let old_dns = std::mem::replace(
             &mut self.dns,

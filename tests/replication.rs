@@ -409,6 +409,9 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
             nodes.push(node);
         }
     }
+    let pki = Pki::new();
+    let _east_fw = FakeNode::start(&pki, "127.48.1.1:8201".parse().unwrap(), "east").await;
+    let west_fw = FakeNode::start(&pki, "127.48.2.1:8201".parse().unwrap(), "west").await;
     let dns: SocketAddr = "127.48.0.1:8600".parse().unwrap();
     let agent = Agent::start(&set_config("100ms", true), dns);
     let within = Duration::from_secs(10);
@@ -452,6 +455,11 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
         Some(3)
     );
 
+    // A replication stream through the cluster side, open across the reload.
+    let mut stream = connect("127.48.0.2:8201".parse().unwrap(), pki.client(&[ALPN_FW]))
+        .await
+        .unwrap();
+
     // Reload with one of the set's clusters changed: its watcher and the set are
     // replaced; the label keeps answering and then follows a promotion.
     agent.write_config(&set_config("150ms", true));
@@ -472,6 +480,21 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
     set_modes(&west, "primary", "disabled");
     eventually(within, "the API side follows the promotion", || async {
         (leader_behind(api).await? == "http://127.48.2.1:8200").then_some(())
+    })
+    .await;
+    // The stream opened before the reload followed the set's successor: it is closed.
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(within, stream.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the stream to the old primary is closed: {closed:?}"
+    );
+    let west_cert = west_fw.cert.to_vec();
+    eventually(within, "new streams reach the west active", || async {
+        let tls = connect("127.48.0.2:8201".parse().unwrap(), pki.client(&[ALPN_FW]))
+            .await
+            .ok()?;
+        (tls.get_ref().1.peer_certificates()?[0].to_vec() == west_cert).then_some(())
     })
     .await;
     eventually(within, "us-west-2 is now the primary", || async {

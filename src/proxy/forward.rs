@@ -148,7 +148,9 @@ pub struct Proxy {
     side: Side,
     router: Router,
     metrics: ProxyMetrics,
-    feed: ClusterFeed,
+    /// The cluster's feed; a reload that replaces the cluster's watcher (or its
+    /// replication set) points it at the successor ([`Proxy::follow`]).
+    feed: Mutex<ClusterFeed>,
     permits: Arc<Semaphore>,
     stats: Arc<ProxyStats>,
     pools: SplicePools,
@@ -220,7 +222,7 @@ impl Proxy {
             router,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             config,
-            feed,
+            feed: Mutex::new(feed),
             stats: Arc::default(),
             pools: SplicePools::new(PIPE_POOL),
             last_target: Mutex::default(),
@@ -233,6 +235,16 @@ impl Proxy {
 
     pub fn side(&self) -> Side {
         self.side
+    }
+
+    /// From now on, new and open connections follow `feed` (the successor of a watcher
+    /// a reload replaced): open ones switch when their old feed closes.
+    pub fn follow(&self, feed: ClusterFeed) {
+        *self.feed.lock().unwrap_or_else(|p| p.into_inner()) = feed;
+    }
+
+    fn feed(&self) -> ClusterFeed {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The address this side listens on.
@@ -427,7 +439,7 @@ impl Proxy {
         };
         let alpn = Some(label);
 
-        let mut feed = self.feed.clone();
+        let mut feed = self.feed();
         let view = feed.seen();
         let (target_addr, target) = match self.target(&view).await {
             Ok(t) => t,
@@ -503,9 +515,15 @@ impl Proxy {
                 }
                 changed = feed.changed(), if watch_leader && feed_open => {
                     if changed.is_err() {
-                        // The watcher is gone (shutdown); the shutdown branch ends us.
-                        feed_open = false;
-                        continue;
+                        // The watcher is gone: a reload replaced it (follow its successor,
+                        // judging its view at once), or the agent is stopping (the
+                        // shutdown branch ends us).
+                        let next = self.feed();
+                        if next.same_source(&feed) {
+                            feed_open = false;
+                            continue;
+                        }
+                        feed = next;
                     }
                     let view = feed.seen();
                     if let Some(new) = view.leader.as_ref().map(|l| self.address_of(l)) {
@@ -555,7 +573,7 @@ impl Proxy {
 
     /// The leader's address on this side, when the view may be used.
     fn target_of(&self, view: &ClusterView) -> Option<String> {
-        if self.feed.freshness(view, Instant::now()) == Freshness::Unusable {
+        if view.freshness(Instant::now()) == Freshness::Unusable {
             return None;
         }
         view.leader.as_ref().map(|l| self.address_of(l))

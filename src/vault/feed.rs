@@ -51,6 +51,11 @@ impl ClusterFeed {
         self.rx.borrow_and_update().clone()
     }
 
+    /// Whether both read the same watcher's channel.
+    pub fn same_source(&self, other: &ClusterFeed) -> bool {
+        self.rx.same_channel(&other.rx)
+    }
+
     /// Waits for a change that answers differently; Err once the watcher is gone.
     pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
         self.rx.changed().await
