@@ -82,6 +82,9 @@ name = "us-west-2"
 nodes = ["http://127.21.1.1:8200"]
 load_balanced = true
 poll_interval = "250ms"
+
+[replication]
+clusters = ["us-east-1", "us-west-2"]
 "#,
         dns,
     );
@@ -107,6 +110,36 @@ poll_interval = "250ms"
         |m| ips(m).len() == 2,
     )
     .await;
+
+    // Two OpenBao clusters in a replication set: OpenBao has no replication, so neither
+    // virtual datacenter has a primary, in any name form, and /status says why.
+    for name in [
+        "active.vault.service.perf-primary.consul",
+        "vault.service.perf-primary.consul",
+        "_vault._tcp.service.dr-primary.consul",
+        "standby.vault.service.dr-primary.consul",
+    ] {
+        let m = query(dns, name, RecordType::A, Proto::Udp).unwrap();
+        assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name}");
+        assert!(
+            m.authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA),
+            "{name}: SOA in authority"
+        );
+    }
+    let (_, json) = agent.admin_get("/status");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for (i, kind) in ["performance", "DR"].iter().enumerate() {
+        assert_eq!(
+            status["replication"]["primaries"][i]["why"],
+            format!(
+                "no cluster of the set is a {kind} primary \
+                 (us-east-1: unavailable, us-west-2: unavailable)"
+            ),
+            "{json}"
+        );
+    }
 
     for proto in [Proto::Udp, Proto::Tcp] {
         for name in [
