@@ -83,7 +83,8 @@ pub fn ensure_free(addr: SocketAddr, proto: Proto) -> io::Result<()> {
 /// Whether this agent could bind a TCP listener on `addr` (as [`bind_tcp`] does, with
 /// SO_REUSEPORT): an address held by another user's process or by a socket without
 /// SO_REUSEPORT (Vault's own listener, say on `0.0.0.0:8200`), or one this host does not
-/// have, fails with the reason. A running agent's own listener on it does not count, so
+/// have, fails with the reason. A running agent's own listener on it does not count
+/// (same user: reuseport shares; another user: it is recognised by name), so
 /// `check-config` may be run beside it.
 pub fn check_bindable(addr: SocketAddr) -> Result<(), String> {
     match socket(addr, Type::STREAM, Protocol::TCP) {
@@ -99,10 +100,14 @@ pub fn check_bindable(addr: SocketAddr) -> Result<(), String> {
             let holder = holder_of(addr, Proto::Tcp)
                 .map(|h| (h, addr))
                 .or_else(|| holder_of(wildcard, Proto::Tcp).map(|h| (h, wildcard)));
-            Err(match holder {
-                Some(((pid, name), on)) => format!("in use by {name} (pid {pid}) on {on}"),
-                None => "in use by another process".to_string(),
-            })
+            match holder {
+                // The running agent itself, under its own user (check-config run as
+                // root beside it, as Ansible's `validate` does): its reuseport socket
+                // refuses another user's probe, but the agent will bind there again.
+                Some(((_, name), on)) if on == addr && name == "vault-locator" => Ok(()),
+                Some(((pid, name), on)) => Err(format!("in use by {name} (pid {pid}) on {on}")),
+                None => Err("in use by another process".to_string()),
+            }
         }
         Err(e) => Err(e.to_string()),
     }

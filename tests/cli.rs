@@ -194,3 +194,74 @@ fn a_second_agent_on_the_same_addresses_exits_1() {
         third.log()
     );
 }
+
+/// check-config probes that a proxy's API side can be bound. Run as root beside the
+/// agent running as its own user (Ansible's `validate` does that), the agent's own
+/// listener refuses root's probe (SO_REUSEPORT is per user), and must not count as the
+/// address being taken. Needs root (to run the agent as another user); skipped without.
+#[test]
+fn check_config_beside_the_running_agent_of_another_user_accepts_its_api_side() {
+    if !support::netlab::is_root() {
+        eprintln!("skipped: needs root to run the agent as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = write(
+        &dir,
+        "config.toml",
+        r#"
+datacenter = "dc1"
+[dns]
+listen = ["127.45.1.100:8600"]
+[admin]
+listen = ""
+[[clusters]]
+name = "dc1"
+nodes = ["http://127.45.1.1:8200"]
+[[proxy]]
+cluster = "dc1"
+listen = "127.45.1.200:8201"
+answer = true
+"#,
+    );
+    let mut agent = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(support::agent::bin())
+        .args(["run", "--config", &config])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dns = "127.45.1.100:8600".parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while support::dns::query(
+        dns,
+        "consul.",
+        hickory_proto::rr::RecordType::SOA,
+        support::dns::Proto::Udp,
+    )
+    .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Its API side is up, held by user 65534.
+    assert!(std::net::TcpStream::connect("127.45.1.200:8200").is_ok());
+    let out = run_cli(&["check-config", "--config", &config]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -167,7 +167,7 @@ pub fn cluster_mode(view: &ClusterView, kind: Kind) -> Mode {
 
 /// One cluster of the set as the rule sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
+pub struct SetMember {
     pub cluster: String,
     pub mode: Mode,
     pub freshness: Freshness,
@@ -191,13 +191,13 @@ pub struct Decision {
     pub primary: Result<String, NoPrimary>,
     /// The clusters counted as primaries (the metric's value is their number).
     pub counted: Vec<String>,
-    pub members: Vec<Member>,
+    pub members: Vec<SetMember>,
 }
 
 impl Decision {
     /// The rule (see the module docs). `unheard`: clusters of the set that have never had
     /// a view, while the warm-up lasts.
-    pub fn make(kind: Kind, members: Vec<Member>, unheard: Vec<String>) -> Decision {
+    pub fn make(kind: Kind, members: Vec<SetMember>, unheard: Vec<String>) -> Decision {
         let claim = |f: Freshness| -> Vec<String> {
             members
                 .iter()
@@ -449,7 +449,7 @@ fn decide_all(
         .map(|kind| {
             let members = views
                 .iter()
-                .map(|(name, view)| Member {
+                .map(|(name, view)| SetMember {
                     cluster: name.clone(),
                     mode: cluster_mode(view, kind),
                     freshness: view.freshness(now),
@@ -471,8 +471,8 @@ fn decide_all(
 mod tests {
     use super::*;
 
-    fn member(cluster: &str, mode: Mode, freshness: Freshness) -> Member {
-        Member {
+    fn member(cluster: &str, mode: Mode, freshness: Freshness) -> SetMember {
+        SetMember {
             cluster: cluster.into(),
             mode,
             freshness,
