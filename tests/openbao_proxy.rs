@@ -22,26 +22,8 @@ const FW: &[u8] = b"req_fw_sb-act_v1";
 /// What the node behind the proxy's API side says of itself: `(health status code,
 /// is_self, leader_address)`.
 async fn api_through(api: SocketAddr) -> Option<(u16, bool, String)> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .unwrap();
-    let health = http
-        .get(format!("http://{api}/v1/sys/health"))
-        .send()
-        .await
-        .ok()?
-        .status()
-        .as_u16();
-    let leader: serde_json::Value = http
-        .get(format!("http://{api}/v1/sys/leader"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let (health, _) = support::get_json(&format!("http://{api}/v1/sys/health")).await?;
+    let (_, leader) = support::get_json(&format!("http://{api}/v1/sys/leader")).await?;
     Some((
         health,
         leader["is_self"].as_bool()?,

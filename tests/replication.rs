@@ -22,14 +22,14 @@ const DNS: &str = "127.47.0.1:8600";
 const ADMIN: &str = "127.47.0.1:9464";
 const PROXY: &str = "127.47.0.2:8201";
 
-/// Three mock nodes on `127.47.<region>.1-3:8200`, the first active, all reporting
+/// Three mock nodes on `<net>.<region>.1-3:8200`, the first active, all reporting
 /// `perf` and `dr`.
-async fn region(region: u8, perf: &str, dr: &str) -> Vec<MockNode> {
-    let leader = format!("http://127.47.{region}.1:8200");
+async fn region(net: &str, region: u8, perf: &str, dr: &str) -> Vec<MockNode> {
+    let leader = format!("http://{net}.{region}.1:8200");
     let mut nodes = Vec::new();
     for i in 1..=3 {
         let node = MockNode::start(
-            format!("127.47.{region}.{i}:8200").parse().unwrap(),
+            format!("{net}.{region}.{i}:8200").parse().unwrap(),
             Behavior::Node {
                 active: i == 1,
                 leader: leader.clone(),
@@ -127,20 +127,30 @@ fn primaries_metric(agent: &Agent, kind: &str) -> Option<f64> {
         .map(|v| v.trim().parse().unwrap())
 }
 
-/// The certificate of the node a TLS connection through the proxy reaches, or None when
+/// The certificate of the node a TLS connection through `proxy` reaches, or None when
 /// the proxy refuses.
-async fn reached(pki: &Pki) -> Option<Vec<u8>> {
-    let tls = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
+async fn reached(pki: &Pki, proxy: &str) -> Option<Vec<u8>> {
+    let tls = connect(proxy.parse().unwrap(), pki.client(&[ALPN_FW]))
         .await
         .ok()?;
     let (_, conn) = tls.get_ref();
     Some(conn.peer_certificates()?[0].to_vec())
 }
 
+/// Waits for the proxy to close `stream` (its node is no longer the one to reach).
+async fn assert_closed<S: tokio::io::AsyncRead + Unpin>(mut stream: S, within: Duration) {
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(within, stream.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the stream to the old primary is closed: {closed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_proxy_follow_the_primary_and_never_name_two() {
-    let east = region(1, "primary", "disabled").await;
-    let west = region(2, "secondary", "disabled").await;
+    let east = region("127.47", 1, "primary", "disabled").await;
+    let west = region("127.47", 2, "secondary", "disabled").await;
     let pki = Pki::new();
     let east_fw = FakeNode::start(&pki, "127.47.1.1:8201".parse().unwrap(), "east").await;
     let west_fw = FakeNode::start(&pki, "127.47.2.1:8201".parse().unwrap(), "west").await;
@@ -223,7 +233,7 @@ listen = "{PROXY}"
     assert_eq!(gate(), "start consul-replicate.service");
 
     // The proxy follows the primary: a replication stream reaches the east active.
-    let mut stream = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
+    let stream = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
         .await
         .unwrap();
     assert_eq!(
@@ -244,15 +254,10 @@ listen = "{PROXY}"
         |m| ips(m) == vec![ip("127.47.2.1")],
     )
     .await;
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(within, stream.read(&mut buf)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "the stream to the old primary is closed: {closed:?}"
-    );
+    assert_closed(stream, within).await;
     let west_cert = west_fw.cert.to_vec();
     eventually(within, "new streams reach the west active", || async {
-        (reached(&pki).await? == west_cert).then_some(())
+        (reached(&pki, PROXY).await? == west_cert).then_some(())
     })
     .await;
     assert_eq!(is_primary("perf"), 3, "us-east-1 is no longer the primary");
@@ -278,7 +283,7 @@ listen = "{PROXY}"
         assert_eq!(rcode(&m), ResponseCode::ServFail, "{name}");
     }
     assert_eq!(primaries_metric(&agent, "perf"), Some(2.0));
-    assert!(reached(&pki).await.is_none(), "the proxy refuses");
+    assert!(reached(&pki, PROXY).await.is_none(), "the proxy refuses");
     assert_eq!(is_primary("perf"), 4, "two primaries: unknown");
     assert_eq!(gate(), "", "cannot tell: the gate leaves the job as it is");
     let status = run_cli(&["status", "--admin", ADMIN]);
@@ -338,19 +343,7 @@ listen = "{PROXY}"
 /// `GET /v1/sys/leader` through `api` (a proxy's API side): the answering node's
 /// `leader_address`, when it says it is the leader.
 async fn leader_behind(api: &str) -> Option<String> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .unwrap();
-    let body: serde_json::Value = http
-        .get(format!("http://{api}/v1/sys/leader"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let (_, body) = support::get_json(&format!("http://{api}/v1/sys/leader")).await?;
     body["is_self"]
         .as_bool()?
         .then(|| body["leader_address"].as_str().map(str::to_string))?
@@ -393,22 +386,8 @@ poll_interval = "{west_poll}"
 /// takes the labels away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_mode_follows_the_primary_across_reloads() {
-    let mut east = Vec::new();
-    let mut west = Vec::new();
-    for (region, nodes, perf) in [(1, &mut east, "primary"), (2, &mut west, "secondary")] {
-        for i in 1..=3 {
-            let node = MockNode::start(
-                format!("127.48.{region}.{i}:8200").parse().unwrap(),
-                Behavior::Node {
-                    active: i == 1,
-                    leader: format!("http://127.48.{region}.1:8200"),
-                },
-            )
-            .await;
-            node.set_replication(perf, "disabled");
-            nodes.push(node);
-        }
-    }
+    let east = region("127.48", 1, "primary", "disabled").await;
+    let west = region("127.48", 2, "secondary", "disabled").await;
     let pki = Pki::new();
     let _east_fw = FakeNode::start(&pki, "127.48.1.1:8201".parse().unwrap(), "east").await;
     let west_fw = FakeNode::start(&pki, "127.48.2.1:8201".parse().unwrap(), "west").await;
@@ -456,7 +435,7 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
     );
 
     // A replication stream through the cluster side, open across the reload.
-    let mut stream = connect("127.48.0.2:8201".parse().unwrap(), pki.client(&[ALPN_FW]))
+    let stream = connect("127.48.0.2:8201".parse().unwrap(), pki.client(&[ALPN_FW]))
         .await
         .unwrap();
 
@@ -483,18 +462,10 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
     })
     .await;
     // The stream opened before the reload followed the set's successor: it is closed.
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(within, stream.read(&mut buf)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "the stream to the old primary is closed: {closed:?}"
-    );
+    assert_closed(stream, within).await;
     let west_cert = west_fw.cert.to_vec();
     eventually(within, "new streams reach the west active", || async {
-        let tls = connect("127.48.0.2:8201".parse().unwrap(), pki.client(&[ALPN_FW]))
-            .await
-            .ok()?;
-        (tls.get_ref().1.peer_certificates()?[0].to_vec() == west_cert).then_some(())
+        (reached(&pki, "127.48.0.2:8201").await? == west_cert).then_some(())
     })
     .await;
     eventually(within, "us-west-2 is now the primary", || async {
