@@ -865,6 +865,18 @@ impl FileConfig {
                     format!("{listen} is already used by another listener"),
                 ));
             }
+            if p.answer && proxies.iter().any(|o| o.answer && o.cluster == cluster) {
+                return Err(err(
+                    key("answer"),
+                    format!("another [[proxy]] already answers DNS for {cluster}"),
+                ));
+            }
+            if p.answer && listen.ip().is_unspecified() {
+                return Err(err(
+                    key("answer"),
+                    format!("{listen} is a wildcard address; DNS needs a concrete IP to answer"),
+                ));
+            }
             let api_listen = match p.api_listen.as_deref() {
                 Some("") => None,
                 Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
@@ -910,18 +922,6 @@ impl FileConfig {
                         ),
                     ));
                 }
-            }
-            if p.answer && proxies.iter().any(|o| o.answer && o.cluster == cluster) {
-                return Err(err(
-                    key("answer"),
-                    format!("another [[proxy]] already answers DNS for {cluster}"),
-                ));
-            }
-            if p.answer && listen.ip().is_unspecified() {
-                return Err(err(
-                    key("answer"),
-                    format!("{listen} is a wildcard address; DNS needs a concrete IP to answer"),
-                ));
             }
             let mut routes: BTreeMap<String, RouteAction> = DEFAULT_ROUTES
                 .iter()
