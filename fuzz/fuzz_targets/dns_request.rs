@@ -72,6 +72,7 @@ fn member(ip: &str, role: Role) -> Member {
         addrs: vec![ip],
         port: 8200,
         role,
+        replication: Default::default(),
         last_confirmed: Some(SystemTime::now()),
         error: None,
     }
@@ -139,13 +140,21 @@ fn scenarios() -> &'static Vec<Scenario> {
             for state in 0..dc1.len() {
                 let mut senders = Vec::new();
                 let mut clusters = HashMap::new();
-                for (name, view) in [("dc1", &dc1[state]), ("dc2", &dc2[(state + 1) % dc2.len()])] {
-                    let (tx, rx) = watch::channel(Arc::new(view.clone()));
+                // A replication set's virtual datacenters: one following dc1, one with
+                // no primary (a fresh view without members).
+                let mut no_primary = ClusterView::empty("dr-primary", false);
+                no_primary.last_confirmed = Some(std::time::Instant::now());
+                for (name, view) in [
+                    ("dc1", &dc1[state]),
+                    ("dc2", &dc2[(state + 1) % dc2.len()]),
+                    ("perf-primary", &dc1[state]),
+                    ("dr-primary", &no_primary),
+                ] {
+                    let mut view = view.clone();
+                    view.serve_stale_for = Duration::from_secs(3600);
+                    let (tx, rx) = watch::channel(Arc::new(view));
                     senders.push(tx);
-                    clusters.insert(
-                        name.to_string(),
-                        ClusterFeed::new(rx, Duration::from_secs(3600)),
-                    );
+                    clusters.insert(name.to_string(), ClusterFeed::new(rx));
                 }
                 let zone = Arc::new(Zone::new(&config, clusters));
                 let forwarder = (!config.dns.upstreams.is_empty()).then(|| {
