@@ -194,6 +194,11 @@ struct FileCluster {
     #[serde(default)]
     load_balanced: bool,
     ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    /// Not supported (see `vault::tls`): accepted only to be refused with the reason.
+    tls_skip_verify: Option<bool>,
 }
 
 fn default_admin_listen() -> String {
@@ -410,8 +415,30 @@ pub struct ClusterConfig {
     /// The nodes are load-balancer addresses: they tell us the leader, but are not
     /// members themselves.
     pub load_balanced: bool,
-    /// PEM bundle of CAs for https nodes (the system roots when absent).
-    pub ca_file: Option<PathBuf>,
+    /// TLS for https nodes.
+    pub tls: ClusterTls,
+}
+
+/// A PEM file as validation read it: its path, for messages, and its contents, so that
+/// a reload after the file changed on disk (a rotated certificate) counts as a changed
+/// cluster and rebuilds its client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PemFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+/// A cluster's TLS settings for polling (see `vault::tls`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterTls {
+    /// `ca_file`: CAs to trust instead of the system roots.
+    pub ca: Option<PemFile>,
+    /// `client_cert_file` and `client_key_file`: presented to nodes that ask.
+    pub client_cert: Option<PemFile>,
+    pub client_key: Option<PemFile>,
+    /// `tls_server_name`: the name to verify node certificates for, instead of the
+    /// address in the node's URL.
+    pub server_name: Option<String>,
 }
 
 impl Config {
@@ -693,20 +720,7 @@ impl FileConfig {
                     ),
                 ));
             }
-            if let Some(ca) = &c.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| {
-                    err(key("ca_file"), format!("cannot read {}: {e}", ca.display()))
-                })?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    err(key("ca_file"), format!("{} is not PEM: {e}", ca.display()))
-                })?;
-                if certs.is_empty() {
-                    return Err(err(
-                        key("ca_file"),
-                        format!("{} holds no certificate", ca.display()),
-                    ));
-                }
-            }
+            let tls = cluster_tls(&c, file, &key)?;
             clusters.push(ClusterConfig {
                 name,
                 nodes,
@@ -717,7 +731,7 @@ impl FileConfig {
                 connect_timeout,
                 serve_stale_for: c.serve_stale_for,
                 load_balanced: c.load_balanced,
-                ca_file: c.ca_file,
+                tls,
             });
         }
 
@@ -1048,6 +1062,96 @@ pub(crate) fn is_label(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A cluster's TLS files, read and checked: each readable PEM, the key the
+/// certificate's, the whole config buildable (`vault::tls::client_config`).
+fn cluster_tls(
+    c: &FileCluster,
+    file: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<ClusterTls, ConfigError> {
+    let err = |k: &str, reason: String| ConfigError::new(file, key(k), reason);
+    if c.tls_skip_verify.is_some() {
+        return Err(err(
+            "tls_skip_verify",
+            "not supported: an unverified node could name the leader that replication \
+             and token requests are sent to; use ca_file for a private CA and \
+             tls_server_name for nodes addressed by IP"
+                .into(),
+        ));
+    }
+    let read = |k: &str, path: &Option<PathBuf>| -> Result<Option<PemFile>, ConfigError> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| err(k, format!("cannot read {}: {e}", path.display())))?;
+        Ok(Some(PemFile {
+            path: path.clone(),
+            pem,
+        }))
+    };
+    let tls = ClusterTls {
+        ca: read("ca_file", &c.ca_file)?,
+        client_cert: read("client_cert_file", &c.client_cert_file)?,
+        client_key: read("client_key_file", &c.client_key_file)?,
+        server_name: c.tls_server_name.as_ref().map(|n| n.to_ascii_lowercase()),
+    };
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(_), None) => {
+            return Err(err(
+                "client_key_file",
+                "client_cert_file needs its key in client_key_file".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "client_cert_file",
+                "client_key_file needs its certificate in client_cert_file".into(),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(name) = &tls.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            return Err(err(
+                "tls_server_name",
+                format!("{name:?} is not a DNS name or an IP address"),
+            ));
+        }
+    }
+    let named = |f: &Option<PemFile>| {
+        f.as_ref()
+            .map_or(String::new(), |f| f.path.display().to_string())
+    };
+    crate::vault::tls::client_config(&tls).map_err(|e| {
+        use crate::vault::tls::TlsError;
+        match e {
+            TlsError::Ca(why) => err("ca_file", format!("{}: {why}", named(&tls.ca))),
+            TlsError::ClientCert(why) => err(
+                "client_cert_file",
+                format!("{}: {why}", named(&tls.client_cert)),
+            ),
+            TlsError::ClientKey(why) => err(
+                "client_key_file",
+                format!("{}: {why}", named(&tls.client_key)),
+            ),
+            TlsError::Mismatch => err(
+                "client_key_file",
+                format!(
+                    "{} is not the key of the certificate in {}",
+                    named(&tls.client_key),
+                    named(&tls.client_cert)
+                ),
+            ),
+            TlsError::Roots(why) => err(
+                "ca_file",
+                format!("no ca_file, and the system roots cannot be used: {why}"),
+            ),
+        }
+    })?;
+    Ok(tls)
 }
 
 fn parse_domain(s: &str) -> Result<Name, String> {
@@ -1445,6 +1549,73 @@ nodes = ["http://127.0.0.2:8200"]
         let port = everywhere.local_addr().unwrap().port();
         let e = api(&format!("api_listen = \"127.71.0.4:{port}\"\n")).unwrap_err();
         assert!(e.reason.contains(&format!("0.0.0.0:{port}")), "{e}");
+    }
+
+    #[test]
+    fn cluster_tls_files_are_checked_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let issue = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["agent.test".into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert, key) = issue();
+        let (_, other_key) = issue();
+        let (cert_file, key_file) = (write("c.pem", &cert), write("k.pem", &key));
+        let other = write("other.pem", &other_key);
+        let ca = write("ca.pem", &cert);
+        let cluster = |extra: &str| {
+            format!(
+                "datacenter = \"dc1\"\n[[clusters]]\nname = \"dc1\"\nnodes = [\"https://127.0.0.1:8200\"]\n{extra}"
+            )
+        };
+        let good = Config::parse(
+            &cluster(&format!(
+                "ca_file = \"{ca}\"\nclient_cert_file = \"{cert_file}\"\nclient_key_file = \"{key_file}\"\ntls_server_name = \"Vault.Test\"\n"
+            )),
+            "t",
+        )
+        .unwrap();
+        let tls = &good.clusters[0].tls;
+        assert_eq!(tls.server_name.as_deref(), Some("vault.test"));
+        assert_eq!(tls.client_cert.as_ref().unwrap().pem, cert.as_bytes());
+        // The key of another certificate: both files named.
+        let e = parse_err(&cluster(&format!(
+            "client_cert_file = \"{cert_file}\"\nclient_key_file = \"{other}\"\n"
+        )));
+        assert_eq!(e.key, "clusters[0].client_key_file");
+        assert!(
+            e.reason.contains(&other) && e.reason.contains(&cert_file),
+            "{e}"
+        );
+        let e = parse_err(&cluster(&format!("client_cert_file = \"{cert_file}\"\n")));
+        assert_eq!(e.key, "clusters[0].client_key_file");
+        let e = parse_err(&cluster(&format!("client_key_file = \"{key_file}\"\n")));
+        assert_eq!(e.key, "clusters[0].client_cert_file");
+        let e = parse_err(&cluster(&format!(
+            "client_cert_file = \"{key_file}\"\nclient_key_file = \"{key_file}\"\n"
+        )));
+        assert_eq!(
+            e.key, "clusters[0].client_cert_file",
+            "a key is no certificate"
+        );
+        let e = parse_err(&cluster(&format!("ca_file = \"{key_file}\"\n")));
+        assert_eq!(e.key, "clusters[0].ca_file");
+        let e = parse_err(&cluster("ca_file = \"/nonexistent/ca.pem\"\n"));
+        assert!(e.reason.contains("cannot read /nonexistent/ca.pem"), "{e}");
+        let e = parse_err(&cluster("tls_server_name = \"not a name!\"\n"));
+        assert_eq!(e.key, "clusters[0].tls_server_name");
+        let e = parse_err(&cluster("tls_skip_verify = true\n"));
+        assert_eq!(e.key, "clusters[0].tls_skip_verify");
+        assert!(e.reason.contains("not supported"), "{e}");
     }
 
     #[test]

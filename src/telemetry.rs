@@ -22,6 +22,9 @@ pub const HAS_LEADER: &str = "vault_locator_vault_cluster_has_leader"; // {clust
 pub const NO_LEADER: &str = "vault_locator_vault_cluster_no_leader"; // {cluster, reason}
 /// 1 for the cluster's current replication mode of each kind, 0 for the others.
 pub const REPLICATION_MODE: &str = "vault_locator_vault_cluster_replication_mode"; // {cluster, kind, mode}
+/// When the client certificate a cluster's polls present stops being valid (Unix
+/// time); set from the file the running config read, so a rotation shows at once.
+pub const CLIENT_CERT_EXPIRY: &str = "vault_locator_client_cert_expiry_timestamp_seconds"; // {cluster}
 /// How many clusters of the replication set count as primaries of a kind (0, 1, or 2+:
 /// two primaries, answered as none).
 pub const REPLICATION_PRIMARIES: &str = "vault_locator_replication_primaries"; // {kind}

@@ -60,6 +60,10 @@ pub enum PollError {
     Timeout(Duration),
     #[error("connection failed: {0}")]
     Connect(String),
+    /// The TLS handshake failed: rustls' reason (a certificate that does not verify, a
+    /// client certificate the node wanted).
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("unexpected HTTP status {0}")]
     Status(u16),
     #[error("unreadable body: {0}")]
@@ -76,6 +80,7 @@ impl PollError {
         match self {
             PollError::Timeout(_) => "timeout",
             PollError::Connect(_) => "connect",
+            PollError::Tls(_) => "tls",
             PollError::Status(_) => "status",
             PollError::Body(_) => "body",
             PollError::Unheard(_) | PollError::NotYet => "unheard",
@@ -160,13 +165,13 @@ impl VaultClient {
     /// `timeout` bounds a whole request (connect, headers and body); `connect_timeout`
     /// bounds the TCP connect alone, and is much shorter: a connect inside a region
     /// completes in milliseconds or never (a dead host's packets vanish).
-    /// `ca_pem`: a PEM bundle to trust instead of the system roots.
+    /// `tls`: the cluster's TLS settings (`vault::tls::client_config`).
     pub fn new(
         timeout: Duration,
         connect_timeout: Duration,
-        ca_pem: Option<&[u8]>,
+        tls: rustls::ClientConfig,
     ) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(connect_timeout)
             // Node addresses are configured; a redirect would poll some other node.
@@ -175,15 +180,11 @@ impl VaultClient {
             // directly, and a proxy would answer for itself.
             .no_proxy()
             .pool_max_idle_per_host(2)
-            .user_agent(concat!("vault-locator/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = ca_pem {
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+            .user_agent(concat!("vault-locator/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(tls)
+            .build()?;
         Ok(Self {
-            http: builder.build()?,
+            http,
             timeout,
             connect_timeout,
         })
@@ -224,6 +225,8 @@ impl VaultClient {
                 ))
             } else if e.is_timeout() {
                 PollError::Timeout(timeout)
+            } else if let Some(why) = super::tls::tls_failure(&e) {
+                PollError::Tls(why)
             } else if e.is_connect() {
                 PollError::Connect(root_cause(&e))
             } else {

@@ -3,5 +3,6 @@
 pub mod client;
 pub mod feed;
 pub mod replication;
+pub mod tls;
 pub mod view;
 pub mod watcher;

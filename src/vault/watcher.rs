@@ -40,10 +40,10 @@ use crate::telemetry;
 /// Errors that keep a watcher from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum WatcherError {
-    #[error("cluster {cluster}: cannot read ca_file: {source}")]
-    CaFile {
+    #[error("cluster {cluster}: {source}")]
+    Tls {
         cluster: String,
-        source: std::io::Error,
+        source: super::tls::TlsError,
     },
     #[error("cluster {cluster}: cannot build HTTP client: {source}")]
     Client {
@@ -78,22 +78,24 @@ impl Watcher {
         config: ClusterConfig,
         seed: Option<Arc<ClusterView>>,
     ) -> Result<(Self, ClusterFeed), WatcherError> {
-        let ca = match &config.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|source| WatcherError::CaFile {
-                cluster: config.name.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        let client = VaultClient::new(
-            config.request_timeout,
-            config.connect_timeout,
-            ca.as_deref(),
-        )
-        .map_err(|source| WatcherError::Client {
+        // Built from the files as validation read them: the same bytes check-config
+        // accepted (a reload re-reads them, see `config::PemFile`).
+        let tls = super::tls::client_config(&config.tls).map_err(|source| WatcherError::Tls {
             cluster: config.name.clone(),
             source,
         })?;
+        let client = VaultClient::new(config.request_timeout, config.connect_timeout, tls)
+            .map_err(|source| WatcherError::Client {
+                cluster: config.name.clone(),
+                source,
+            })?;
+        if let Some(expiry) = super::tls::client_cert_expiry(&config.tls) {
+            let at = expiry
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            metrics::gauge!(telemetry::CLIENT_CERT_EXPIRY, "cluster" => config.name.clone())
+                .set(at.as_secs_f64());
+        }
         let initial = match seed {
             Some(view) => {
                 let mut view = (*view).clone();
@@ -271,7 +273,7 @@ impl Watcher {
         if warming_up && view.leader.is_none() {
             return prev;
         }
-        self.log(&events);
+        self.log(&events, &view);
         self.record(&view, &events);
         let view = Arc::new(view);
         self.tx.send_if_modified(|published| {
@@ -407,8 +409,16 @@ impl Watcher {
         }
     }
 
-    fn log(&self, events: &[ViewEvent]) {
+    fn log(&self, events: &[ViewEvent], view: &ClusterView) {
         let cluster = &self.config.name;
+        // Why each node has no answer, for the lines that say none answers.
+        let reasons = || {
+            view.members
+                .iter()
+                .filter_map(|m| m.error.as_ref().map(|e| format!("{}: {e}", m.url)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         for e in events {
             match e {
                 ViewEvent::LeaderChanged {
@@ -429,10 +439,12 @@ impl Watcher {
                 ViewEvent::BecameStale => warn!(
                     %cluster,
                     serve_stale_for = ?self.config.serve_stale_for,
+                    reasons = %reasons(),
                     "no node answers; serving the last confirmed view (stale)"
                 ),
                 ViewEvent::NoViewYet => warn!(
                     %cluster,
+                    reasons = %reasons(),
                     "no node answers and none has yet; this cluster's names answer SERVFAIL"
                 ),
                 ViewEvent::Recovered => info!(%cluster, "nodes answer again; view is fresh"),

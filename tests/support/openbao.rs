@@ -37,6 +37,8 @@ pub fn bao_bin() -> PathBuf {
 
 pub struct Node {
     pub ip: Ipv4Addr,
+    /// The API listener serves TLS (see [`ApiTls`]).
+    https: bool,
     /// The network namespace the node runs in (fault-lab tests), if not the test's own.
     netns: Option<String>,
     dir: PathBuf,
@@ -46,7 +48,8 @@ pub struct Node {
 
 impl Node {
     pub fn api(&self) -> String {
-        format!("http://{}:8200", self.ip)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}:8200", self.ip)
     }
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -73,32 +76,52 @@ impl Cluster {
     /// As [`Cluster::start`], one node per `(ip, netns)`: node i listens on its `ip`,
     /// inside network namespace `netns` when one is given (see `support::netlab`).
     pub async fn start_on(hosts: Vec<(Ipv4Addr, Option<String>)>) -> Cluster {
+        Self::start_with(hosts, None).await
+    }
+
+    /// As [`Cluster::start`], with TLS API listeners (see [`ApiTls`]); `n` is 3.
+    pub async fn start_tls(a: u8, b: u8) -> (Cluster, ApiTls) {
+        let tls = ApiTls::new();
+        let hosts = (1..=3)
+            .map(|i| (Ipv4Addr::new(127, a, b, i), None))
+            .collect();
+        (Self::start_with(hosts, Some(&tls)).await, tls)
+    }
+
+    async fn start_with(hosts: Vec<(Ipv4Addr, Option<String>)>, tls: Option<&ApiTls>) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let ips: Vec<Ipv4Addr> = hosts.iter().map(|h| h.0).collect();
         let mut nodes = Vec::new();
         for (i, (ip, netns)) in hosts.iter().enumerate() {
             let dir = tmp.path().join(format!("node{}", i + 1));
             std::fs::create_dir_all(dir.join("raft")).unwrap();
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let join_tls = tls.map(ApiTls::join_settings).unwrap_or_default();
             let joins: String = ips
                 .iter()
                 .filter(|o| *o != ip)
                 .map(|o| {
-                    format!("  retry_join {{\n    leader_api_addr = \"http://{o}:8200\"\n  }}\n")
+                    format!(
+                        "  retry_join {{\n    leader_api_addr = \"{scheme}://{o}:8200\"\n{join_tls}  }}\n"
+                    )
                 })
                 .collect();
+            let listener_tls = match tls {
+                Some(t) => t.listener_settings(i, *ip, &dir),
+                None => "  tls_disable = true\n".to_string(),
+            };
             let config = dir.join("bao.hcl");
             std::fs::write(
                 &config,
                 format!(
                     r#"ui = false
 disable_mlock = true
-api_addr = "http://{ip}:8200"
+api_addr = "{scheme}://{ip}:8200"
 cluster_addr = "https://{ip}:8201"
 listener "tcp" {{
   address = "{ip}:8200"
   cluster_address = "{ip}:8201"
-  tls_disable = true
-}}
+{listener_tls}}}
 storage "raft" {{
   path = "{raft}"
   node_id = "node{id}"
@@ -112,6 +135,7 @@ storage "raft" {{
             .unwrap();
             let mut node = Node {
                 ip: *ip,
+                https: tls.is_some(),
                 netns: netns.clone(),
                 dir,
                 config,
@@ -120,11 +144,22 @@ storage "raft" {{
             node.spawn();
             nodes.push(node);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()
-            .unwrap();
+            .no_proxy();
+        if let Some(t) = tls {
+            // The harness drives the cluster; the agent's own verification is what the
+            // tests check. Node 3's certificate names only TLS_NAME, so the harness,
+            // which dials IPs, skips the name check (never the CA).
+            http = http
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(t.pki.ca_pem.as_bytes()).unwrap(),
+                )
+                .identity(reqwest::Identity::from_pem(t.client_pem().as_bytes()).unwrap())
+                .danger_accept_invalid_hostnames(true);
+        }
+        let http = http.build().unwrap();
         let mut cluster = Cluster {
             nodes,
             root_token: String::new(),
@@ -322,6 +357,89 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+/// The name every TLS node's certificate carries (`tls_server_name` in tests).
+pub const TLS_NAME: &str = "vault.test";
+/// The TLS node that requires a client certificate (index).
+pub const CLIENT_CERT_REQUIRED: usize = 1;
+/// The TLS node whose certificate names only [`TLS_NAME`], not its IP (index).
+pub const NAME_ONLY: usize = 2;
+
+/// TLS on a test cluster's API listeners, from a CA the test makes. Every node's
+/// certificate names [`TLS_NAME`]; nodes 1 and 2's their IP as well, node 3's not (a node
+/// addressed by IP whose certificate names a host). Node 2 requires client certificates
+/// signed by the CA. Files for the agent's config are in `dir`.
+pub struct ApiTls {
+    pub pki: super::tls::Pki,
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
+}
+
+impl ApiTls {
+    fn new() -> ApiTls {
+        let pki = super::tls::Pki::new();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+        let (cert, key) = pki.issue_pem(&["agent.test"], None);
+        let client_cert_file = dir.path().join("client.pem");
+        let client_key_file = dir.path().join("client-key.pem");
+        std::fs::write(&client_cert_file, cert).unwrap();
+        std::fs::write(&client_key_file, key).unwrap();
+        ApiTls {
+            pki,
+            dir,
+            ca_file,
+            client_cert_file,
+            client_key_file,
+        }
+    }
+
+    /// The client certificate and key, one PEM (reqwest's `Identity`).
+    fn client_pem(&self) -> String {
+        std::fs::read_to_string(&self.client_cert_file).unwrap()
+            + &std::fs::read_to_string(&self.client_key_file).unwrap()
+    }
+
+    /// A `retry_join` stanza's TLS lines: trust the CA, verify TLS_NAME, present the
+    /// client certificate (node 2 asks for one).
+    fn join_settings(&self) -> String {
+        format!(
+            "    leader_ca_cert_file = \"{}\"\n    leader_client_cert_file = \"{}\"\n    leader_client_key_file = \"{}\"\n    leader_tls_servername = \"{TLS_NAME}\"\n",
+            self.ca_file.display(),
+            self.client_cert_file.display(),
+            self.client_key_file.display()
+        )
+    }
+
+    /// Node `i`'s listener TLS lines, its certificate written to `dir`.
+    fn listener_settings(&self, i: usize, ip: Ipv4Addr, dir: &Path) -> String {
+        let ip = ip.to_string();
+        let names: Vec<&str> = if i == NAME_ONLY {
+            vec![TLS_NAME]
+        } else {
+            vec![TLS_NAME, &ip]
+        };
+        let (cert, key) = self.pki.issue_pem(&names, None);
+        let (cert_file, key_file) = (dir.join("tls.pem"), dir.join("tls-key.pem"));
+        std::fs::write(&cert_file, cert).unwrap();
+        std::fs::write(&key_file, key).unwrap();
+        let mut out = format!(
+            "  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
+            cert_file.display(),
+            key_file.display()
+        );
+        if i == CLIENT_CERT_REQUIRED {
+            out += &format!(
+                "  tls_require_and_verify_client_cert = \"true\"\n  tls_client_ca_file = \"{}\"\n",
+                self.ca_file.display()
+            );
+        }
+        out
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Pki {
     ca_params: CertificateParams,
     ca_key: KeyPair,
     pub ca: CertificateDer<'static>,
+    /// The CA certificate, PEM (for `ca_file`).
+    pub ca_pem: String,
 }
 
 impl Pki {
@@ -33,11 +35,12 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, "test cluster CA");
         let key = KeyPair::generate().unwrap();
-        let ca = params.self_signed(&key).unwrap().der().clone();
+        let ca = params.self_signed(&key).unwrap();
         Pki {
             ca_params: params,
             ca_key: key,
-            ca,
+            ca: ca.der().clone(),
+            ca_pem: ca.pem(),
         }
     }
 
@@ -50,6 +53,25 @@ impl Pki {
         let cert = params.signed_by(&key, &issuer).unwrap().der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         (cert, key)
+    }
+
+    /// A leaf certificate for `names` (IP addresses become IP SANs), valid until
+    /// `not_after` (y, m, d; default: rcgen's, far in the future), and its key: PEM.
+    pub fn issue_pem(&self, names: &[&str], not_after: Option<(i32, u8, u8)>) -> (String, String) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        if let Some((y, m, d)) = not_after {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 
     fn roots(&self) -> Arc<RootCertStore> {

@@ -1,0 +1,255 @@
+//! TLS for polling a cluster's nodes: the rustls client config built from a cluster's
+//! `ca_file`, `client_cert_file` + `client_key_file` and `tls_server_name` (Vault's own
+//! client calls them `VAULT_CACERT`, `VAULT_CLIENT_CERT`, `VAULT_CLIENT_KEY`,
+//! `VAULT_TLS_SERVER_NAME`), and the client certificate's expiry for its metric.
+//!
+//! Config validation builds the same config, so whatever `check-config` accepts builds
+//! here too. The crypto provider is ring, the one reqwest's rustls uses: one provider
+//! for the whole binary.
+//!
+//! There is no `tls_skip_verify`: the agent's answers decide where replication streams
+//! and token requests go, so a node it has not verified must not be able to name the
+//! leader. Nodes addressed by IP whose certificates name hosts are what
+//! `tls_server_name` is for; a private CA is what `ca_file` is for.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::config::ClusterTls;
+
+/// Why a cluster's TLS settings cannot be used; each names the setting it is about.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TlsError {
+    #[error("ca_file: {0}")]
+    Ca(String),
+    #[error("client_cert_file: {0}")]
+    ClientCert(String),
+    #[error("client_key_file: {0}")]
+    ClientKey(String),
+    /// The key is not the certificate's (both files named by the caller).
+    #[error("the key does not match the certificate")]
+    Mismatch,
+    #[error("no system root certificates: {0}")]
+    Roots(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM bundle; an error when there is none.
+pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate".into());
+    }
+    Ok(certs)
+}
+
+/// The rustls config a cluster's polls use.
+pub fn client_config(tls: &ClusterTls) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            for cert in certificates(&ca.pem).map_err(TlsError::Ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Ca(format!("unusable certificate: {e}")))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                let why = native
+                    .errors
+                    .first()
+                    .map_or("none found".to_string(), |e| e.to_string());
+                return Err(TlsError::Roots(why));
+            }
+        }
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::Ca(e.to_string()))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match &tls.server_name {
+        Some(name) => Arc::new(VerifyAs {
+            inner: webpki,
+            name: ServerName::try_from(name.clone())
+                .map_err(|e| TlsError::Ca(format!("tls_server_name {name:?}: {e}")))?,
+        }),
+        None => webpki,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Ca(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates(&cert.pem).map_err(TlsError::ClientCert)?;
+            let key = PrivateKeyDer::from_pem_slice(&key.pem)
+                .map_err(|e| TlsError::ClientKey(format!("no private key in it: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => TlsError::Mismatch,
+                    other => TlsError::ClientKey(other.to_string()),
+                })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// When the client certificate (the first of its file) stops being valid.
+pub fn client_cert_expiry(tls: &ClusterTls) -> Option<SystemTime> {
+    let cert = certificates(&tls.client_cert.as_ref()?.pem).ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.first()?).ok()?;
+    let secs = parsed.validity().not_after.timestamp();
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Verifies the server's certificate for a configured name instead of the address the
+/// node was dialled at (nodes addressed by IP, certificates naming hosts).
+#[derive(Debug)]
+struct VerifyAs {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for VerifyAs {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialled: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The TLS failure behind a poll error, if that is what it was: rustls' own words
+/// ("invalid peer certificate: UnknownIssuer", "received fatal alert:
+/// CertificateRequired"). rustls errors reach reqwest inside `io::Error`s, whose
+/// `source()` skips the error they wrap, so each level is unwrapped by hand.
+pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(found) = tls_failure(inner) {
+                return Some(found);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PemFile;
+
+    fn pem(text: String) -> PemFile {
+        PemFile {
+            path: "t.pem".into(),
+            pem: text.into_bytes(),
+        }
+    }
+
+    /// A self-signed certificate valid from 2020-01-01 until `day` of January 2040
+    /// (or 2020, for `day` above 100: 2020-01-(day - 100)), and its key.
+    fn issued(day: u8) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec!["client.test".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = if day > 100 {
+            rcgen::date_time_ymd(2020, 1, day - 100)
+        } else {
+            rcgen::date_time_ymd(2040, 1, day)
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_a_mismatch() {
+        let (cert, _) = issued(1);
+        let (_, other_key) = issued(1);
+        let tls = ClusterTls {
+            client_cert: Some(pem(cert.clone())),
+            client_key: Some(pem(other_key)),
+            ..Default::default()
+        };
+        assert_eq!(client_config(&tls).unwrap_err(), TlsError::Mismatch);
+        let (cert2, key2) = issued(1);
+        let tls = ClusterTls {
+            client_cert: Some(pem(cert2)),
+            client_key: Some(pem(key2)),
+            ..Default::default()
+        };
+        assert!(client_config(&tls).is_ok());
+        assert!(matches!(
+            certificates(b"not a pem").unwrap_err().as_str(),
+            "holds no certificate"
+        ));
+    }
+
+    #[test]
+    fn the_expiry_is_the_certificates_not_after() {
+        let (cert, key) = issued(111);
+        let tls = ClusterTls {
+            client_cert: Some(pem(cert)),
+            client_key: Some(pem(key)),
+            ..Default::default()
+        };
+        let at = client_cert_expiry(&tls).unwrap();
+        // 2020-01-11T00:00:00Z
+        assert_eq!(
+            at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_578_700_800
+        );
+        assert_eq!(client_cert_expiry(&ClusterTls::default()), None);
+    }
+}
