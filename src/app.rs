@@ -171,7 +171,7 @@ impl Supervisor {
         };
         observed.replace(
             &config.datacenter,
-            watchers.values().map(|w| w.handle.clone()).collect(),
+            in_config_order(&config, &watchers),
             proxies.iter().flat_map(|p| p.sides.clone()).collect(),
             replication.as_ref().map(|r| r.handle.clone()),
         );
@@ -358,7 +358,7 @@ impl Supervisor {
         }
         self.observed.replace(
             &new.datacenter,
-            self.watchers.values().map(|w| w.handle.clone()).collect(),
+            in_config_order(&new, &self.watchers),
             self.proxies.iter().flat_map(|p| p.sides.clone()).collect(),
             self.replication.as_ref().map(|r| r.handle.clone()),
         );
@@ -405,6 +405,18 @@ impl Supervisor {
         self.side.tasks.wait().await;
         info!("stopped");
     }
+}
+
+/// The watchers' handles in the config's order (what `/status` and `status` list).
+fn in_config_order(
+    config: &Config,
+    watchers: &HashMap<String, RunningWatcher>,
+) -> Vec<ClusterHandle> {
+    config
+        .clusters
+        .iter()
+        .filter_map(|c| watchers.get(&c.name).map(|w| w.handle.clone()))
+        .collect()
 }
 
 /// Every address `config` listens on, with what listens there.
