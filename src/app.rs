@@ -166,7 +166,16 @@ impl Supervisor {
             fatal: fatal_tx.clone(),
         };
         let admin = match config.admin.listen {
-            Some(addr) => Some(spawn_admin(addr, &observed, prometheus.clone(), &side)?),
+            Some(addr) => {
+                let (addr, listener) = bind_admin(addr)?;
+                Some(start_admin(
+                    addr,
+                    listener,
+                    &observed,
+                    prometheus.clone(),
+                    &side,
+                ))
+            }
             None => None,
         };
         observed.replace(
@@ -273,6 +282,13 @@ impl Supervisor {
             }
         }
         let dns_server = bind_dns(&new, &views).await?;
+        // A new admin address is bound now, so that a reload that cannot bind it
+        // changes nothing (the old endpoint keeps serving).
+        let new_admin = if self.admin.as_ref().map(|a| a.addr) != new.admin.listen {
+            Some(new.admin.listen.map(bind_admin).transpose()?)
+        } else {
+            None
+        };
 
         // 2. Commit: start the new parts, then retire the old.
         let mut watchers = HashMap::new();
@@ -344,17 +360,14 @@ impl Supervisor {
         self.watchers = watchers;
         self.proxies = proxies;
 
-        // Admin: rebind only if its address changed.
-        if self.admin.as_ref().map(|a| a.addr) != new.admin.listen {
+        // Admin: rebound only if its address changed; the new one was bound in step 1.
+        if let Some(listener) = new_admin {
             if let Some(old) = self.admin.take() {
                 old.stop.cancel();
             }
-            if let Some(addr) = new.admin.listen {
-                match spawn_admin(addr, &self.observed, self.prometheus.clone(), &self.side) {
-                    Ok(a) => self.admin = Some(a),
-                    Err(e) => error!(error = %e, "admin endpoint not rebound"),
-                }
-            }
+            self.admin = listener.map(|(addr, l)| {
+                start_admin(addr, l, &self.observed, self.prometheus.clone(), &self.side)
+            });
         }
         self.observed.replace(
             &new.datacenter,
@@ -642,14 +655,21 @@ async fn wait_done(done: JoinHandle<()>, part: &str) {
     }
 }
 
-fn spawn_admin(
+fn bind_admin(
     addr: std::net::SocketAddr,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::net::TcpListener)> {
+    let listener = crate::net::bind_tcp(addr)
+        .map_err(|e| anyhow::anyhow!("cannot bind admin listener on {addr}: {e}"))?;
+    Ok((addr, listener))
+}
+
+fn start_admin(
+    addr: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
     observed: &Arc<Observed>,
     prometheus: Option<PrometheusHandle>,
     side: &SideParts,
-) -> anyhow::Result<RunningAdmin> {
-    let listener = crate::net::bind_tcp(addr)
-        .map_err(|e| anyhow::anyhow!("cannot bind admin listener on {addr}: {e}"))?;
+) -> RunningAdmin {
     let stop = side.stop.child_token();
     let run = crate::admin::run(listener, observed.clone(), prometheus, stop.clone());
     supervise(
@@ -662,5 +682,5 @@ fn spawn_admin(
             Ok(())
         },
     );
-    Ok(RunningAdmin { addr, stop })
+    RunningAdmin { addr, stop }
 }

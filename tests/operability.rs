@@ -488,6 +488,27 @@ listen = "127.38.0.200:8201"
     assert!(!m.answers.is_empty());
     echo_ok(&mut conn, b"after bad reload");
 
+    // A valid config whose new admin address another process holds: the reload fails
+    // before anything changes, and the old admin endpoint keeps serving.
+    let holder = std::net::TcpListener::bind("127.38.0.101:9464").unwrap();
+    agent.write_config(&format!(
+        "{base}\n[admin]\nlisten = \"127.38.0.101:9464\"\n"
+    ));
+    agent.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the failed reload is logged",
+        || async { agent.log().contains("reload failed").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        agent.admin_get("/live").0,
+        200,
+        "the old admin endpoint serves"
+    );
+    drop(holder);
+    agent.write_config(base);
+
     // A good config: a new record and a new cluster.
     let good = base.replace("old.example.internal", "new.example.internal")
         + r#"
