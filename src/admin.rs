@@ -18,7 +18,7 @@ use tracing::{debug, info};
 use crate::proxy::forward::Proxy;
 use crate::telemetry;
 use crate::vault::feed::ClusterFeed;
-use crate::vault::replication::{self, Kind, NoPrimary, ReplicationHandle};
+use crate::vault::replication::{self, Kind, Mode, Modes, NoPrimary, ReplicationHandle};
 use crate::vault::view::Freshness;
 
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -166,8 +166,7 @@ pub struct PrimaryStatus {
     pub label: String,
     /// The cluster its names answer for, if one.
     pub primary: Option<String>,
-    /// "one", "none", "several" (two primaries: SERVFAIL) or "warming_up".
-    pub state: String,
+    pub state: PrimaryState,
     /// The clusters counted as primaries.
     pub counted: Vec<String>,
     /// Why, with every cluster's mode.
@@ -186,12 +185,11 @@ impl ReplicationStatus {
                     label: d.kind.label().to_string(),
                     primary: d.primary.as_ref().ok().cloned(),
                     state: match &d.primary {
-                        Ok(_) => "one",
-                        Err(NoPrimary::None) => "none",
-                        Err(NoPrimary::Several(_)) => "several",
-                        Err(NoPrimary::WarmingUp(_)) => "warming_up",
-                    }
-                    .to_string(),
+                        Ok(_) => PrimaryState::One,
+                        Err(NoPrimary::None) => PrimaryState::None,
+                        Err(NoPrimary::Several(_)) => PrimaryState::Several,
+                        Err(NoPrimary::WarmingUp(_)) => PrimaryState::WarmingUp,
+                    },
                     counted: d.counted.clone(),
                     why: d.to_string(),
                 })
@@ -200,19 +198,41 @@ impl ReplicationStatus {
     }
 }
 
+/// How many primaries of a kind the set has now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryState {
+    One,
+    None,
+    /// Two primaries (or more): names under the label answer SERVFAIL.
+    Several,
+    /// Not every cluster of the set has had a first view yet.
+    WarmingUp,
+}
+
 /// A cluster's replication modes as its nodes report them (see
 /// `vault::replication::cluster_mode`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModesStatus {
-    pub perf: String,
-    pub dr: String,
+    pub perf: Mode,
+    pub dr: Mode,
+}
+
+impl ModesStatus {
+    fn of(&self, kind: Kind) -> Mode {
+        Modes {
+            perf: self.perf,
+            dr: self.dr,
+        }
+        .of(kind)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub name: String,
-    /// "fresh", "stale" (served from the last confirmed view) or "unusable" (SERVFAIL).
-    pub state: String,
+    /// Fresh, stale (served from the last confirmed view) or unusable (SERVFAIL).
+    pub state: Freshness,
     pub leader: Option<LeaderStatus>,
     /// Why there is no leader ("2 of 3 members unheard"), while there is none.
     #[serde(default)]
@@ -264,14 +284,9 @@ fn rfc3339(t: SystemTime) -> String {
 impl ClusterStatus {
     fn of(feed: &ClusterFeed, now: Instant) -> Self {
         let view = feed.latest();
-        let state = match feed.freshness(&view, now) {
-            Freshness::Fresh => "fresh",
-            Freshness::Stale => "stale",
-            Freshness::Unusable => "unusable",
-        };
         Self {
             name: view.cluster.clone(),
-            state: state.to_string(),
+            state: feed.freshness(&view, now),
             leader: view.leader.as_ref().map(|l| LeaderStatus {
                 api_addr: l.api_addr.clone(),
                 cluster_addr: l.cluster_addr.clone(),
@@ -290,12 +305,8 @@ impl ClusterStatus {
                 }),
             load_balanced: view.load_balanced,
             replication: ModesStatus {
-                perf: replication::cluster_mode(&view, Kind::Perf)
-                    .as_str()
-                    .to_string(),
-                dr: replication::cluster_mode(&view, Kind::Dr)
-                    .as_str()
-                    .to_string(),
+                perf: replication::cluster_mode(&view, Kind::Perf),
+                dr: replication::cluster_mode(&view, Kind::Dr),
             },
             members: view
                 .members
@@ -312,7 +323,7 @@ impl ClusterStatus {
 
     /// Healthy for `vault-locator status`: a leader, and a view that is not stale.
     pub fn healthy(&self) -> bool {
-        self.leader.is_some() && self.state == "fresh"
+        self.leader.is_some() && self.state == Freshness::Fresh
     }
 }
 
@@ -325,7 +336,7 @@ impl Status {
                 .replication
                 .iter()
                 .flat_map(|r| &r.primaries)
-                .all(|p| p.state != "several")
+                .all(|p| p.state != PrimaryState::Several)
     }
 
     /// `status --is-primary KIND`: whether the local datacenter is the primary of that
@@ -336,16 +347,13 @@ impl Status {
             .replication
             .iter()
             .flat_map(|r| &r.primaries)
-            .any(|p| p.kind == kind.as_str() && p.state == "several");
+            .any(|p| p.kind == kind.as_str() && p.state == PrimaryState::Several);
         let local = self.clusters.iter().find(|c| c.name == self.datacenter)?;
-        let mode = match kind {
-            Kind::Perf => &local.replication.perf,
-            Kind::Dr => &local.replication.dr,
-        };
-        if several || local.state != "fresh" || mode == "unknown" || mode.is_empty() {
+        let mode = local.replication.of(kind);
+        if several || local.state != Freshness::Fresh || mode == Mode::Unknown {
             return None;
         }
-        Some(mode == "primary")
+        Some(mode == Mode::Primary)
     }
 }
 

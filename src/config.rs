@@ -471,10 +471,6 @@ impl Config {
             .expect("the embedded default config is valid")
     }
 
-    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
-        self.clusters.iter().find(|c| c.name == name)
-    }
-
     /// A few lines for `check-config` to print.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -532,13 +528,6 @@ impl Config {
             );
         }
         out
-    }
-
-    /// The proxy listener that DNS answers for `cluster`'s active node, if any.
-    pub fn answering_proxy(&self, cluster: &str) -> Option<&ProxyConfig> {
-        self.proxies
-            .iter()
-            .find(|p| p.answer && p.cluster == cluster)
     }
 }
 

@@ -96,7 +96,9 @@ pub fn summary(observed: &Observed) -> String {
         .clusters
         .iter()
         .map(|c| match &c.leader {
-            Some(l) if c.state == "fresh" => format!("{}: {}", c.name, l.api_addr),
+            Some(l) if c.state == crate::vault::view::Freshness::Fresh => {
+                format!("{}: {}", c.name, l.api_addr)
+            }
             Some(l) => format!("{}: {} ({})", c.name, l.api_addr, c.state),
             None => format!("{}: no leader ({})", c.name, c.state),
         })

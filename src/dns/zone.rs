@@ -28,11 +28,8 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer with `rcode` and no records yet.
     pub fn empty(rcode: ResponseCode) -> Self {
-        Self::rcode(rcode)
-    }
-
-    fn rcode(rcode: ResponseCode) -> Self {
         Self {
             rcode,
             answers: Vec::new(),
@@ -119,7 +116,7 @@ impl Zone {
             ZoneName::Apex => match qtype {
                 RecordType::SOA => Answer {
                     answers: vec![self.soa()],
-                    ..Answer::rcode(ResponseCode::NoError)
+                    ..Answer::empty(ResponseCode::NoError)
                 },
                 _ => self.negative(ResponseCode::NoError),
             },
@@ -140,7 +137,7 @@ impl Zone {
                 match rdata {
                     Some(r) => Answer {
                         answers: vec![Record::from_rdata(qname.clone(), self.ttl, r)],
-                        ..Answer::rcode(ResponseCode::NoError)
+                        ..Answer::empty(ResponseCode::NoError)
                     },
                     None => self.negative(ResponseCode::NoError),
                 }
@@ -169,7 +166,7 @@ impl Zone {
             return self.negative(ResponseCode::NXDomain);
         }
         let Some(view) = feed.usable() else {
-            return Answer::rcode(ResponseCode::ServFail);
+            return Answer::empty(ResponseCode::ServFail);
         };
         if view.members.is_empty() && view.leader.is_none() {
             // A replication set's virtual datacenter with no primary: nothing under it
@@ -211,7 +208,7 @@ impl Zone {
         }
         instances.shuffle(&mut rand::rng());
 
-        let mut answer = Answer::rcode(ResponseCode::NoError);
+        let mut answer = Answer::empty(ResponseCode::NoError);
         answer.shuffled = instances.len() > 1;
         for (ip, port) in &instances {
             match qtype {
@@ -255,7 +252,7 @@ impl Zone {
 
     fn static_answer(&self, qname: &Name, rec: &StaticRecord, qtype: RecordType) -> Answer {
         let ttl = rec.ttl.map(ttl_secs).unwrap_or(self.ttl);
-        let mut answer = Answer::rcode(ResponseCode::NoError);
+        let mut answer = Answer::empty(ResponseCode::NoError);
         let mut push = |rdata| {
             answer
                 .answers
@@ -278,7 +275,7 @@ impl Zone {
     fn negative(&self, rcode: ResponseCode) -> Answer {
         Answer {
             authority: vec![self.soa()],
-            ..Answer::rcode(rcode)
+            ..Answer::empty(rcode)
         }
     }
 

@@ -39,8 +39,9 @@ use super::view::{ClusterView, Freshness, Role};
 use crate::telemetry;
 
 /// A replication mode as `/v1/sys/health` reports it (`replication_performance_mode`,
-/// `replication_dr_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `replication_dr_mode`). In `/status` as [`Mode::as_str`] writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     Disabled,
     Primary,
@@ -84,6 +85,12 @@ impl Mode {
             Mode::Unavailable => "unavailable",
             Mode::Unknown => "unknown",
         }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
     }
 }
 

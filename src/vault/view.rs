@@ -193,8 +193,10 @@ pub struct ClusterView {
 /// `serve_stale_for` until a watcher sets its cluster's own (the config default).
 const DEFAULT_SERVE_STALE_FOR: Duration = Duration::from_secs(30);
 
-/// How a view may be used to answer at a given moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a view may be used to answer at a given moment (in `/status`: "fresh",
+/// "stale", "unusable").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Freshness {
     /// Confirmed by current reports.
     Fresh,
@@ -202,6 +204,22 @@ pub enum Freshness {
     Stale,
     /// Nothing confirmed recently enough (or ever): answer SERVFAIL.
     Unusable,
+}
+
+impl Freshness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Fresh => "fresh",
+            Freshness::Stale => "stale",
+            Freshness::Unusable => "unusable",
+        }
+    }
+}
+
+impl fmt::Display for Freshness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 impl ClusterView {
