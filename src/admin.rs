@@ -29,7 +29,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ClusterHandle {
     pub name: String,
     pub feed: ClusterFeed,
-    pub heartbeat: crate::systemd::Heartbeat,
+    pub heartbeat: crate::vault::heartbeat::Heartbeat,
 }
 
 /// Everything the admin endpoint reports on. The lists are replaced on reload.

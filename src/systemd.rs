@@ -3,7 +3,6 @@
 //! WATCHDOG=1 at half of `WatchdogSec` only while the watchers make progress, and
 //! STOPPING=1 on shutdown. Without `NOTIFY_SOCKET` every call is a no-op.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,35 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::admin::Observed;
-
-/// Proof of life from one watcher: the time of its last completed poll round.
-#[derive(Clone)]
-pub struct Heartbeat {
-    base: Instant,
-    last_ms: Arc<AtomicU64>,
-    /// Longer than this without a round means the watcher is stuck.
-    max_gap: Duration,
-}
-
-impl Heartbeat {
-    pub fn new(max_gap: Duration) -> Self {
-        Self {
-            base: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-            max_gap,
-        }
-    }
-
-    pub fn beat(&self) {
-        self.last_ms
-            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    pub fn is_fresh(&self) -> bool {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.base.elapsed().saturating_sub(last) <= self.max_gap
-    }
-}
 
 /// Sends one notification without ever blocking the runtime: the socket is
 /// non-blocking, and a message the manager's queue cannot take is dropped (a later

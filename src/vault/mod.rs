@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod feed;
+pub mod heartbeat;
 pub mod replication;
 pub mod tls;
 pub mod view;
