@@ -58,6 +58,26 @@ fn a(name: &str) -> Vec<IpAddr> {
     got
 }
 
+const PERF_ACTIVE: &str = "active.vault.service.perf-primary.consul";
+
+/// Waits until `dns` answers `active.vault.service.perf-primary` as `accept` wants.
+async fn perf_active(
+    dns: SocketAddr,
+    what: &str,
+    accept: impl Fn(&hickory_proto::op::Message) -> bool,
+) {
+    wait_answer(
+        dns,
+        PERF_ACTIVE,
+        RecordType::A,
+        Proto::Udp,
+        Duration::from_secs(10),
+        what,
+        accept,
+    )
+    .await;
+}
+
 /// `status --is-primary KIND`'s exit code.
 fn is_primary(kind: &str) -> i32 {
     run_cli(&["status", "--admin", ADMIN, "--is-primary", kind])
@@ -183,15 +203,9 @@ listen = "{PROXY}"
 
     // us-east-1 is the performance primary: every name form under perf-primary answers
     // for it.
-    wait_answer(
-        dns,
-        "active.vault.service.perf-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-        within,
-        "perf-primary names the east active node",
-        |m| ips(m) == vec![ip("127.47.1.1")],
-    )
+    perf_active(dns, "perf-primary names the east active node", |m| {
+        ips(m) == vec![ip("127.47.1.1")]
+    })
     .await;
     assert_eq!(
         a("standby.vault.service.perf-primary.consul"),
@@ -244,15 +258,9 @@ listen = "{PROXY}"
     // Promotion: us-west-2 becomes the primary, us-east-1 a secondary.
     set_modes(&east, "secondary", "disabled");
     set_modes(&west, "primary", "disabled");
-    wait_answer(
-        dns,
-        "active.vault.service.perf-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-        within,
-        "perf-primary follows the promotion",
-        |m| ips(m) == vec![ip("127.47.2.1")],
-    )
+    perf_active(dns, "perf-primary follows the promotion", |m| {
+        ips(m) == vec![ip("127.47.2.1")]
+    })
     .await;
     assert_closed(stream, within).await;
     let west_cert = west_fw.cert.to_vec();
@@ -265,15 +273,9 @@ listen = "{PROXY}"
 
     // Two primaries: names under the label answer SERVFAIL, never either cluster.
     set_modes(&east, "primary", "disabled");
-    wait_answer(
-        dns,
-        "active.vault.service.perf-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-        within,
-        "two primaries answer SERVFAIL",
-        |m| rcode(m) == ResponseCode::ServFail,
-    )
+    perf_active(dns, "two primaries answer SERVFAIL", |m| {
+        rcode(m) == ResponseCode::ServFail
+    })
     .await;
     for name in [
         "standby.vault.service.perf-primary.consul",
@@ -311,15 +313,9 @@ listen = "{PROXY}"
     for n in &east {
         n.set(Behavior::Stall);
     }
-    wait_answer(
-        dns,
-        "active.vault.service.perf-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-        within,
-        "the fresh primary wins over the stale one",
-        |m| ips(m) == vec![ip("127.47.2.1")],
-    )
+    perf_active(dns, "the fresh primary wins over the stale one", |m| {
+        ips(m) == vec![ip("127.47.2.1")]
+    })
     .await;
     assert_eq!(primaries_metric(&agent, "perf"), Some(1.0));
     assert_eq!(is_primary("perf"), 4, "the local view is stale: unknown");
@@ -394,15 +390,9 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
     let dns: SocketAddr = "127.48.0.1:8600".parse().unwrap();
     let agent = Agent::start(&set_config("100ms", true), dns);
     let within = Duration::from_secs(10);
-    wait_answer(
-        dns,
-        "active.vault.service.perf-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-        within,
-        "proxy mode answers the listener",
-        |m| ips(m) == vec![ip("127.48.0.2")],
-    )
+    perf_active(dns, "proxy mode answers the listener", |m| {
+        ips(m) == vec![ip("127.48.0.2")]
+    })
     .await;
     let srv = query(
         dns,
