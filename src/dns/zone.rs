@@ -312,3 +312,293 @@ fn ip_rdata(ip: IpAddr) -> RData {
 fn ttl_secs(d: std::time::Duration) -> u32 {
     d.as_secs().min(u32::MAX as u64) as u32
 }
+
+/// The README's "DNS answers" table, row by row, against a zone with one cluster of
+/// every member kind, a cluster with no view yet, and a replication set's virtual
+/// datacenters (one following `dc1`, one with no primary).
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+    use std::time::{Instant, SystemTime};
+
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::{Name, RData, RecordType};
+    use tokio::sync::watch;
+
+    use super::{Answer, Zone};
+    use crate::config::Config;
+    use crate::vault::feed::ClusterFeed;
+    use crate::vault::view::{ClusterView, Leader, Member, Role};
+
+    const CONFIG: &str = r#"
+datacenter = "dc1"
+[[dns.records]]
+name = "nomad.service.consul"
+a = ["127.0.0.9"]
+[[clusters]]
+name = "dc1"
+nodes = ["http://10.0.0.1:8200"]
+[[clusters]]
+name = "dc2"
+nodes = ["http://10.0.1.1:8200"]
+"#;
+
+    fn member(ip: &str, role: Role) -> Member {
+        Member {
+            url: format!("http://{ip}:8200").parse().unwrap(),
+            addrs: vec![ip.parse().unwrap()],
+            port: 8200,
+            role,
+            replication: Default::default(),
+            last_confirmed: Some(SystemTime::now()),
+            error: None,
+        }
+    }
+
+    fn dc1() -> ClusterView {
+        let mut v = ClusterView::empty("dc1", false);
+        v.last_confirmed = Some(Instant::now());
+        v.leader = Some(Leader {
+            api_addr: "http://10.0.0.1:8200".into(),
+            cluster_addr: "https://10.0.0.1:8201".into(),
+            addrs: vec!["10.0.0.1".parse().unwrap()],
+            port: 8200,
+        });
+        v.members = vec![
+            member("10.0.0.1", Role::Active),
+            member("10.0.0.2", Role::Standby),
+            member("10.0.0.3", Role::PerfStandby),
+            member("10.0.0.4", Role::Sealed),
+            member("10.0.0.5", Role::Unreachable),
+        ];
+        v
+    }
+
+    /// The zone, and the senders that keep its feeds open.
+    fn zone() -> (Zone, Vec<watch::Sender<Arc<ClusterView>>>) {
+        let config = Config::parse(CONFIG, "t").unwrap();
+        let mut no_primary = ClusterView::empty("dr-primary", false);
+        no_primary.last_confirmed = Some(Instant::now());
+        let views = [
+            ("dc1", dc1()),
+            ("dc2", ClusterView::empty("dc2", false)),
+            ("perf-primary", dc1()),
+            ("dr-primary", no_primary),
+        ];
+        let mut senders = Vec::new();
+        let mut feeds = std::collections::HashMap::new();
+        for (name, view) in views {
+            let (tx, rx) = watch::channel(Arc::new(view));
+            senders.push(tx);
+            feeds.insert(name.to_string(), ClusterFeed::new(rx));
+        }
+        (Zone::new(&config, feeds), senders)
+    }
+
+    fn ask(zone: &Zone, name: &str, qtype: RecordType) -> Option<Answer> {
+        zone.answer(&Name::from_ascii(name).unwrap(), qtype)
+    }
+
+    /// The answer's addresses (A/AAAA), sorted, and SRV (port, target) pairs.
+    fn ips(a: &Answer) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = a
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn has_soa(a: &Answer) -> bool {
+        a.authority
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    }
+
+    fn ip_list(s: &[&str]) -> Vec<IpAddr> {
+        s.iter().map(|i| i.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_readme_answer_table() {
+        use RecordType::{A, AAAA, ANY, SOA, SRV, TXT};
+        use ResponseCode::{NXDomain, NoError, ServFail};
+        let (zone, _senders) = zone();
+        // (query, type, rcode, addresses answered, SOA in authority)
+        let rows: &[(&str, RecordType, ResponseCode, &[&str], bool)] = &[
+            (
+                "active.vault.service.consul.",
+                A,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            (
+                "active.vault.service.dc1.consul.",
+                A,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            (
+                "ACTIVE.Vault.Service.DC1.Consul.",
+                A,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            (
+                "_vault._active.service.dc1.consul.",
+                A,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            (
+                "standby.vault.service.consul.",
+                A,
+                NoError,
+                &["10.0.0.2"],
+                false,
+            ),
+            (
+                "perf-standby.vault.service.consul.",
+                A,
+                NoError,
+                &["10.0.0.3"],
+                false,
+            ),
+            (
+                "performance-standby.vault.service.consul.",
+                A,
+                NoError,
+                &["10.0.0.3"],
+                false,
+            ),
+            // Leader + standbys + perf standbys; never sealed or unreachable nodes.
+            (
+                "vault.service.consul.",
+                A,
+                NoError,
+                &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                false,
+            ),
+            (
+                "initialized.vault.service.consul.",
+                A,
+                NoError,
+                &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                false,
+            ),
+            (
+                "_vault._tcp.service.consul.",
+                A,
+                NoError,
+                &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                false,
+            ),
+            (
+                "0a000001.addr.dc1.consul.",
+                A,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            // AAAA with only IPv4: NOERROR, empty, SOA.
+            ("active.vault.service.consul.", AAAA, NoError, &[], true),
+            (
+                "active.vault.service.consul.",
+                ANY,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            // A known tag with no instance; unknown tag, service, dc, forms.
+            (
+                "active.vault.service.dr-primary.consul.",
+                A,
+                NXDomain,
+                &[],
+                true,
+            ),
+            ("bogus.vault.service.consul.", A, NXDomain, &[], true),
+            ("active.nomad.service.dc1.consul.", A, NXDomain, &[], true),
+            ("active.vault.service.dc9.consul.", A, NXDomain, &[], true),
+            ("foo.node.consul.", A, NXDomain, &[], true),
+            ("foo.query.consul.", A, NXDomain, &[], true),
+            // The apex.
+            ("consul.", SOA, NoError, &[], false),
+            ("consul.", TXT, NoError, &[], true),
+            // A cluster with no view yet.
+            ("active.vault.service.dc2.consul.", A, ServFail, &[], false),
+            ("vault.service.dc2.consul.", A, ServFail, &[], false),
+            // Static records.
+            ("nomad.service.consul.", A, NoError, &["127.0.0.9"], false),
+            ("nomad.service.consul.", AAAA, NoError, &[], true),
+            // A replication set's virtual datacenter: the primary's answers.
+            (
+                "active.vault.service.perf-primary.consul.",
+                A,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            (
+                "standby.vault.service.perf-primary.consul.",
+                A,
+                NoError,
+                &["10.0.0.2"],
+                false,
+            ),
+            (
+                "0a000001.addr.perf-primary.consul.",
+                A,
+                NoError,
+                &["10.0.0.1"],
+                false,
+            ),
+            ("vault.service.dr-primary.consul.", A, NXDomain, &[], true),
+        ];
+        for (name, qtype, rcode, want, soa) in rows {
+            let a = ask(&zone, name, *qtype).unwrap_or_else(|| panic!("{name} is ours"));
+            assert_eq!(a.rcode, *rcode, "{name} {qtype}");
+            assert_eq!(ips(&a), ip_list(want), "{name} {qtype}");
+            assert_eq!(has_soa(&a), *soa, "{name} {qtype}: SOA in authority");
+            assert!(a.answers.iter().all(|r| r.ttl == 0), "{name}: TTL 0");
+        }
+        // Outside the zone: not ours (the handler answers REFUSED or forwards).
+        assert!(ask(&zone, "example.com.", A).is_none());
+    }
+
+    #[test]
+    fn srv_names_the_api_port_and_an_addr_target_with_glue() {
+        let (zone, _senders) = zone();
+        let a = ask(&zone, "active.vault.service.consul.", RecordType::SRV).unwrap();
+        let [srv] = a.answers.as_slice() else {
+            panic!("one SRV: {a:?}")
+        };
+        let RData::SRV(srv) = &srv.data else {
+            panic!("{srv:?}")
+        };
+        assert_eq!((srv.priority, srv.weight, srv.port), (1, 1, 8200));
+        assert_eq!(srv.target.to_string(), "0a000001.addr.dc1.consul.");
+        assert_eq!(a.additionals.len(), 1);
+        assert_eq!(
+            a.additionals[0].name.to_string(),
+            "0a000001.addr.dc1.consul."
+        );
+        let a = ask(&zone, "vault.service.perf-primary.consul.", RecordType::SRV).unwrap();
+        assert_eq!(a.answers.len(), 3);
+        assert!(a.shuffled, "several instances: shuffled");
+        assert!(a
+            .additionals
+            .iter()
+            .all(|r| r.name.to_string().ends_with(".addr.perf-primary.consul.")));
+    }
+}
