@@ -427,7 +427,7 @@ nodes = ["http://10.0.1.1:8200"]
 
     #[test]
     fn the_readme_answer_table() {
-        use RecordType::{A, AAAA, ANY, SOA, SRV, TXT};
+        use RecordType::{A, AAAA, ANY, SOA, TXT};
         use ResponseCode::{NXDomain, NoError, ServFail};
         let (zone, _senders) = zone();
         // (query, type, rcode, addresses answered, SOA in authority)
