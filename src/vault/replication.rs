@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::feed::ClusterFeed;
 use super::view::{ClusterView, Freshness, Role};
@@ -426,7 +426,7 @@ impl ReplicationSet {
                     "two primaries: answering neither (SERVFAIL, proxy refuses)"
                 ),
                 Err(NoPrimary::None) => info!(%kind, %old, why = %d, "no primary"),
-                Err(NoPrimary::WarmingUp(_)) => warn!(%kind, why = %d, "no primary named yet"),
+                Err(NoPrimary::WarmingUp(_)) => info!(%kind, why = %d, "no primary named yet"),
             }
         }
     }
