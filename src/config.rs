@@ -16,7 +16,10 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use url::Url;
 
-use crate::vault::replication::Kind;
+// The TLS settings' types live with the code that uses them (`vault::tls`); config
+// reads the files into them.
+use crate::vault::modes::Kind;
+pub use crate::vault::tls::{ClusterTls, PemFile};
 
 /// Where `run` looks for a config when none is given on the command line.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vault-locator/config.toml";
@@ -417,28 +420,6 @@ pub struct ClusterConfig {
     pub load_balanced: bool,
     /// TLS for https nodes.
     pub tls: ClusterTls,
-}
-
-/// A PEM file as validation read it: its path, for messages, and its contents, so that
-/// a reload after the file changed on disk (a rotated certificate) counts as a changed
-/// cluster and rebuilds its client.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PemFile {
-    pub path: PathBuf,
-    pub pem: Vec<u8>,
-}
-
-/// A cluster's TLS settings for polling (see `vault::tls`).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ClusterTls {
-    /// `ca_file`: CAs to trust instead of the system roots.
-    pub ca: Option<PemFile>,
-    /// `client_cert_file` and `client_key_file`: presented to nodes that ask.
-    pub client_cert: Option<PemFile>,
-    pub client_key: Option<PemFile>,
-    /// `tls_server_name`: the name to verify node certificates for, instead of the
-    /// address in the node's URL.
-    pub server_name: Option<String>,
 }
 
 impl Config {

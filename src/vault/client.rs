@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::replication::{Mode, Modes};
+use super::modes::{Mode, Modes};
 
 /// Query string for `/v1/sys/health` that pins every state to its documented code, so
 /// the code can be cross-checked against the body whatever a node's defaults are

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod feed;
 pub mod heartbeat;
+pub mod modes;
 pub mod replication;
 pub mod tls;
 pub mod view;

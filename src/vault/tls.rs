@@ -12,6 +12,7 @@
 //! leader. Nodes addressed by IP whose certificates name hosts are what
 //! `tls_server_name` is for; a private CA is what `ca_file` is for.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +22,28 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::ClusterTls;
+/// A PEM file as validation read it: its path, for messages, and its contents, so that
+/// a reload after the file changed on disk (a rotated certificate) counts as a changed
+/// cluster and rebuilds its client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PemFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+/// A cluster's TLS settings for polling (the keys `ca_file`, `client_cert_file`, `client_key_file`, `tls_server_name`;
+/// `config` reads and checks them).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterTls {
+    /// `ca_file`: CAs to trust instead of the system roots.
+    pub ca: Option<PemFile>,
+    /// `client_cert_file` and `client_key_file`: presented to nodes that ask.
+    pub client_cert: Option<PemFile>,
+    pub client_key: Option<PemFile>,
+    /// `tls_server_name`: the name to verify node certificates for, instead of the
+    /// address in the node's URL.
+    pub server_name: Option<String>,
+}
 
 /// Why a cluster's TLS settings cannot be used; each names the setting it is about.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -189,7 +211,6 @@ pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PemFile;
 
     fn pem(text: String) -> PemFile {
         PemFile {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
 use super::client::{NodeReport, NodeState, PollError};
-use super::replication::Modes;
+use super::modes::Modes;
 
 /// A node's role as the DNS answers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,117 @@
+//! The replication vocabulary: a node's or cluster's modes as `/v1/sys/health` reports
+//! them, and the two kinds of replication with their virtual datacenter labels. A leaf:
+//! the client parses into it, the view stores it, the config checks labels against it,
+//! and `replication` decides with it.
+
+use std::fmt;
+
+/// A replication mode as `/v1/sys/health` reports it (`replication_performance_mode`,
+/// `replication_dr_mode`). In `/status` as [`Mode::as_str`] writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Disabled,
+    Primary,
+    Secondary,
+    Bootstrapping,
+    /// The server has no replication (OpenBao, Vault Community), whatever the field says:
+    /// an OpenBao 2.7 HA active node reports `replication_performance_mode: "primary"`.
+    Unavailable,
+    /// The field is missing, unrecognised, or nobody could say.
+    #[default]
+    Unknown,
+}
+
+impl Mode {
+    /// Every value, for metric labels.
+    pub const ALL: [Mode; 6] = [
+        Mode::Disabled,
+        Mode::Primary,
+        Mode::Secondary,
+        Mode::Bootstrapping,
+        Mode::Unavailable,
+        Mode::Unknown,
+    ];
+
+    pub fn parse(s: &str) -> Mode {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "disabled" => Mode::Disabled,
+            "primary" => Mode::Primary,
+            "secondary" => Mode::Secondary,
+            "bootstrapping" => Mode::Bootstrapping,
+            _ => Mode::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Disabled => "disabled",
+            Mode::Primary => "primary",
+            Mode::Secondary => "secondary",
+            Mode::Bootstrapping => "bootstrapping",
+            Mode::Unavailable => "unavailable",
+            Mode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Both replication modes of one node or cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Modes {
+    pub perf: Mode,
+    pub dr: Mode,
+}
+
+impl Modes {
+    pub fn of(&self, kind: Kind) -> Mode {
+        match kind {
+            Kind::Perf => self.perf,
+            Kind::Dr => self.dr,
+        }
+    }
+}
+
+/// The two kinds of replication, each with its virtual cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Perf,
+    Dr,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Perf, Kind::Dr];
+
+    /// The virtual cluster's name: a datacenter label in DNS, a `[[proxy]] cluster`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Perf => "perf-primary",
+            Kind::Dr => "dr-primary",
+        }
+    }
+
+    /// The metric label and the `--is-primary` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Perf => "perf",
+            Kind::Dr => "dr",
+        }
+    }
+
+    /// How log lines and /status name the kind ("performance", "DR").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Perf => "performance",
+            Kind::Dr => "DR",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.label() == label)
+    }
+}
