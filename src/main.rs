@@ -13,12 +13,6 @@ use vault_locator::config::{Config, DEFAULT_CONFIG_PATH};
 
 /// EX_CONFIG-style code for a config the agent cannot use (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
-/// `status`: a cluster without a leader or a fresh view, or two primaries.
-const EXIT_UNHEALTHY: u8 = 2;
-/// `status --is-primary`: the local datacenter is not the primary of that kind.
-const EXIT_NOT_PRIMARY: u8 = 3;
-/// `status --is-primary`: whether it is cannot be told now.
-const EXIT_PRIMARY_UNKNOWN: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -183,70 +177,5 @@ fn status(
             }
         },
     };
-    // Under --is-primary every failure to tell is "unknown", never "not primary".
-    let failed = if is_primary.is_some() {
-        ExitCode::from(EXIT_PRIMARY_UNKNOWN)
-    } else {
-        ExitCode::FAILURE
-    };
-    let body = match fetch_status(&addr) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("cannot read http://{addr}/status: {e:#}");
-            return failed;
-        }
-    };
-    let report: vault_locator::admin::Status = match serde_json::from_str(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("http://{addr}/status is not a status report: {e}");
-            return failed;
-        }
-    };
-    if let Some(kind) = is_primary {
-        use vault_locator::cli::PrimaryKind;
-        use vault_locator::vault::replication::Kind;
-        let kind = match kind {
-            PrimaryKind::Perf => Kind::Perf,
-            PrimaryKind::Dr => Kind::Dr,
-        };
-        return match report.is_primary(kind) {
-            Some(true) => ExitCode::SUCCESS,
-            Some(false) => ExitCode::from(EXIT_NOT_PRIMARY),
-            None => ExitCode::from(EXIT_PRIMARY_UNKNOWN),
-        };
-    }
-    if json {
-        print!("{body}");
-    } else {
-        print!("{}", vault_locator::admin::render_table(&report));
-    }
-    if report.healthy() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_UNHEALTHY)
-    }
-}
-
-fn fetch_status(addr: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let sock_addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{addr} resolves to nothing"))?;
-    let timeout = std::time::Duration::from_secs(5);
-    let mut s = std::net::TcpStream::connect_timeout(&sock_addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        anyhow::bail!("{}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.to_string())
+    ExitCode::from(vault_locator::cli::status::run(&addr, json, is_primary))
 }

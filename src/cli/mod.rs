@@ -1,4 +1,6 @@
-//! Command line: `run`, `check-config`, `--version`.
+//! Command line: `run`, `check-config`, `status`, `--version`.
+
+pub mod status;
 
 use std::path::PathBuf;
 

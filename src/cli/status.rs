@@ -1,0 +1,156 @@
+//! `vault-locator status`: reads a running agent's `/status`, prints it as a table or
+//! JSON, and turns it into an exit code (see [`run`]).
+
+use crate::admin::Status;
+
+/// A cluster without a leader or a fresh view, or a replication set with two primaries.
+pub const EXIT_UNHEALTHY: u8 = 2;
+/// The agent could not be reached, or did not answer with a status report.
+pub const EXIT_UNREACHABLE: u8 = 1;
+/// `--is-primary`: the local datacenter is not the primary of that kind.
+pub const EXIT_NOT_PRIMARY: u8 = 3;
+/// `--is-primary`: whether it is cannot be told now.
+pub const EXIT_PRIMARY_UNKNOWN: u8 = 4;
+
+/// Reads `http://{addr}/status`; prints the table (or the raw JSON); returns the exit
+/// code: 0 healthy, [`EXIT_UNHEALTHY`], [`EXIT_UNREACHABLE`]. With `is_primary` prints
+/// nothing and returns 0, [`EXIT_NOT_PRIMARY`] or [`EXIT_PRIMARY_UNKNOWN`].
+pub fn run(addr: &str, json: bool, is_primary: Option<super::PrimaryKind>) -> u8 {
+    // Under --is-primary every failure to tell is "unknown", never "not primary".
+    let failed = if is_primary.is_some() {
+        EXIT_PRIMARY_UNKNOWN
+    } else {
+        EXIT_UNREACHABLE
+    };
+    let body = match fetch_status(addr) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cannot read http://{addr}/status: {e:#}");
+            return failed;
+        }
+    };
+    let report: Status = match serde_json::from_str(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("http://{addr}/status is not a status report: {e}");
+            return failed;
+        }
+    };
+    if let Some(kind) = is_primary {
+        use super::PrimaryKind;
+        use crate::vault::modes::Kind;
+        let kind = match kind {
+            PrimaryKind::Perf => Kind::Perf,
+            PrimaryKind::Dr => Kind::Dr,
+        };
+        return match report.is_primary(kind) {
+            Some(true) => 0,
+            Some(false) => EXIT_NOT_PRIMARY,
+            None => EXIT_PRIMARY_UNKNOWN,
+        };
+    }
+    if json {
+        print!("{body}");
+    } else {
+        print!("{}", render_table(&report));
+    }
+    if report.healthy() {
+        0
+    } else {
+        EXIT_UNHEALTHY
+    }
+}
+
+/// One GET of `/status` over a plain TCP connection (no HTTP client for one request).
+fn fetch_status(addr: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let sock_addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{addr} resolves to nothing"))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&sock_addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
+/// The human table `vault-locator status` prints.
+fn render_table(status: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<28} {:<9} {:>8}  LAST LEADER CHANGE",
+        "CLUSTER", "LEADER", "STATE", "AGE"
+    );
+    for c in &status.clusters {
+        let leader = c
+            .leader
+            .as_ref()
+            .map(|l| l.api_addr.as_str())
+            .unwrap_or("(none)");
+        let age = c
+            .view_age_seconds
+            .map(|a| format!("{a:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        let change = c
+            .last_leader_change
+            .as_ref()
+            .map(|ch| format!("{} ({})", ch.at, ch.reason))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<14} {:<28} {:<9} {:>8}  {}",
+            c.name, leader, c.state, age, change
+        );
+        let _ = writeln!(
+            out,
+            "  replication: performance {}, DR {}",
+            c.replication.perf, c.replication.dr
+        );
+        for m in &c.members {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<14} {}",
+                m.url,
+                m.role,
+                m.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if let Some(r) = &status.replication {
+        let _ = writeln!(out, "replication set: {}", r.clusters.join(", "));
+        for p in &r.primaries {
+            let _ = writeln!(
+                out,
+                "  {:<14} {:<14} {}",
+                p.label,
+                p.primary.as_deref().unwrap_or("(none)"),
+                p.why
+            );
+        }
+    }
+    for p in &status.proxies {
+        let _ = writeln!(
+            out,
+            "proxy {} {} -> {} ({} open{})",
+            p.side,
+            p.listen,
+            p.cluster,
+            p.open_connections,
+            if p.answer { ", answered in DNS" } else { "" }
+        );
+    }
+    out
+}
