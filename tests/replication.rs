@@ -78,6 +78,16 @@ async fn perf_active(
     .await;
 }
 
+/// Writes `config`, sends SIGHUP and waits for the agent's `n`th applied reload.
+async fn reload(agent: &Agent, config: &str, n: usize) {
+    agent.write_config(config);
+    agent.signal("HUP");
+    eventually(Duration::from_secs(10), "the reload is applied", || async {
+        (agent.log().matches("reload applied").count() == n).then_some(())
+    })
+    .await;
+}
+
 /// `status --is-primary KIND`'s exit code.
 fn is_primary(kind: &str) -> i32 {
     run_cli(&["status", "--admin", ADMIN, "--is-primary", kind])
@@ -431,19 +441,8 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
 
     // Reload with one of the set's clusters changed: its watcher and the set are
     // replaced; the label keeps answering and then follows a promotion.
-    agent.write_config(&set_config("150ms", true));
-    agent.signal("HUP");
-    eventually(within, "the reload is applied", || async {
-        (agent.log().matches("reload applied").count() == 1).then_some(())
-    })
-    .await;
-    let m = query(
-        dns,
-        "active.vault.service.perf-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    reload(&agent, &set_config("150ms", true), 1).await;
+    let m = query(dns, PERF_ACTIVE, RecordType::A, Proto::Udp).unwrap();
     assert_eq!(ips(&m), vec![ip("127.48.0.2")]);
     set_modes(&east, "secondary", "disabled");
     set_modes(&west, "primary", "disabled");
@@ -473,19 +472,8 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
     .await;
 
     // Without the set, the labels are unknown datacenters again, and the proxy is gone.
-    agent.write_config(&set_config("150ms", false));
-    agent.signal("HUP");
-    eventually(within, "the second reload is applied", || async {
-        (agent.log().matches("reload applied").count() == 2).then_some(())
-    })
-    .await;
-    let m = query(
-        dns,
-        "active.vault.service.perf-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    reload(&agent, &set_config("150ms", false), 2).await;
+    let m = query(dns, PERF_ACTIVE, RecordType::A, Proto::Udp).unwrap();
     assert_eq!(rcode(&m), ResponseCode::NXDomain);
     eventually(within, "the API side is closed", || async {
         leader_behind(api).await.is_none().then_some(())
