@@ -184,6 +184,19 @@ impl Supervisor {
             proxies.iter().flat_map(|p| p.sides.clone()).collect(),
             replication.as_ref().map(|r| r.handle.clone()),
         );
+        if let Some(handle) = prometheus.clone() {
+            let upkeep = crate::telemetry::upkeep(handle, side.stop.clone());
+            supervise(
+                &side.tasks,
+                "metrics upkeep".into(),
+                side.stop.clone(),
+                fatal_tx.clone(),
+                async move {
+                    upkeep.await;
+                    Ok(())
+                },
+            );
+        }
         let notifier = systemd::run(observed.clone(), side.stop.clone());
         supervise(
             &side.tasks,

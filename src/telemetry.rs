@@ -49,27 +49,30 @@ const BUCKETS: &[f64] = &[
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Installs the process-wide Prometheus recorder and its upkeep task. Call once, from
-/// `main`, inside the runtime.
+/// Installs the process-wide Prometheus recorder. Call once, from `main`; the
+/// supervisor then runs [`upkeep`] for as long as the agent runs.
 ///
 /// The recorder buffers every histogram sample (one per DNS query, per proxied
 /// connection) until upkeep folds them into buckets. `install_recorder` leaves upkeep
 /// to the caller; run only on scrapes, an agent nobody scraped grew by ~17 bytes per
-/// query without bound (80 MiB after 4.3 M queries). The task bounds the buffer to
+/// query without bound (80 MiB after 4.3 M queries). [`upkeep`] bounds the buffer to
 /// `UPKEEP_INTERVAL` worth of samples.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
         .install_recorder()?;
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
     Ok(handle)
+}
+
+/// Folds buffered histogram samples into buckets every `UPKEEP_INTERVAL` until `stop`.
+pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
 }

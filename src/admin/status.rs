@@ -1,0 +1,232 @@
+//! The `/status` document: what the agent believes, as JSON for `GET /status` and for
+//! `vault-locator status` (which reads it back with these same types).
+
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::vault::feed::ClusterFeed;
+use crate::vault::replication::{self, Kind, Mode, Modes, NoPrimary};
+use crate::vault::view::Freshness;
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub ready: bool,
+    /// The local datacenter, whose primacy `status --is-primary` reports.
+    #[serde(default)]
+    pub datacenter: String,
+    pub clusters: Vec<ClusterStatus>,
+    /// The replication set's decisions, when one is configured.
+    #[serde(default)]
+    pub replication: Option<ReplicationStatus>,
+    pub proxies: Vec<ProxyStatus>,
+}
+
+/// `[replication]` as the agent sees it now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    pub clusters: Vec<String>,
+    /// One per kind: perf, then dr.
+    pub primaries: Vec<PrimaryStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrimaryStatus {
+    /// "perf" or "dr".
+    pub kind: String,
+    /// The virtual datacenter label ("perf-primary").
+    pub label: String,
+    /// The cluster its names answer for, if one.
+    pub primary: Option<String>,
+    pub state: PrimaryState,
+    /// The clusters counted as primaries.
+    pub counted: Vec<String>,
+    /// Why, with every cluster's mode.
+    pub why: String,
+}
+
+impl ReplicationStatus {
+    pub(super) fn of(state: &replication::ReplicationState) -> Self {
+        Self {
+            clusters: state.clusters.clone(),
+            primaries: state
+                .decisions
+                .iter()
+                .map(|d| PrimaryStatus {
+                    kind: d.kind.as_str().to_string(),
+                    label: d.kind.label().to_string(),
+                    primary: d.primary.as_ref().ok().cloned(),
+                    state: match &d.primary {
+                        Ok(_) => PrimaryState::One,
+                        Err(NoPrimary::None) => PrimaryState::None,
+                        Err(NoPrimary::Several(_)) => PrimaryState::Several,
+                        Err(NoPrimary::WarmingUp(_)) => PrimaryState::WarmingUp,
+                    },
+                    counted: d.counted.clone(),
+                    why: d.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// How many primaries of a kind the set has now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryState {
+    One,
+    None,
+    /// Two primaries (or more): names under the label answer SERVFAIL.
+    Several,
+    /// Not every cluster of the set has had a first view yet.
+    WarmingUp,
+}
+
+/// A cluster's replication modes as its nodes report them (see
+/// `vault::replication::cluster_mode`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModesStatus {
+    pub perf: Mode,
+    pub dr: Mode,
+}
+
+impl ModesStatus {
+    fn of(&self, kind: Kind) -> Mode {
+        Modes {
+            perf: self.perf,
+            dr: self.dr,
+        }
+        .of(kind)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    /// Fresh, stale (served from the last confirmed view) or unusable (SERVFAIL).
+    pub state: Freshness,
+    pub leader: Option<LeaderStatus>,
+    /// Why there is no leader ("2 of 3 members unheard"), while there is none.
+    #[serde(default)]
+    pub no_leader: Option<String>,
+    pub view_age_seconds: Option<f64>,
+    pub last_leader_change: Option<ChangeStatus>,
+    pub load_balanced: bool,
+    #[serde(default)]
+    pub replication: ModesStatus,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderStatus {
+    pub api_addr: String,
+    pub cluster_addr: String,
+    pub addrs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeStatus {
+    pub at: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub url: String,
+    pub role: String,
+    pub last_confirmed: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    pub cluster: String,
+    /// "cluster" (ClientHello peek, ALPN routes) or "api" (plain passthrough).
+    #[serde(default)]
+    pub side: String,
+    pub listen: String,
+    pub answer: bool,
+    pub open_connections: usize,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl ClusterStatus {
+    pub(super) fn of(feed: &ClusterFeed, now: Instant) -> Self {
+        let view = feed.latest();
+        Self {
+            name: view.cluster.clone(),
+            state: feed.freshness(&view, now),
+            leader: view.leader.as_ref().map(|l| LeaderStatus {
+                api_addr: l.api_addr.clone(),
+                cluster_addr: l.cluster_addr.clone(),
+                addrs: l.addrs.iter().map(|a| a.to_string()).collect(),
+            }),
+            no_leader: view.no_leader.as_ref().map(|w| w.to_string()),
+            view_age_seconds: view
+                .last_confirmed
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            last_leader_change: view
+                .leader_changed
+                .as_ref()
+                .map(|(at, reason)| ChangeStatus {
+                    at: rfc3339(*at),
+                    reason: reason.clone(),
+                }),
+            load_balanced: view.load_balanced,
+            replication: ModesStatus {
+                perf: replication::cluster_mode(&view, Kind::Perf),
+                dr: replication::cluster_mode(&view, Kind::Dr),
+            },
+            members: view
+                .members
+                .iter()
+                .map(|m| MemberStatus {
+                    url: m.url.to_string(),
+                    role: m.role.as_str().to_string(),
+                    last_confirmed: m.last_confirmed.map(rfc3339),
+                    error: m.error.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Healthy for `vault-locator status`: a leader, and a view that is not stale.
+    pub fn healthy(&self) -> bool {
+        self.leader.is_some() && self.state == Freshness::Fresh
+    }
+}
+
+impl Status {
+    /// Healthy for `vault-locator status`: every cluster healthy, and no kind with two
+    /// primaries.
+    pub fn healthy(&self) -> bool {
+        self.clusters.iter().all(ClusterStatus::healthy)
+            && self
+                .replication
+                .iter()
+                .flat_map(|r| &r.primaries)
+                .all(|p| p.state != PrimaryState::Several)
+    }
+
+    /// `status --is-primary KIND`: whether the local datacenter is the primary of that
+    /// kind now. None when that cannot be told: no fresh view of the local cluster, its
+    /// mode unknown, or two primaries in the set.
+    pub fn is_primary(&self, kind: Kind) -> Option<bool> {
+        let several = self
+            .replication
+            .iter()
+            .flat_map(|r| &r.primaries)
+            .any(|p| p.kind == kind.as_str() && p.state == PrimaryState::Several);
+        let local = self.clusters.iter().find(|c| c.name == self.datacenter)?;
+        let mode = local.replication.of(kind);
+        if several || local.state != Freshness::Fresh || mode == Mode::Unknown {
+            return None;
+        }
+        Some(mode == Mode::Primary)
+    }
+}
