@@ -217,22 +217,24 @@ impl ReplicationSet {
     pub fn new(feeds: Vec<(String, ClusterFeed)>, warm_up: Duration) -> (Self, ReplicationHandle) {
         let now = Instant::now();
         let warm_until = now + warm_up;
-        let (state, decisions) = decide_all(&feeds, now, warm_until);
+        let views = views_of(&feeds);
+        let state = decide_all(&views, now, warm_until);
         let mut virtual_views = Vec::new();
         let mut handle_feeds = Vec::new();
-        for d in &decisions {
-            let (tx, rx) = watch::channel(d.view(&views_of(&feeds), now));
+        for d in &state.decisions {
+            let (tx, rx) = watch::channel(d.view(&views, now));
             virtual_views.push((d.kind, tx));
             handle_feeds.push((d.kind, ClusterFeed::new(rx)));
         }
-        let (state_tx, state_rx) = watch::channel(Arc::new(state));
+        let state = Arc::new(state);
+        let (state_tx, state_rx) = watch::channel(state.clone());
         let set = Self {
             feeds,
             virtual_views,
             state: state_tx,
             warm_until,
         };
-        set.report(&decisions, None);
+        set.report(&state.decisions, None);
         (
             set,
             ReplicationHandle {
@@ -282,9 +284,11 @@ impl ReplicationSet {
     fn apply(&mut self) {
         let now = Instant::now();
         let previous = self.state.borrow().clone();
-        let (state, decisions) = decide_all(&self.feeds, now, self.warm_until);
+        // One snapshot of the set's views: the decisions and the views published for
+        // them come from the same reports.
         let views = views_of(&self.feeds);
-        for (d, (_, tx)) in decisions.iter().zip(&self.virtual_views) {
+        let state = decide_all(&views, now, self.warm_until);
+        for (d, (_, tx)) in state.decisions.iter().zip(&self.virtual_views) {
             let next = d.view(&views, now);
             tx.send_if_modified(|current| {
                 let same = current.cluster == next.cluster && current.answers_like(&next);
@@ -292,7 +296,7 @@ impl ReplicationSet {
                 !same
             });
         }
-        self.report(&decisions, Some(&previous));
+        self.report(&state.decisions, Some(&previous));
         self.state.send_replace(Arc::new(state));
     }
 
@@ -328,12 +332,12 @@ fn views_of(feeds: &[(String, ClusterFeed)]) -> Vec<(String, Arc<ClusterView>)> 
     feeds.iter().map(|(n, f)| (n.clone(), f.latest())).collect()
 }
 
+/// Both kinds' decisions for one snapshot of the set's views (in configured order).
 fn decide_all(
-    feeds: &[(String, ClusterFeed)],
+    views: &[(String, Arc<ClusterView>)],
     now: Instant,
     warm_until: Instant,
-) -> (ReplicationState, Vec<Decision>) {
-    let views = views_of(feeds);
+) -> ReplicationState {
     let unheard: Vec<String> = if now < warm_until {
         views
             .iter()
@@ -357,13 +361,10 @@ fn decide_all(
             Decision::make(kind, members, unheard.clone())
         })
         .collect();
-    (
-        ReplicationState {
-            clusters: feeds.iter().map(|(n, _)| n.clone()).collect(),
-            decisions: decisions.clone(),
-        },
+    ReplicationState {
+        clusters: views.iter().map(|(n, _)| n.clone()).collect(),
         decisions,
-    )
+    }
 }
 
 #[cfg(test)]
