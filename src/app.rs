@@ -632,7 +632,7 @@ async fn bind_dns(
     config: &Config,
     views: &HashMap<String, ClusterFeed>,
 ) -> anyhow::Result<DnsServer> {
-    let zone = Arc::new(Zone::new(config, views.clone()));
+    let zone = Arc::new(Zone::new(&config.zone(), views.clone()));
     let forwarder = if config.dns.upstreams.is_empty() {
         None
     } else {

@@ -156,7 +156,7 @@ fn scenarios() -> &'static Vec<Scenario> {
                     senders.push(tx);
                     clusters.insert(name.to_string(), ClusterFeed::new(rx));
                 }
-                let zone = Arc::new(Zone::new(&config, clusters));
+                let zone = Arc::new(Zone::new(&config.zone(), clusters));
                 let forwarder = (!config.dns.upstreams.is_empty()).then(|| {
                     Forwarder::new(&config.dns.upstreams, Duration::from_secs(1)).unwrap()
                 });

@@ -3,8 +3,8 @@
 //! The table of cases is in the README ("DNS answers").
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
@@ -12,7 +12,6 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 
 use super::names::{self, ZoneName};
-use crate::config::{Config, StaticRecord};
 use crate::vault::feed::ClusterFeed;
 use crate::vault::view::Role;
 
@@ -40,6 +39,30 @@ impl Answer {
     }
 }
 
+/// What the zone answers besides the clusters' views, as `config` validates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneConfig {
+    /// The zone, lower case, fully qualified.
+    pub domain: Name,
+    /// The cluster that names without a datacenter label refer to.
+    pub local_dc: String,
+    pub ttl: Duration,
+    pub records: Vec<StaticRecord>,
+    /// Clusters whose `active` answers a local proxy listener ("proxy mode"): the
+    /// address answered (the API side's, else the listener's own).
+    pub proxy_answers: HashMap<String, SocketAddr>,
+}
+
+/// One `[[dns.records]]` entry: either addresses or a CNAME.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticRecord {
+    pub name: Name,
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+    pub cname: Option<Name>,
+    pub ttl: Option<Duration>,
+}
+
 /// Everything the server answers authoritatively.
 pub struct Zone {
     domain: Name,
@@ -50,7 +73,7 @@ pub struct Zone {
     /// Clusters whose `active` answers a local proxy listener ("proxy mode"): its IP,
     /// and the API side's port for SRV (the vault service's port is the API port), or
     /// the listener's own when it has no API side.
-    proxy_answers: HashMap<String, std::net::SocketAddr>,
+    proxy_answers: HashMap<String, SocketAddr>,
     /// The SOA's `ns.<domain>` and `hostmaster.<domain>`, built once.
     soa_names: (Name, Name),
 }
@@ -65,7 +88,7 @@ impl Zone {
         self.clusters.values().cloned().collect()
     }
 
-    pub fn new(config: &Config, clusters: HashMap<String, ClusterFeed>) -> Self {
+    pub fn new(config: &ZoneConfig, clusters: HashMap<String, ClusterFeed>) -> Self {
         // Validation checked that these fit (`names::check_buildable`); the fallback to
         // the apex keeps a config that somehow got past it answering instead of panicking.
         let in_domain =
@@ -73,21 +96,15 @@ impl Zone {
         Self {
             soa_names: (in_domain("ns"), in_domain("hostmaster")),
             domain: config.domain.clone(),
-            local_dc: config.datacenter.clone(),
-            ttl: ttl_secs(config.dns.ttl),
+            local_dc: config.local_dc.clone(),
+            ttl: ttl_secs(config.ttl),
             statics: config
-                .dns
                 .records
                 .iter()
                 .map(|r| (r.name.clone(), r.clone()))
                 .collect(),
             clusters,
-            proxy_answers: config
-                .proxies
-                .iter()
-                .filter(|p| p.answer)
-                .map(|p| (p.cluster.clone(), p.api_listen.unwrap_or(p.listen)))
-                .collect(),
+            proxy_answers: config.proxy_answers.clone(),
         }
     }
 
@@ -393,7 +410,7 @@ nodes = ["http://10.0.1.1:8200"]
             senders.push(tx);
             feeds.insert(name.to_string(), ClusterFeed::new(rx));
         }
-        (Zone::new(&config, feeds), senders)
+        (Zone::new(&config.zone(), feeds), senders)
     }
 
     fn ask(zone: &Zone, name: &str, qtype: RecordType) -> Option<Answer> {

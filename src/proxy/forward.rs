@@ -27,10 +27,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 use url::Url;
 
+use super::config::{DataPath, OnLeaderChange, ProxyConfig, RouteAction};
 use super::hello::read_client_hello;
 use super::route::{alpn_label, Router};
 use super::splice::{splice_bidirectional, SplicePools};
-use crate::config::{DataPath, OnLeaderChange, ProxyConfig, RouteAction};
 use crate::telemetry;
 use crate::vault::feed::ClusterFeed;
 use crate::vault::view::{ClusterView, Freshness};

@@ -4,8 +4,25 @@
 //! connection goes to the active node only if every id it offers routes there: the
 //! server picks the id, so an id we would reject must not get through behind another.
 
+use super::config::{ProxyConfig, RouteAction};
 use super::hello::Alpn;
-use crate::config::{ProxyConfig, RouteAction};
+
+/// The ALPN ids Vault uses on its cluster port, and where each belongs when the target
+/// is "the active node of a cluster" (Vault's `sdk/helper/consts`; see the README).
+/// A listener's `routes` are laid over this table.
+pub const DEFAULT_ROUTES: &[(&str, RouteAction)] = &[
+    // Standby -> active request forwarding: only the active serves it.
+    ("req_fw_sb-act_v1", RouteAction::Active),
+    // Enterprise performance standby -> active.
+    ("perf_standby_v1", RouteAction::Active),
+    // Enterprise performance and DR replication, secondary -> primary's active.
+    ("replication_v1", RouteAction::Active),
+    ("replication_dr_v1", RouteAction::Active),
+    // Enterprise replication address resolution (any unsealed node; the active is fine).
+    ("replication_resolver_v1", RouteAction::Active),
+    // Raft RPC is node-to-node, addressed to one specific node: never "the active".
+    ("raft_storage_v1", RouteAction::Reject),
+];
 
 #[derive(Debug, Clone)]
 pub struct Router {

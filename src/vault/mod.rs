@@ -1,6 +1,7 @@
 //! Vault/OpenBao: polling nodes and deciding what each cluster looks like.
 
 pub mod client;
+pub mod config;
 pub mod feed;
 pub mod heartbeat;
 pub mod modes;

@@ -28,13 +28,13 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::client::{PollError, VaultClient};
+use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::replication;
 use super::view::{
     self, current, elect, next_view, ClusterView, Leader, NoLeader, Polled, ViewEvent,
 };
-use crate::config::ClusterConfig;
 use crate::telemetry;
 
 /// Errors that keep a watcher from starting.
