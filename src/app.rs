@@ -34,7 +34,7 @@ use crate::dns::server::DnsServer;
 use crate::dns::zone::Zone;
 use crate::net::Proto;
 use crate::panic::{supervise, FatalSender};
-use crate::proxy::forward::{Proxy, Side};
+use crate::proxy::{Proxy, Side};
 use crate::systemd;
 use crate::vault::feed::ClusterFeed;
 use crate::vault::replication::{ReplicationHandle, ReplicationSet};

@@ -34,6 +34,9 @@ pub const PROXY_CONNECTIONS: &str = "vault_locator_proxy_connections_total"; // 
 pub const PROXY_ACTIVE: &str = "vault_locator_proxy_active_connections"; // {cluster, side}
 pub const PROXY_BYTES: &str = "vault_locator_proxy_bytes_total"; // {direction, side}
 pub const PROXY_CONNECT_DURATION: &str = "vault_locator_proxy_connect_duration_seconds"; // histogram {cluster, side}
+/// Open connections closed because the leader (or the primary) moved
+/// (`on_leader_change = "close"`).
+pub const PROXY_CUT_OVER: &str = "vault_locator_proxy_closed_on_leader_change_total"; // {cluster, side}
 
 pub const BUILD_INFO: &str = "vault_locator_build_info"; // {version}
 /// Panics on any thread or task (see `panic`).

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vault_locator::config::Config;
-use vault_locator::proxy::forward::Proxy;
+use vault_locator::proxy::Proxy;
 use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
@@ -170,14 +170,7 @@ async fn leader_change_closes_old_connections_and_moves_new_ones() {
         Ok(Ok(0)) | Ok(Err(_)) => {}
         other => panic!("old connection should be closed, got {other:?}"),
     }
-    assert_eq!(
-        close
-            .proxy
-            .stats()
-            .closed_on_leader_change
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(close.proxy.closed_on_leader_change(), 1);
     // With on_leader_change = "keep" it still works.
     kept.write_all(b"still").await.unwrap();
     let mut b5 = [0u8; 5];

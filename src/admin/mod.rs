@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::proxy::forward::Proxy;
+use crate::proxy::Proxy;
 use crate::telemetry;
 use crate::vault::feed::ClusterFeed;
 use crate::vault::replication::ReplicationHandle;

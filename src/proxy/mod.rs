@@ -1,12 +1,32 @@
 //! The cluster-port (:8201) TLS passthrough proxy: ClientHello peek, ALPN routing,
-//! forwarding to the active node, cut-over on leader change.
+//! forwarding to the active node, cut-over on leader change; and a listener's API side
+//! (:8200), the same without the peek.
+//!
+//! | file | its one job |
+//! |---|---|
+//! | `config` | a listener's settings and the route actions |
+//! | `listener` | [`Proxy`]: worker threads, the accept loop, the drain |
+//! | `connection` | one connection: hello -> route -> target -> connect -> pump -> cut-over |
+//! | `target` | the leader's address on a side, to a socket address |
+//! | `connect` | the upstream connect, socket tuning, RST |
+//! | `hello`, `read` | the ClientHello scanner and its reads from the socket |
+//! | `route` | the ALPN table and the routing rule |
+//! | `splice` | the zero-copy data path and its pipe pools |
+//! | `metrics`, `error` | per-listener metric handles; why a connection was refused |
 
 pub mod config;
-pub mod forward;
+mod connect;
+mod connection;
+mod error;
 pub mod hello;
+mod listener;
+mod metrics;
 pub mod read;
 pub mod route;
 pub mod splice;
+mod target;
+
+pub use listener::{Proxy, Side};
 
 #[cfg(test)]
 pub(crate) mod testing {
