@@ -64,3 +64,22 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     pub data_path: DataPath,
 }
+
+/// Which port of the active node a listener forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The cluster port (`cluster_addr`, :8201): ClientHello peek, ALPN routes.
+    Cluster,
+    /// The API port (`api_addr`, :8200): plain TCP passthrough.
+    Api,
+}
+
+impl Side {
+    /// The metric and log label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Cluster => "cluster",
+            Side::Api => "api",
+        }
+    }
+}

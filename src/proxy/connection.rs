@@ -11,11 +11,11 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::config::{DataPath, OnLeaderChange, RouteAction};
+use super::config::{DataPath, OnLeaderChange, RouteAction, Side};
 use super::connect::{connect, connect_and_send, reset, set_keepalive, with_deferred_keepalive};
 use super::error::ConnError;
 use super::hello::{read_client_hello, ClientHello};
-use super::listener::{Proxy, Side};
+use super::listener::Proxy;
 use super::route::alpn_label;
 use super::splice::splice_bidirectional;
 use crate::vault::feed::ClusterFeed;
@@ -114,36 +114,7 @@ impl Proxy {
         ends: Ends,
         shutdown: CancellationToken,
     ) {
-        let data_path = self.config.data_path;
-        let (pools, metrics) = (&self.pools, &self.metrics);
-        // The streams move into the data path; dropping it (leader change, shutdown)
-        // closes both.
-        let copy = async move {
-            match data_path {
-                DataPath::Splice => {
-                    let counters = [&metrics.bytes_up, &metrics.bytes_down];
-                    let moving = splice_bidirectional(&client, &upstream, pools, counters);
-                    tokio::pin!(moving);
-                    with_deferred_keepalive(moving, &upstream).await
-                }
-                DataPath::Copy => {
-                    // The fallback path counts when the connection ends.
-                    set_keepalive(SockRef::from(&upstream));
-                    let result = tokio::io::copy_bidirectional_with_sizes(
-                        &mut client,
-                        &mut upstream,
-                        COPY_BUF,
-                        COPY_BUF,
-                    )
-                    .await;
-                    if let Ok((up, down)) = result {
-                        metrics.bytes_up.increment(up);
-                        metrics.bytes_down.increment(down);
-                    }
-                    result
-                }
-            }
-        };
+        let copy = self.move_bytes(&mut client, &mut upstream);
         tokio::pin!(copy);
         let watch_leader = self.config.on_leader_change == OnLeaderChange::Close;
         let mut feed_open = true;
@@ -184,6 +155,38 @@ impl Proxy {
                     }
                 }
                 _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// The data path: bytes both ways until either side is done. Dropping it (leader
+    /// change, shutdown) leaves both streams to the caller, which closes them.
+    async fn move_bytes(
+        &self,
+        client: &mut TcpStream,
+        upstream: &mut TcpStream,
+    ) -> std::io::Result<(u64, u64)> {
+        let metrics = &self.metrics;
+        match self.config.data_path {
+            DataPath::Splice => {
+                let counters = [&metrics.bytes_up, &metrics.bytes_down];
+                let moving = splice_bidirectional(client, upstream, &self.pools, counters);
+                tokio::pin!(moving);
+                with_deferred_keepalive(moving, upstream).await
+            }
+            DataPath::Copy => {
+                // The fallback path counts when the connection ends.
+                set_keepalive(SockRef::from(&*upstream));
+                let result =
+                    tokio::io::copy_bidirectional_with_sizes(client, upstream, COPY_BUF, COPY_BUF)
+                        .await;
+                if let Ok((up, down)) = result {
+                    metrics.bytes_up.increment(up);
+                    metrics.bytes_down.increment(down);
+                }
+                result
             }
         }
     }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::config::ProxyConfig;
+use super::config::{ProxyConfig, Side};
 use super::connect::{reset, tune_socket};
 use super::metrics::{OpenConnection, ProxyMetrics};
 use super::route::Router;
@@ -37,25 +37,6 @@ use crate::vault::feed::ClusterFeed;
 /// Empty pipes and small buffers kept per listener (two per connection in flight are
 /// reused).
 const PIPE_POOL: usize = 256;
-
-/// Which port of the active node a listener forwards to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The cluster port (`cluster_addr`, :8201): ClientHello peek, ALPN routes.
-    Cluster,
-    /// The API port (`api_addr`, :8200): plain TCP passthrough.
-    Api,
-}
-
-impl Side {
-    /// The metric and log label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Cluster => "cluster",
-            Side::Api => "api",
-        }
-    }
-}
 
 /// One side of a `[[proxy]]` listener: its state, shared by its connections.
 pub struct Proxy {

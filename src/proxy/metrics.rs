@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::listener::Side;
+use super::config::Side;
 use crate::telemetry;
 
 /// Metric handles resolved once per listener. A `counter!` with labels hashes its key

@@ -26,7 +26,8 @@ pub mod route;
 pub mod splice;
 mod target;
 
-pub use listener::{Proxy, Side};
+pub use config::Side;
+pub use listener::Proxy;
 
 #[cfg(test)]
 pub(crate) mod testing {

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use url::Url;
 
+use super::config::Side;
 use super::error::ConnError;
-use super::listener::Side;
 use crate::vault::view::{ClusterView, Freshness, Leader};
 
 /// A side's targets, with the last one parsed.
