@@ -66,8 +66,8 @@ listen = "{listen}"
     let task = tokio::spawn(proxy.clone().run(
         listener,
         shutdown.clone(),
-        Duration::ZERO,
-        CancellationToken::new(),
+        // Closed at once on shutdown: no drain.
+        shutdown.clone(),
     ));
     Running {
         proxy,

@@ -112,8 +112,8 @@ async fn hostile_clients_are_closed_within_limits_and_nothing_leaks() {
         tasks.push(tokio::spawn(p.clone().run(
             l,
             shutdown.clone(),
-            Duration::ZERO,
-            CancellationToken::new(),
+            // Closed at once on shutdown: no drain.
+            shutdown.clone(),
         )));
     }
     let (strict_addr, capped_addr) = (addrs[0], addrs[1]);

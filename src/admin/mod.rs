@@ -48,6 +48,19 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Nothing running yet: the supervisor [`replace`](Observed::replace)s what starts.
+    pub fn new(datacenter: &str, ready_timeout: Duration, started: Instant) -> Self {
+        Self {
+            datacenter: datacenter.to_string().into(),
+            clusters: Default::default(),
+            proxies: Default::default(),
+            replication: Default::default(),
+            started,
+            ready_timeout,
+            stopping: Default::default(),
+        }
+    }
+
     /// Listeners are bound before anything runs, so ready means: every cluster has a
     /// first view, or the first-view deadline has passed.
     pub fn is_ready(&self) -> bool {

@@ -118,10 +118,10 @@ impl Proxy {
 
     /// Serves each listener of the group (`net::bind_tcp_group`) on a thread of its own, with
     /// a single-threaded runtime: accepts until `shutdown` is cancelled; then open
-    /// connections get `drain` to finish on their own, or until `close` is cancelled,
-    /// before they are closed. Returns once they are all gone. (A reload retires a
-    /// listener with an unbounded drain: its connections stay until they end or the
-    /// leader changes.)
+    /// connections stay until they end on their own (or their leader changes), or until
+    /// `close` is cancelled. Returns once they are all gone. The supervisor cancels
+    /// `close` at the agent's drain deadline; a listener a reload retires keeps its
+    /// connections until they end.
     ///
     /// Why threads of their own: a connection is accepted, routed and moved by one
     /// thread from start to end, with no hand-off between workers (HAProxy's and
@@ -132,7 +132,6 @@ impl Proxy {
         self: Arc<Self>,
         listeners: Vec<std::net::TcpListener>,
         shutdown: CancellationToken,
-        drain: Duration,
         close: CancellationToken,
     ) -> anyhow::Result<()> {
         // Each worker sends on its channel when it returns; one that panics drops it
@@ -149,7 +148,7 @@ impl Proxy {
                         .enable_all()
                         .build()
                     {
-                        Ok(rt) => rt.block_on(this.serve(i, listener, shutdown, drain, close)),
+                        Ok(rt) => rt.block_on(this.serve(i, listener, shutdown, close)),
                         Err(e) => error!(error = %e, "cannot start a proxy worker runtime"),
                     }
                     let _ = tx.send(());
@@ -176,7 +175,6 @@ impl Proxy {
         worker: usize,
         listener: std::net::TcpListener,
         shutdown: CancellationToken,
-        drain: Duration,
         close: CancellationToken,
     ) {
         let listener = match TcpListener::from_std(listener) {
@@ -199,7 +197,7 @@ impl Proxy {
         self.accept_until(&listener, &shutdown, &tracker, &connections)
             .await;
         drop(listener);
-        self.drain(&tracker, drain, &close).await;
+        self.drain(&tracker, &close).await;
         connections.cancel();
         tracker.wait().await;
     }
@@ -253,19 +251,18 @@ impl Proxy {
         }
     }
 
-    /// Lets open connections finish within `drain`, or until `close`.
-    async fn drain(&self, tracker: &TaskTracker, drain: Duration, close: &CancellationToken) {
+    /// Lets open connections finish, until `close`.
+    async fn drain(&self, tracker: &TaskTracker, close: &CancellationToken) {
         tracker.close();
         if tracker.is_empty() {
             return;
         }
-        info!(cluster = %self.config.cluster, open = tracker.len(), ?drain, "proxy draining");
+        info!(cluster = %self.config.cluster, open = tracker.len(), "proxy draining");
         tokio::select! {
             _ = tracker.wait() => {}
-            _ = tokio::time::sleep(drain) => {
+            _ = close.cancelled() => {
                 info!(cluster = %self.config.cluster, open = tracker.len(), "drain deadline passed; closing");
             }
-            _ = close.cancelled() => {}
         }
     }
 }
