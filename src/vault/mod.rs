@@ -6,6 +6,7 @@ pub mod feed;
 pub mod heartbeat;
 pub mod modes;
 pub mod replication;
+pub mod rules;
 pub mod tls;
 pub mod view;
 pub mod watcher;

@@ -5,7 +5,7 @@
 //! cluster's `request_timeout`, the TCP connect under `connect_timeout`), and the
 //! cluster's view is rebuilt from every node's latest report whenever a report arrives,
 //! and at least every `poll_interval` so that reports age out (see
-//! [`super::view::current`]). A node whose packets vanish holds back only its own
+//! [`super::rules::current`]). A node whose packets vanish holds back only its own
 //! reports: the others keep arriving, and the fast failover cadence keeps running.
 //! Nodes are polled every `poll_interval`, or `failover_poll_interval` while there is
 //! no leader (see [`Cadence`]). At the normal rate a node has one poll at a time, and
@@ -32,9 +32,8 @@ use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::replication;
-use super::view::{
-    self, current, elect, next_view, ClusterView, Leader, NoLeader, Polled, ViewEvent,
-};
+use super::rules::{current, elect, next_view, Polled, ViewEvent};
+use super::view::{self, ClusterView, Leader, NoLeader};
 use crate::telemetry;
 
 /// Errors that keep a watcher from starting.

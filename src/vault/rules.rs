@@ -1,0 +1,759 @@
+//! The pure rules that turn the nodes' latest reports into a cluster's next
+//! [`ClusterView`]: no I/O, time passed in.
+//!
+//! Rules (each one has a unit test below):
+//! - **Reports age out.** The watcher keeps each node's latest report; one older than
+//!   `poll_interval + max(poll_interval, connect_timeout)` (a live node is never that
+//!   overdue) counts as no answer. Nodes are polled independently, so one node that
+//!   stops answering never holds back the others' reports.
+//! - **Roles** come from each node's own `/v1/sys/health`; a node without a current
+//!   answer is `Unreachable`.
+//! - **Quorum of configured members**: every node answering `/v1/sys/leader` with a
+//!   non-empty `leader_address` casts one vote. The leader is the address named by a
+//!   strict majority of the *configured* nodes (2 of 3, 3 of 5, 1 of 1), so an agent that
+//!   hears only a minority (it is partitioned with one member) answers no leader rather
+//!   than vouching for the one member it hears. A node with `ha_enabled: false` that is
+//!   active votes for itself (a single server without HA storage leads alone). For a
+//!   load-balanced peer (`load_balanced = true`) the nodes are load-balancer addresses,
+//!   not members: a majority of the reports that arrive wins.
+//! - **A reported leader we poll ourselves must confirm it**: when the elected address is
+//!   one of the polled nodes and that node is not answering as active (it was killed or
+//!   cut off, and the others still name it until their election ends), `active` is
+//!   withheld rather than answering a dead address. When the leader is not polled (a peer
+//!   region behind a load balancer), the majority's report is trusted.
+//! - **Staleness**: when no node answers at all, the previous view is kept and marked
+//!   stale; the DNS layer serves it for `serve_stale_for` after the last confirmation and
+//!   then answers SERVFAIL.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use url::Url;
+
+use super::client::{NodeReport, NodeState, PollError};
+use super::modes::Modes;
+use super::view::{ClusterView, Leader, Member, NoLeader, Role};
+
+/// One node's latest report, with the addresses its configured host resolved to.
+#[derive(Debug, Clone)]
+pub struct Polled {
+    pub url: Url,
+    pub addrs: Vec<IpAddr>,
+    pub port: u16,
+    pub report: NodeReport,
+    /// When the report arrived.
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+impl Polled {
+    /// Whether the node answered either endpoint.
+    pub fn answered(&self) -> bool {
+        self.report.health.is_ok() || self.report.leader.is_ok()
+    }
+
+    /// A report without an answer (`why`), at `at`, keeping the addresses of the node's
+    /// `previous` report: a stand-in for a node not heard, or a poll given up on.
+    pub fn unanswered(url: &Url, previous: Option<&Polled>, why: PollError, at: Instant) -> Self {
+        Polled {
+            url: url.clone(),
+            addrs: previous.map(|p| p.addrs.clone()).unwrap_or_default(),
+            port: previous.map_or_else(|| url.port_or_known_default().unwrap_or(8200), |p| p.port),
+            report: NodeReport {
+                health: Err(why.clone()),
+                replication: Modes::default(),
+                leader: Err(why),
+            },
+            at,
+            // Never read: only answered reports carry a time.
+            wall: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// The address this node stands for as a leader: its configured URL, as Vault
+    /// writes an `api_addr` (no trailing slash).
+    fn own_api_addr(&self) -> String {
+        self.url.as_str().trim_end_matches('/').to_string()
+    }
+}
+
+/// The report each configured node counts with at `now`: its latest one while it is
+/// younger than `max_age` (or failed: that is no answer at any age), else a stand-in
+/// that says it was not heard (never polled yet, or its answer aged out), so every
+/// configured node is counted exactly once.
+pub fn current(
+    nodes: &[Url],
+    latest: &[Option<Polled>],
+    now: Instant,
+    max_age: Duration,
+) -> Vec<Polled> {
+    nodes
+        .iter()
+        .zip(latest)
+        .map(|(url, p)| match p {
+            // A failed poll is no answer however old; it keeps saying why.
+            Some(p) if !p.answered() || now.saturating_duration_since(p.at) <= max_age => p.clone(),
+            Some(p) => Polled::unanswered(
+                url,
+                Some(p),
+                PollError::Unheard(now.saturating_duration_since(p.at)),
+                now,
+            ),
+            None => Polled::unanswered(url, None, PollError::NotYet, now),
+        })
+        .collect()
+}
+
+/// The outcome of counting leader reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Election {
+    /// `(api_addr, cluster_addr)` of the leader a quorum names, or why there is none.
+    pub winner: Result<(String, String), NoLeader>,
+    /// Set when answering nodes disagree: every distinct report with its vote count.
+    pub disagreement: Option<Vec<(String, usize)>>,
+}
+
+/// Counts `leader_address` reports, one per node in `polled` (one entry per configured
+/// node, see [`current`]). See the module docs for the quorum rule.
+pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
+    let mut tally: Vec<(String, String, usize)> = Vec::new();
+    let mut heard = 0;
+    for p in polled {
+        let Ok(Some(report)) = &p.report.leader else {
+            continue;
+        };
+        heard += 1;
+        let (addr, cluster_addr) = if !report.ha_enabled {
+            // Not part of an HA cluster: an active node leads itself, others lead nobody.
+            if p.report.health != Ok(NodeState::Active) {
+                continue;
+            }
+            (p.own_api_addr(), String::new())
+        } else {
+            (
+                report.leader_address.trim().to_string(),
+                report.leader_cluster_address.clone(),
+            )
+        };
+        if addr.is_empty() {
+            continue;
+        }
+        match tally.iter_mut().find(|(a, _, _)| *a == addr) {
+            Some(entry) => {
+                entry.2 += 1;
+                if entry.1.is_empty() {
+                    entry.1 = cluster_addr;
+                }
+            }
+            None => tally.push((addr, cluster_addr, 1)),
+        }
+    }
+    let configured = polled.len();
+    let votes: usize = tally.iter().map(|t| t.2).sum();
+    // Members must be a majority of the configured list; load balancers only of the
+    // reports that arrived.
+    let quorum_of = if load_balanced { votes } else { configured };
+    let disagreement =
+        (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect());
+    let winner = match tally.iter().find(|(_, _, n)| *n * 2 > quorum_of) {
+        Some((a, c, _)) => Ok((a.clone(), c.clone())),
+        None if !load_balanced && heard * 2 <= configured => Err(NoLeader::Unheard {
+            unheard: configured - heard,
+            configured,
+        }),
+        None => Err(NoLeader::NoMajority {
+            reports: tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect(),
+            configured,
+        }),
+    };
+    Election {
+        winner,
+        disagreement,
+    }
+}
+
+/// What changed between two views, for logs and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewEvent {
+    LeaderChanged {
+        old: Option<String>,
+        new: Option<String>,
+        /// How long the cluster had no leader before this change, if it had none.
+        leaderless_for: Option<Duration>,
+        reason: String,
+    },
+    /// No node answers, and none ever has: nothing to serve.
+    NoViewYet,
+    BecameStale,
+    Recovered,
+}
+
+/// Builds the next view from every configured node's current report (see [`current`])
+/// and the leader the election chose (resolved by the watcher, which may need DNS).
+pub fn next_view(
+    prev: &ClusterView,
+    polled: Vec<Polled>,
+    leader: Result<Leader, NoLeader>,
+    now: Instant,
+) -> (ClusterView, Vec<ViewEvent>) {
+    let latest_answer = polled.iter().filter(|p| p.answered()).map(|p| p.at).max();
+    let Some(latest_answer) = latest_answer else {
+        return no_answer(prev, &polled);
+    };
+    let wall = polled
+        .iter()
+        .filter(|p| p.answered())
+        .map(|p| p.wall)
+        .max()
+        .unwrap_or_else(SystemTime::now);
+    let mut events = Vec::new();
+    if prev.stale {
+        events.push(ViewEvent::Recovered);
+    }
+    let members = members(prev, &polled);
+    let (leader, no_leader) = match confirmed(leader, &members, prev.load_balanced) {
+        Ok(l) => (Some(l), None),
+        Err(why) => (None, Some(why)),
+    };
+    let mut view = ClusterView {
+        cluster: prev.cluster.clone(),
+        leader,
+        no_leader,
+        members,
+        load_balanced: prev.load_balanced,
+        last_confirmed: Some(latest_answer.max(prev.last_confirmed.unwrap_or(latest_answer))),
+        stale: false,
+        leader_changed: prev.leader_changed.clone(),
+        leaderless_since: prev.leaderless_since,
+        serve_stale_for: prev.serve_stale_for,
+    };
+    events.extend(leader_change(prev, &mut view, wall, now));
+    (view, events)
+}
+
+/// No node answers: the last confirmed view is kept, marked stale, with why each
+/// node has no answer.
+fn no_answer(prev: &ClusterView, polled: &[Polled]) -> (ClusterView, Vec<ViewEvent>) {
+    let mut events = Vec::new();
+    let mut view = prev.clone();
+    if !view.stale {
+        events.push(if view.last_confirmed.is_some() {
+            ViewEvent::BecameStale
+        } else {
+            ViewEvent::NoViewYet
+        });
+    }
+    view.stale = true;
+    for p in polled {
+        if let Some(m) = view.members.iter_mut().find(|m| m.url == p.url) {
+            m.error = p.report.health.as_ref().err().map(|e| e.to_string());
+        }
+    }
+    if view.members.is_empty() {
+        view.members = polled.iter().map(|p| unreachable_member(p, None)).collect();
+    }
+    (view, events)
+}
+
+/// Each configured node as a member: its role from its own health answer, or
+/// unreachable (keeping when it was last confirmed).
+fn members(prev: &ClusterView, polled: &[Polled]) -> Vec<Member> {
+    polled
+        .iter()
+        .map(|p| {
+            let previous = prev.members.iter().find(|m| m.url == p.url);
+            match &p.report.health {
+                Ok(state) => Member {
+                    url: p.url.clone(),
+                    addrs: p.addrs.clone(),
+                    port: p.port,
+                    role: Role::from(*state),
+                    replication: p.report.replication,
+                    last_confirmed: Some(p.wall),
+                    error: None,
+                },
+                Err(_) => unreachable_member(p, previous.and_then(|m| m.last_confirmed)),
+            }
+        })
+        .collect()
+}
+
+/// A leader we poll ourselves must say it is active (a load-balanced peer's report is
+/// trusted: its nodes are not members).
+fn confirmed(
+    leader: Result<Leader, NoLeader>,
+    members: &[Member],
+    load_balanced: bool,
+) -> Result<Leader, NoLeader> {
+    let l = leader?;
+    if load_balanced {
+        return Ok(l);
+    }
+    let polled_as = members
+        .iter()
+        .find(|m| m.port == l.port && m.addrs.iter().any(|a| l.addrs.contains(a)));
+    match polled_as {
+        Some(m) if m.role != Role::Active => Err(NoLeader::Unconfirmed {
+            leader: l.api_addr,
+            role: m.role,
+        }),
+        _ => Ok(l),
+    }
+}
+
+/// The leader change from `prev` to `view`, if any (a first view without a leader is
+/// one too): recorded in the view (when, why, since when leaderless) and returned as
+/// an event.
+fn leader_change(
+    prev: &ClusterView,
+    view: &mut ClusterView,
+    wall: SystemTime,
+    now: Instant,
+) -> Option<ViewEvent> {
+    let old = prev.leader.as_ref().map(|l| l.api_addr.clone());
+    let new = view.leader.as_ref().map(|l| l.api_addr.clone());
+    let first_view = prev.last_confirmed.is_none();
+    if old == new && !(first_view && new.is_none()) {
+        return None;
+    }
+    let reason = match (&new, &view.no_leader) {
+        (Some(n), _) if first_view => format!("first view: {n} leads"),
+        (Some(n), _) => format!("a majority of members now report {n}"),
+        (None, Some(why)) => why.to_string(),
+        (None, None) => "no leader".into(),
+    };
+    let leaderless_for = match (&old, prev.leaderless_since) {
+        (None, Some(since)) => Some(now.saturating_duration_since(since)),
+        _ => None,
+    };
+    view.leaderless_since = if new.is_none() {
+        Some(prev.leaderless_since.unwrap_or(now))
+    } else {
+        None
+    };
+    view.leader_changed = Some((wall, reason.clone()));
+    Some(ViewEvent::LeaderChanged {
+        old,
+        new,
+        leaderless_for,
+        reason,
+    })
+}
+
+fn unreachable_member(p: &Polled, last_confirmed: Option<SystemTime>) -> Member {
+    Member {
+        url: p.url.clone(),
+        addrs: p.addrs.clone(),
+        port: p.port,
+        role: Role::Unreachable,
+        replication: Modes::default(),
+        last_confirmed,
+        error: p.report.health.as_ref().err().map(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::client::{LeaderReport, PollError};
+    use crate::vault::view::Freshness;
+
+    fn node_at(i: u8, health: Result<NodeState, PollError>, leader: Option<&str>) -> Polled {
+        let url: Url = format!("http://127.0.0.{i}:8200").parse().unwrap();
+        let leader = match (&health, leader) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), l) => Ok(Some(LeaderReport {
+                ha_enabled: true,
+                leader_address: l.unwrap_or("").to_string(),
+                leader_cluster_address: l
+                    .map(|l| l.replace("http:", "https:").replace(":8200", ":8201"))
+                    .unwrap_or_default(),
+            })),
+        };
+        Polled {
+            addrs: vec![url.host_str().unwrap().parse().unwrap()],
+            port: 8200,
+            url,
+            report: NodeReport {
+                health,
+                replication: Modes::default(),
+                leader,
+            },
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn node(i: u8, health: NodeState, leader: Option<&str>) -> Polled {
+        node_at(i, Ok(health), leader)
+    }
+
+    fn down(i: u8) -> Polled {
+        node_at(i, Err(PollError::Connect("refused".into())), None)
+    }
+
+    /// The watcher's resolution step, for IP-literal leaders.
+    fn resolved(e: &Election) -> Result<Leader, NoLeader> {
+        e.winner.clone().map(|(api, cl)| {
+            let url: Url = api.parse().unwrap();
+            Leader {
+                api_addr: api.clone(),
+                cluster_addr: cl.clone(),
+                addrs: vec![url.host_str().unwrap().parse().unwrap()],
+                port: url.port().unwrap(),
+            }
+        })
+    }
+
+    fn round(
+        prev: &ClusterView,
+        polled: Vec<Polled>,
+        now: Instant,
+    ) -> (ClusterView, Vec<ViewEvent>) {
+        let e = elect(&polled, prev.load_balanced);
+        next_view(prev, polled, resolved(&e), now)
+    }
+
+    const L1: &str = "http://127.0.0.1:8200";
+    const L2: &str = "http://127.0.0.2:8200";
+
+    #[test]
+    fn healthy_cluster_has_one_leader_and_roles() {
+        let prev = ClusterView::empty("dc1", false);
+        let (v, ev) = round(
+            &prev,
+            vec![
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Standby, Some(L1)),
+                node(3, NodeState::Standby, Some(L1)),
+            ],
+            Instant::now(),
+        );
+        let l = v.leader.as_ref().unwrap();
+        assert_eq!(l.api_addr, L1);
+        assert_eq!(l.cluster_addr, "https://127.0.0.1:8201");
+        assert_eq!(v.no_leader, None);
+        assert_eq!(v.members_with(Role::Standby).count(), 2);
+        assert!(matches!(&ev[0], ViewEvent::LeaderChanged { new: Some(n), .. } if n == L1));
+    }
+
+    #[test]
+    fn split_brain_majority_wins_and_is_logged() {
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Active, Some(L2)),
+            node(3, NodeState::Standby, Some(L1)),
+        ];
+        let e = elect(&polled, false);
+        assert_eq!(e.winner.as_ref().unwrap().0, L1);
+        assert_eq!(e.disagreement.as_ref().unwrap().len(), 2);
+        let (v, _) = next_view(
+            &ClusterView::empty("dc1", false),
+            polled,
+            resolved(&e),
+            Instant::now(),
+        );
+        assert_eq!(v.leader.unwrap().api_addr, L1);
+    }
+
+    #[test]
+    fn even_split_answers_no_leader() {
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Active, Some(L2)),
+        ];
+        let e = elect(&polled, false);
+        assert!(
+            matches!(&e.winner, Err(NoLeader::NoMajority { reports, configured: 2 }) if reports.len() == 2)
+        );
+        assert!(e.disagreement.is_some());
+    }
+
+    #[test]
+    fn a_leader_needs_a_majority_of_the_configured_members() {
+        // Three configured, only one heard (the agent is cut off with node 1): node 1's
+        // own word is not enough, however sure it is.
+        let polled = vec![node(1, NodeState::Active, Some(L1)), down(2), down(3)];
+        let e = elect(&polled, false);
+        assert_eq!(
+            e.winner,
+            Err(NoLeader::Unheard {
+                unheard: 2,
+                configured: 3
+            })
+        );
+        assert_eq!(e.winner.unwrap_err().to_string(), "2 of 3 members unheard");
+        let (v, ev) = round(&ClusterView::empty("dc1", false), polled, Instant::now());
+        assert_eq!(v.leader, None);
+        assert!(
+            matches!(&ev[0], ViewEvent::LeaderChanged { reason, .. } if reason == "2 of 3 members unheard")
+        );
+        assert_eq!(v.no_leader.as_ref().map(NoLeader::kind), Some("unheard"));
+
+        // Two of three heard and agreeing: a quorum.
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Standby, Some(L1)),
+            down(3),
+        ];
+        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+
+        // Two of three heard but disagreeing: none has a majority of three.
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Active, Some(L2)),
+            down(3),
+        ];
+        assert!(matches!(
+            elect(&polled, false).winner,
+            Err(NoLeader::NoMajority { configured: 3, .. })
+        ));
+
+        // Five configured (one decommissioned, one down): three agreeing still lead.
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Standby, Some(L1)),
+            node(3, NodeState::Standby, Some(L1)),
+            down(4),
+            down(5),
+        ];
+        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+    }
+
+    #[test]
+    fn a_one_node_cluster_is_its_own_quorum() {
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![node(1, NodeState::Active, Some(L1))],
+            Instant::now(),
+        );
+        assert_eq!(v.leader.unwrap().api_addr, L1);
+    }
+
+    #[test]
+    fn an_active_node_without_ha_leads_alone() {
+        // `bao server -dev`: {"ha_enabled": false} and health 200.
+        let mut solo = node(1, NodeState::Active, None);
+        solo.report.leader = Ok(Some(LeaderReport {
+            ha_enabled: false,
+            ..LeaderReport::default()
+        }));
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![solo.clone()],
+            Instant::now(),
+        );
+        let l = v.leader.expect("a non-HA active node is the active node");
+        assert_eq!(l.api_addr, L1);
+        assert_eq!(l.cluster_addr, "", "no cluster port without HA");
+
+        // Sealed, it leads nobody.
+        solo.report.health = Ok(NodeState::Sealed);
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![solo],
+            Instant::now(),
+        );
+        assert_eq!(v.leader, None);
+    }
+
+    #[test]
+    fn dead_leader_still_reported_by_survivors_is_withheld() {
+        let t0 = Instant::now();
+        let (v1, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Standby, Some(L1)),
+                node(3, NodeState::Standby, Some(L1)),
+            ],
+            t0,
+        );
+        // Node 1 killed: the survivors still name it until the election ends.
+        let (v2, ev) = round(
+            &v1,
+            vec![
+                down(1),
+                node(2, NodeState::Standby, Some(L1)),
+                node(3, NodeState::Standby, Some(L1)),
+            ],
+            t0 + Duration::from_millis(250),
+        );
+        assert_eq!(v2.leader, None);
+        assert!(
+            matches!(&ev[0], ViewEvent::LeaderChanged { new: None, reason, .. } if reason.contains("unreachable")),
+            "{ev:?}"
+        );
+        assert_eq!(
+            v2.no_leader.as_ref().map(NoLeader::kind),
+            Some("unconfirmed")
+        );
+        // Node 2 wins the election.
+        let (v3, ev) = round(
+            &v2,
+            vec![
+                down(1),
+                node(2, NodeState::Active, Some(L2)),
+                node(3, NodeState::Standby, Some(L2)),
+            ],
+            t0 + Duration::from_millis(2500),
+        );
+        assert_eq!(v3.leader.unwrap().api_addr, L2);
+        match &ev[0] {
+            ViewEvent::LeaderChanged { leaderless_for, .. } => {
+                assert_eq!(*leaderless_for, Some(Duration::from_millis(2250)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(v3.members[0].role, Role::Unreachable);
+        assert!(v3.members[0].last_confirmed.is_some());
+    }
+
+    #[test]
+    fn reports_age_out_and_never_heard_nodes_count_as_unheard() {
+        let nodes: Vec<Url> = (1..=3)
+            .map(|i| format!("http://127.0.0.{i}:8200").parse().unwrap())
+            .collect();
+        let t0 = Instant::now();
+        let mut old = node(1, NodeState::Active, Some(L1));
+        old.at = t0;
+        let mut fresh = node(2, NodeState::Standby, Some(L1));
+        fresh.at = t0 + Duration::from_secs(3);
+        let latest = vec![Some(old), Some(fresh), None];
+        let now = t0 + Duration::from_secs(4);
+        let cur = current(&nodes, &latest, now, Duration::from_secs(3));
+        assert_eq!(cur.len(), 3, "one entry per configured node");
+        assert_eq!(
+            cur[0].report.health,
+            Err(PollError::Unheard(Duration::from_secs(4)))
+        );
+        assert_eq!(cur[0].addrs, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(cur[1].answered());
+        assert_eq!(cur[2].report.health, Err(PollError::NotYet));
+        assert_eq!(cur[2].port, 8200);
+        // Node 1's old "I lead" no longer counts: one vote of three.
+        assert!(matches!(
+            elect(&cur, false).winner,
+            Err(NoLeader::Unheard { unheard: 2, .. })
+        ));
+        // A failed poll keeps saying why, however old.
+        let mut refused = down(3);
+        refused.at = t0;
+        let cur = current(
+            &nodes,
+            &[None, None, Some(refused)],
+            now,
+            Duration::from_secs(3),
+        );
+        assert_eq!(
+            cur[2].report.health,
+            Err(PollError::Connect("refused".into()))
+        );
+    }
+
+    #[test]
+    fn load_balanced_peer_trusts_the_report() {
+        let lb = node(9, NodeState::Standby, Some("http://10.1.2.3:8200"));
+        let (v, _) = round(&ClusterView::empty("peer", true), vec![lb], Instant::now());
+        let l = v.leader.as_ref().unwrap();
+        assert_eq!(l.addrs, vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            v.members_with(Role::Standby).count(),
+            0,
+            "an LB is not a member"
+        );
+        // Two LB addresses, one down: the one that answers is trusted alone.
+        let polled = vec![
+            node(8, NodeState::Standby, Some("http://10.1.2.3:8200")),
+            down(9),
+        ];
+        assert!(elect(&polled, true).winner.is_ok());
+    }
+
+    #[test]
+    fn unpolled_leader_named_by_the_quorum_is_trusted() {
+        let (v, _) = round(
+            &ClusterView::empty("peer", false),
+            vec![node(9, NodeState::Standby, Some("http://10.1.2.3:8200"))],
+            Instant::now(),
+        );
+        assert!(v.leader.is_some());
+    }
+
+    #[test]
+    fn stale_then_unusable() {
+        let t0 = Instant::now();
+        let mut empty = ClusterView::empty("dc1", false);
+        empty.serve_stale_for = Duration::from_secs(5);
+        let mut first = node(1, NodeState::Active, Some(L1));
+        first.at = t0;
+        let (v1, _) = round(&empty, vec![first], t0);
+        assert_eq!(v1.freshness(t0), Freshness::Fresh);
+        let (v2, ev) = round(&v1, vec![down(1)], t0 + Duration::from_secs(1));
+        assert_eq!(ev, vec![ViewEvent::BecameStale]);
+        assert!(v2.stale);
+        assert_eq!(v2.leader.as_ref().unwrap().api_addr, L1, "last view kept");
+        assert_eq!(v2.freshness(t0 + Duration::from_secs(4)), Freshness::Stale);
+        assert_eq!(
+            v2.freshness(t0 + Duration::from_secs(6)),
+            Freshness::Unusable
+        );
+        let mut back = node(1, NodeState::Active, Some(L1));
+        back.at = t0 + Duration::from_secs(7);
+        let (v3, ev) = round(&v2, vec![back], t0 + Duration::from_secs(7));
+        assert_eq!(ev, vec![ViewEvent::Recovered]);
+        assert_eq!(v3.freshness(t0 + Duration::from_secs(7)), Freshness::Fresh);
+    }
+
+    #[test]
+    fn never_confirmed_is_unusable() {
+        let v = ClusterView::empty("dc1", false);
+        assert_eq!(v.freshness(Instant::now()), Freshness::Unusable);
+        let (v, _) = round(&v, vec![down(1)], Instant::now());
+        assert_eq!(v.freshness(Instant::now()), Freshness::Unusable);
+    }
+
+    #[test]
+    fn sealed_node_is_not_serving() {
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Sealed, None),
+            ],
+            Instant::now(),
+        );
+        assert_eq!(v.members[1].role, Role::Sealed);
+        assert!(!v.members[1].role.is_serving());
+        assert_eq!(v.members_with(Role::Standby).count(), 0);
+    }
+
+    #[test]
+    fn new_report_times_alone_do_not_change_the_answers() {
+        let t0 = Instant::now();
+        let polled = || {
+            vec![
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Standby, Some(L1)),
+            ]
+        };
+        let (v1, _) = round(&ClusterView::empty("dc1", false), polled(), t0);
+        let (v2, ev) = round(&v1, polled(), t0 + Duration::from_secs(1));
+        assert!(ev.is_empty());
+        assert_ne!(v1, v2, "timestamps moved");
+        assert!(v1.answers_like(&v2));
+        // A role change does change them.
+        let (v3, _) = round(
+            &v2,
+            vec![
+                node(1, NodeState::Active, Some(L1)),
+                node(2, NodeState::Sealed, None),
+            ],
+            t0 + Duration::from_secs(2),
+        );
+        assert!(!v2.answers_like(&v3));
+        // So does going stale.
+        let (v4, _) = round(&v3, vec![down(1), down(2)], t0 + Duration::from_secs(3));
+        assert!(!v3.answers_like(&v4));
+    }
+}
