@@ -22,11 +22,13 @@ use support::tls::{connect, FakeNode, Pki, ALPN_FW};
 fn view_led_by(node: Option<&FakeNode>) -> Arc<ClusterView> {
     let mut v = ClusterView::empty("dc1", false);
     v.last_confirmed = Some(Instant::now());
-    v.leader = node.map(|n| Leader {
-        api_addr: format!("http://{}:8200", n.addr.ip()),
-        cluster_addr: format!("https://{}", n.addr),
-        addrs: vec![n.addr.ip()],
-        port: 8200,
+    v.leader = node.map(|n| {
+        Leader::literal(
+            &format!("http://{}:8200", n.addr.ip()),
+            &format!("https://{}", n.addr),
+            vec![n.addr.ip()],
+            8200,
+        )
     });
     v.leader_changed = Some((SystemTime::now(), "test".into()));
     Arc::new(v)

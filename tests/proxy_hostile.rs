@@ -39,12 +39,12 @@ fn proxy_for(
     .unwrap();
     let mut v = ClusterView::empty("dc1", false);
     v.last_confirmed = Some(Instant::now());
-    v.leader = Some(Leader {
-        api_addr: "http://127.54.0.1:8200".into(),
-        cluster_addr: format!("https://{}", node.addr),
-        addrs: vec![node.addr.ip()],
-        port: 8200,
-    });
+    v.leader = Some(Leader::literal(
+        "http://127.54.0.1:8200",
+        &format!("https://{}", node.addr),
+        vec![node.addr.ip()],
+        8200,
+    ));
     let (tx, rx) = watch::channel(Arc::new(v));
     (
         Arc::new(Proxy::new(config.proxies[0].clone(), ClusterFeed::new(rx))),

@@ -87,12 +87,12 @@ fn views(name: &str, ips: &[&str]) -> Vec<ClusterView> {
             .enumerate()
             .map(|(i, ip)| member(ip, if i == 0 { Role::Active } else { Role::Standby }))
             .collect();
-        v.leader = Some(Leader {
-            api_addr: v.members[0].url.to_string(),
-            cluster_addr: String::new(),
-            addrs: v.members[0].addrs.clone(),
-            port: 8200,
-        });
+        v.leader = Some(Leader::literal(
+            v.members[0].url.as_str(),
+            "",
+            v.members[0].addrs.clone(),
+            8200,
+        ));
         v.last_confirmed = Some(Instant::now());
         v
     };

@@ -376,12 +376,12 @@ nodes = ["http://10.0.1.1:8200"]
     fn dc1() -> ClusterView {
         let mut v = ClusterView::empty("dc1", false);
         v.last_confirmed = Some(Instant::now());
-        v.leader = Some(Leader {
-            api_addr: "http://10.0.0.1:8200".into(),
-            cluster_addr: "https://10.0.0.1:8201".into(),
-            addrs: vec!["10.0.0.1".parse().unwrap()],
-            port: 8200,
-        });
+        v.leader = Some(Leader::literal(
+            "http://10.0.0.1:8200",
+            "https://10.0.0.1:8201",
+            vec!["10.0.0.1".parse().unwrap()],
+            8200,
+        ));
         v.members = vec![
             member("10.0.0.1", Role::Active),
             member("10.0.0.2", Role::Standby),

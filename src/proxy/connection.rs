@@ -18,7 +18,9 @@ use super::hello::{read_client_hello, ClientHello};
 use super::listener::Proxy;
 use super::route::alpn_label;
 use super::splice::splice_bidirectional;
+use super::target::{target, target_of};
 use crate::vault::feed::ClusterFeed;
+use crate::vault::view::ClusterView;
 
 /// Buffer per direction for the copy loop. 64 KiB keeps syscalls per byte low on bulk
 /// replication streams without much memory per connection.
@@ -44,7 +46,7 @@ impl Proxy {
         let mut feed = self.feed();
         let view = feed.seen();
         let started = Instant::now();
-        let (target_addr, target, upstream) = match self.reach(&view, hello.as_ref()).await {
+        let (target, upstream) = match self.reach(&view, hello.as_ref()).await {
             Ok(reached) => reached,
             Err(e) => {
                 reset(client);
@@ -58,12 +60,8 @@ impl Proxy {
         debug!(%peer, %target, side = self.side.as_str(), alpn = %self.router.labels()[label], sni = ?hello.as_ref().and_then(|h| h.sni()), connect = ?started.elapsed(), "forwarding");
         // Replayed: its buffer need not live as long as the connection.
         drop(hello);
-        let ends = Ends {
-            peer,
-            target,
-            target_addr,
-        };
-        self.pump(client, upstream, feed, ends, shutdown).await;
+        self.pump(client, upstream, feed, (peer, target), shutdown)
+            .await;
         Ok(())
     }
 
@@ -91,17 +89,17 @@ impl Proxy {
     /// The leader's address under `view`, and a connection to it with the hello sent.
     async fn reach(
         &self,
-        view: &std::sync::Arc<crate::vault::view::ClusterView>,
+        view: &ClusterView,
         hello: Option<&ClientHello>,
-    ) -> Result<(String, SocketAddr, TcpStream), ConnError> {
-        let (target_addr, target) = self.targets.target(view).await?;
+    ) -> Result<(SocketAddr, TcpStream), ConnError> {
+        let target = target(self.side, view)?;
         let upstream = match hello {
             Some(hello) => {
                 connect_and_send(target, &hello.bytes, self.config.connect_timeout).await?
             }
             None => connect(target, self.config.connect_timeout).await?,
         };
-        Ok((target_addr, target, upstream))
+        Ok((target, upstream))
     }
 
     /// Moves bytes both ways until either side is done, the agent stops, or (with
@@ -111,18 +109,13 @@ impl Proxy {
         mut client: TcpStream,
         mut upstream: TcpStream,
         mut feed: ClusterFeed,
-        ends: Ends,
+        (peer, target): (SocketAddr, SocketAddr),
         shutdown: CancellationToken,
     ) {
         let copy = self.move_bytes(&mut client, &mut upstream);
         tokio::pin!(copy);
         let watch_leader = self.config.on_leader_change == OnLeaderChange::Close;
         let mut feed_open = true;
-        let Ends {
-            peer,
-            target,
-            target_addr,
-        } = ends;
         loop {
             // biased: polled in order, without drawing a random number per poll.
             tokio::select! {
@@ -144,12 +137,15 @@ impl Proxy {
                         }
                         feed = next;
                     }
+                    // A view without a leader (an election) keeps the connection: it
+                    // goes only once another leader is known.
                     let view = feed.seen();
-                    if let Some(new) = view.leader.as_ref().map(|l| self.targets.address_of(l)) {
-                        if new != target_addr {
+                    if let Some(leader) = &view.leader {
+                        let new = target_of(self.side, leader);
+                        if new != Some(target) {
                             self.cut_over.fetch_add(1, Ordering::Relaxed);
                             self.metrics.cut_over.increment(1);
-                            info!(%peer, old = %target_addr, %new, "leader changed; closing proxied connection");
+                            info!(%peer, old = %target, new = ?new, leader = %leader.api_addr, "leader changed; closing proxied connection");
                             return;
                         }
                     }
@@ -190,12 +186,4 @@ impl Proxy {
             }
         }
     }
-}
-
-/// A forwarded connection's two ends, for logs and the cut-over check.
-struct Ends {
-    peer: SocketAddr,
-    target: SocketAddr,
-    /// The leader's address as the view reported it.
-    target_addr: String,
 }

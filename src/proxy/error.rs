@@ -13,10 +13,8 @@ pub enum ConnError {
     Rejected(String),
     #[error("no leader known for this cluster")]
     NoLeader,
-    #[error("cannot use leader address {0}")]
-    BadAddress(String),
-    #[error("cannot resolve leader cluster address {0}")]
-    Resolve(String),
+    #[error("cannot use leader address {0:?} (not an address, or its name did not resolve)")]
+    Unusable(String),
     #[error("connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
     #[error("connect to {0}: {1}")]
@@ -29,8 +27,7 @@ impl ConnError {
             ConnError::Hello(h) => h.kind(),
             ConnError::Rejected(_) => "alpn_rejected",
             ConnError::NoLeader => "no_leader",
-            ConnError::BadAddress(_) => "resolve",
-            ConnError::Resolve(_) => "resolve",
+            ConnError::Unusable(_) => "resolve",
             ConnError::ConnectTimeout(_) => "connect_timeout",
             ConnError::Connect(..) => "connect",
         }

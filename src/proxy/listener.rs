@@ -31,7 +31,6 @@ use super::connect::{reset, tune_socket};
 use super::metrics::{OpenConnection, ProxyMetrics};
 use super::route::Router;
 use super::splice::SplicePools;
-use super::target::Targets;
 use crate::vault::feed::ClusterFeed;
 
 /// Empty pipes and small buffers kept per listener (two per connection in flight are
@@ -49,7 +48,6 @@ pub struct Proxy {
     feed: Mutex<ClusterFeed>,
     permits: Arc<Semaphore>,
     pub(super) pools: SplicePools,
-    pub(super) targets: Targets,
     /// Connections closed on a leader change (also a metric; read by tests).
     pub(super) cut_over: AtomicU64,
 }
@@ -70,7 +68,6 @@ impl Proxy {
             config,
             feed: Mutex::new(feed),
             pools: SplicePools::new(PIPE_POOL),
-            targets: Targets::new(side),
             cut_over: AtomicU64::new(0),
         }
     }

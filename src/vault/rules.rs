@@ -396,12 +396,12 @@ mod tests {
     fn resolved(e: &Election) -> Result<Leader, NoLeader> {
         e.winner.clone().map(|(api, cl)| {
             let url: Url = api.parse().unwrap();
-            Leader {
-                api_addr: api.clone(),
-                cluster_addr: cl.clone(),
-                addrs: vec![url.host_str().unwrap().parse().unwrap()],
-                port: url.port().unwrap(),
-            }
+            Leader::literal(
+                &api,
+                &cl,
+                vec![url.host_str().unwrap().parse().unwrap()],
+                url.port().unwrap(),
+            )
         })
     }
 

@@ -3,7 +3,7 @@
 //! build it from the nodes' reports are in `vault::rules`.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use url::Url;
@@ -68,15 +68,85 @@ pub struct Member {
     pub error: Option<String>,
 }
 
-/// The elected leader, with the addresses its `api_addr` resolves to.
+/// The elected leader, resolved once (by the watcher, when it is elected) to the
+/// addresses consumers use: DNS answers `addrs`, the proxy connects to
+/// [`Leader::api_target`] and `cluster_target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leader {
     /// The leader's `api_addr` as reported.
     pub api_addr: String,
-    /// The leader's `cluster_addr` as reported (the :8201 target for the proxy).
+    /// The leader's `cluster_addr` as reported.
     pub cluster_addr: String,
+    /// The IPs `api_addr`'s host resolves to, and its port (or its scheme's).
     pub addrs: Vec<IpAddr>,
     pub port: u16,
+    /// The cluster port (:8201) the proxy forwards to: `cluster_addr` resolved, or the
+    /// leader's first address on 8201 when no node reported one. `None`: unusable.
+    pub cluster_target: Option<SocketAddr>,
+}
+
+/// Vault's cluster port, when a `cluster_addr` names none.
+pub const CLUSTER_PORT: u16 = 8201;
+
+/// What a reported `cluster_addr` points at, before any lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterAddr {
+    /// An IP literal (or none reported: the leader's own address).
+    Socket(SocketAddr),
+    /// A host name, to be looked up, and the port.
+    Name(String, u16),
+    /// Not a usable address.
+    Unusable,
+}
+
+impl ClusterAddr {
+    /// `https://host:port` (Vault's form) or `host:port`; no port means 8201; empty
+    /// means the leader's first API address on 8201.
+    pub fn parse(cluster_addr: &str, addrs: &[IpAddr]) -> Self {
+        if cluster_addr.is_empty() {
+            return addrs.first().map_or(ClusterAddr::Unusable, |ip| {
+                ClusterAddr::Socket(SocketAddr::new(*ip, CLUSTER_PORT))
+            });
+        }
+        let with_scheme = if cluster_addr.contains("://") {
+            cluster_addr.to_string()
+        } else {
+            format!("https://{cluster_addr}")
+        };
+        let Ok(url) = url::Url::parse(&with_scheme) else {
+            return ClusterAddr::Unusable;
+        };
+        let port = url.port().unwrap_or(CLUSTER_PORT);
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => ClusterAddr::Socket(SocketAddr::new(ip.into(), port)),
+            Some(url::Host::Ipv6(ip)) => ClusterAddr::Socket(SocketAddr::new(ip.into(), port)),
+            Some(url::Host::Domain(name)) => ClusterAddr::Name(name.to_string(), port),
+            None => ClusterAddr::Unusable,
+        }
+    }
+}
+
+impl Leader {
+    /// A leader whose addresses are IP literals (no lookup needed): the watcher's
+    /// result for such a leader, and what tests build.
+    pub fn literal(api_addr: &str, cluster_addr: &str, addrs: Vec<IpAddr>, port: u16) -> Self {
+        let cluster_target = match ClusterAddr::parse(cluster_addr, &addrs) {
+            ClusterAddr::Socket(s) => Some(s),
+            ClusterAddr::Name(..) | ClusterAddr::Unusable => None,
+        };
+        Self {
+            api_addr: api_addr.to_string(),
+            cluster_addr: cluster_addr.to_string(),
+            addrs,
+            port,
+            cluster_target,
+        }
+    }
+
+    /// The API port (:8200) the proxy's API side forwards to.
+    pub fn api_target(&self) -> Option<SocketAddr> {
+        self.addrs.first().map(|ip| SocketAddr::new(*ip, self.port))
+    }
 }
 
 /// Why a cluster has no leader right now. `kind()` is a bounded metric label.
@@ -258,5 +328,53 @@ impl ClusterView {
                 .iter()
                 .map(key)
                 .eq(other.members.iter().map(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_addr_forms() {
+        let sock = |s: &str| ClusterAddr::Socket(s.parse().unwrap());
+        let leader_ip: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap()];
+        let cases = [
+            ("https://10.0.0.1:8201", sock("10.0.0.1:8201")),
+            ("10.0.0.1:8301", sock("10.0.0.1:8301")),
+            ("https://[::1]", sock("[::1]:8201")),
+            ("https://10.0.0.1", sock("10.0.0.1:8201")),
+            ("", sock("10.0.0.2:8201")),
+            (
+                "https://vault-1.internal:8202",
+                ClusterAddr::Name("vault-1.internal".into(), 8202),
+            ),
+            ("https://", ClusterAddr::Unusable),
+            ("https://a b", ClusterAddr::Unusable),
+        ];
+        for (given, want) in cases {
+            assert_eq!(ClusterAddr::parse(given, &leader_ip), want, "{given:?}");
+        }
+        assert_eq!(ClusterAddr::parse("", &[]), ClusterAddr::Unusable);
+    }
+
+    #[test]
+    fn a_literal_leader_has_both_targets_and_a_named_one_waits_for_the_watcher() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let l = Leader::literal(
+            "http://10.0.0.1:8200",
+            "https://10.0.0.1:8201",
+            vec![ip],
+            8200,
+        );
+        assert_eq!(l.cluster_target, Some("10.0.0.1:8201".parse().unwrap()));
+        assert_eq!(l.api_target(), Some("10.0.0.1:8200".parse().unwrap()));
+        let l = Leader::literal(
+            "http://10.0.0.1:8200",
+            "https://vault-1:8201",
+            vec![ip],
+            8200,
+        );
+        assert_eq!(l.cluster_target, None);
     }
 }

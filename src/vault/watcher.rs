@@ -33,7 +33,7 @@ use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::replication;
 use super::rules::{current, elect, next_view, Polled, ViewEvent};
-use super::view::{self, ClusterView, Leader, NoLeader};
+use super::view::{self, ClusterAddr, ClusterView, Leader, NoLeader};
 use crate::telemetry;
 
 /// Errors that keep a watcher from starting.
@@ -283,9 +283,9 @@ impl Watcher {
         view
     }
 
-    /// The addresses the elected `api_addr` points at. A leader that is one of the
-    /// polled nodes, or the leader already known, needs no lookup; a name is looked up
-    /// once per leader change, under the request timeout.
+    /// The elected leader resolved to the addresses consumers use (see [`Leader`]). A
+    /// leader that is one of the polled nodes, or the leader already known, needs no
+    /// lookup; a name is looked up once per leader change, under the request timeout.
     async fn resolve_leader(
         &self,
         (api_addr, cluster_addr): (String, String),
@@ -293,17 +293,40 @@ impl Watcher {
         prev: &ClusterView,
         memory: &mut Memory,
     ) -> Result<Leader, NoLeader> {
-        let leader = |addrs: Vec<IpAddr>, port| Leader {
-            api_addr: api_addr.clone(),
-            cluster_addr: cluster_addr.clone(),
+        if let Some(l) = prev
+            .leader
+            .as_ref()
+            .filter(|l| l.api_addr == api_addr && l.cluster_addr == cluster_addr)
+        {
+            return Ok(l.clone());
+        }
+        let (addrs, port) = self.api_addrs(&api_addr, polled, memory).await?;
+        let cluster_target = match ClusterAddr::parse(&cluster_addr, &addrs) {
+            ClusterAddr::Socket(s) => Some(s),
+            ClusterAddr::Unusable => None,
+            ClusterAddr::Name(host, port) => lookup(&host, port, self.config.request_timeout)
+                .await
+                .first()
+                .map(|ip| SocketAddr::new(*ip, port)),
+        };
+        Ok(Leader {
+            api_addr,
+            cluster_addr,
             addrs,
             port,
-        };
-        if let Some(l) = prev.leader.as_ref().filter(|l| l.api_addr == api_addr) {
-            return Ok(leader(l.addrs.clone(), l.port));
-        }
-        let url = Url::parse(&api_addr).map_err(|e| NoLeader::Unusable {
-            leader: api_addr.clone(),
+            cluster_target,
+        })
+    }
+
+    /// The IPs and port of the elected `api_addr`.
+    async fn api_addrs(
+        &self,
+        api_addr: &str,
+        polled: &[Polled],
+        memory: &mut Memory,
+    ) -> Result<(Vec<IpAddr>, u16), NoLeader> {
+        let url = Url::parse(api_addr).map_err(|e| NoLeader::Unusable {
+            leader: api_addr.to_string(),
             why: format!("not a URL: {e}"),
         })?;
         let port = url.port_or_known_default().unwrap_or(8200);
@@ -311,20 +334,20 @@ impl Watcher {
             .iter()
             .find(|p| p.url.host_str() == url.host_str() && p.port == port && !p.addrs.is_empty())
         {
-            return Ok(leader(p.addrs.clone(), port));
+            return Ok((p.addrs.clone(), port));
         }
         if let Some((_, addrs, port)) = memory.resolved.as_ref().filter(|r| r.0 == api_addr) {
-            return Ok(leader(addrs.clone(), *port));
+            return Ok((addrs.clone(), *port));
         }
         let (addrs, port) = resolve_url(&url, self.config.request_timeout).await;
         if addrs.is_empty() {
             return Err(NoLeader::Unusable {
-                leader: api_addr.clone(),
+                leader: api_addr.to_string(),
                 why: "its address does not resolve".into(),
             });
         }
-        memory.resolved = Some((api_addr.clone(), addrs.clone(), port));
-        Ok(leader(addrs, port))
+        memory.resolved = Some((api_addr.to_string(), addrs.clone(), port));
+        Ok((addrs, port))
     }
 
     /// One WARN when a node stops answering (or fails in a new way), one INFO when it
@@ -548,30 +571,33 @@ fn round_ms(d: std::time::Duration) -> std::time::Duration {
 /// under `timeout`: a resolver that hangs holds back only this node.
 async fn resolve_url(url: &Url, timeout: Duration) -> (Vec<IpAddr>, u16) {
     let port = url.port_or_known_default().unwrap_or(8200);
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => (vec![IpAddr::V4(ip)], port),
-        Some(url::Host::Ipv6(ip)) => (vec![IpAddr::V6(ip)], port),
-        Some(url::Host::Domain(name)) => {
-            let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((name, port)));
-            let addrs = match lookup.await {
-                Ok(Ok(it)) => {
-                    let mut v: Vec<IpAddr> = it.map(|sa: SocketAddr| sa.ip()).collect();
-                    v.sort();
-                    v.dedup();
-                    v
-                }
-                Ok(Err(e)) => {
-                    debug!(host = name, error = %e, "cannot resolve");
-                    Vec::new()
-                }
-                Err(_) => {
-                    debug!(host = name, "name lookup timed out");
-                    Vec::new()
-                }
-            };
-            (addrs, port)
+    let addrs = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+        Some(url::Host::Domain(name)) => lookup(name, port, timeout).await,
+        None => Vec::new(),
+    };
+    (addrs, port)
+}
+
+/// A host name's IPs, sorted, through the system resolver under `timeout`; none when
+/// it fails (logged at debug: the caller says what it means).
+async fn lookup(name: &str, port: u16, timeout: Duration) -> Vec<IpAddr> {
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((name, port))).await {
+        Ok(Ok(it)) => {
+            let mut v: Vec<IpAddr> = it.map(|sa: SocketAddr| sa.ip()).collect();
+            v.sort();
+            v.dedup();
+            v
         }
-        None => (Vec::new(), port),
+        Ok(Err(e)) => {
+            debug!(host = name, error = %e, "cannot resolve");
+            Vec::new()
+        }
+        Err(_) => {
+            debug!(host = name, "name lookup timed out");
+            Vec::new()
+        }
     }
 }
 
@@ -580,7 +606,7 @@ mod tests {
     use super::*;
     use crate::vault::view::Leader;
 
-    fn cadence() -> Cadence {
+    fn cluster() -> ClusterConfig {
         let config = crate::config::Config::parse(
             r#"
 datacenter = "dc1"
@@ -594,17 +620,56 @@ failover_poll_for = "10s"
             "t.toml",
         )
         .unwrap();
-        Cadence::new(&config.clusters[0])
+        config.clusters[0].clone()
+    }
+
+    fn cadence() -> Cadence {
+        Cadence::new(&cluster())
+    }
+
+    /// The leader is resolved once, here: a `cluster_addr` with a host name becomes the
+    /// socket address the proxy connects to; one that cannot be used becomes none.
+    #[tokio::test]
+    async fn the_watcher_resolves_the_leaders_cluster_address_once() {
+        let (watcher, _feed) = Watcher::new(cluster(), None).unwrap();
+        let mut memory = Memory::default();
+        let empty = ClusterView::empty("dc1", false);
+        let api = "http://127.0.0.1:8200".to_string();
+        let named = (api.clone(), "https://localhost:8209".to_string());
+        let l = watcher
+            .resolve_leader(named, &[], &empty, &mut memory)
+            .await
+            .unwrap();
+        assert_eq!(l.cluster_target, Some("127.0.0.1:8209".parse().unwrap()));
+        assert_eq!(l.api_target(), Some("127.0.0.1:8200".parse().unwrap()));
+        let bad = (api.clone(), "https://".to_string());
+        let l = watcher
+            .resolve_leader(bad, &[], &empty, &mut memory)
+            .await
+            .unwrap();
+        assert_eq!(l.cluster_target, None);
+        // Known already: reused as it is, without a lookup.
+        let mut prev = empty.clone();
+        prev.leader = Some(Leader {
+            cluster_target: Some("127.0.0.9:8201".parse().unwrap()),
+            ..Leader::literal(&api, "https://localhost:8209", vec![], 8200)
+        });
+        let same = (api.clone(), "https://localhost:8209".to_string());
+        let l = watcher
+            .resolve_leader(same, &[], &prev, &mut memory)
+            .await
+            .unwrap();
+        assert_eq!(l.cluster_target, Some("127.0.0.9:8201".parse().unwrap()));
     }
 
     fn led() -> ClusterView {
         let mut v = ClusterView::empty("dc1", false);
-        v.leader = Some(Leader {
-            api_addr: "http://127.0.0.1:8200".into(),
-            cluster_addr: "https://127.0.0.1:8201".into(),
-            addrs: vec!["127.0.0.1".parse().unwrap()],
-            port: 8200,
-        });
+        v.leader = Some(Leader::literal(
+            "http://127.0.0.1:8200",
+            "https://127.0.0.1:8201",
+            vec!["127.0.0.1".parse().unwrap()],
+            8200,
+        ));
         v
     }
 
