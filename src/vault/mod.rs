@@ -5,6 +5,8 @@ pub mod config;
 pub mod feed;
 pub mod heartbeat;
 pub mod modes;
+mod observe;
+mod poll;
 pub mod replication;
 pub mod rules;
 pub mod tls;
