@@ -127,6 +127,7 @@ impl DnsServer {
             }
             Some(ended) = udp.next() => Err(match ended {
                 Err(e) if e.is_panic() => anyhow::anyhow!("a UDP receive loop panicked"),
+                Ok(Err(e)) => anyhow::anyhow!("a UDP receive loop cannot use its socket: {e}"),
                 _ => anyhow::anyhow!("a UDP receive loop stopped on its own"),
             }),
         };

@@ -38,38 +38,17 @@ pub fn serve_blocking(
     handler: Arc<Handler>,
     stop: CancellationToken,
     runtime: tokio::runtime::Handle,
-) {
-    if let Err(e) = socket
-        .set_nonblocking(false)
-        .and_then(|()| socket.set_read_timeout(Some(STOP_CHECK)))
-    {
-        tracing::error!(error = %e, "cannot configure the UDP socket");
-        return;
-    }
+) -> std::io::Result<()> {
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(STOP_CHECK))?;
     let socket = Arc::new(socket);
     let forwards = TaskTracker::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut responder = Responder::new(handler.clone());
     while !stop.is_cancelled() {
-        let (n, src) = match socket.recv_from(&mut buf) {
-            Ok(r) => r,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                // ICMP errors from earlier sends surface here; keep serving.
-                debug!(error = %e, "udp receive error");
-                continue;
-            }
-        };
-        if src.port() == 0 || src.ip().is_unspecified() {
+        let Some((n, src)) = receive(&socket, &mut buf) else {
             continue;
-        }
+        };
         crate::panic::fault_point("udp");
         let started = Instant::now();
         match responder.respond(&buf[..n]) {
@@ -80,27 +59,57 @@ pub fn serve_blocking(
             }
             Response::Forward(request) => {
                 let (socket, handler) = (socket.clone(), handler.clone());
-                forwards.spawn_on(
-                    async move {
-                        let (name, qtype) = {
-                            let q = &request.queries[0];
-                            (q.name().clone(), q.query_type())
-                        };
-                        let answer = handler.forward(&name, qtype).await;
-                        let rcode = answer.rcode;
-                        let bytes = encode(&handler, &request, answer, false);
-                        send(&socket, &bytes, src);
-                        handler
-                            .metrics
-                            .record(Proto::Udp, Some(qtype), rcode, started);
-                    },
-                    &runtime,
-                );
+                let forwarding = forward(socket, handler, request, src, started);
+                forwards.spawn_on(forwarding, &runtime);
             }
         }
     }
     forwards.close();
     runtime.block_on(forwards.wait());
+    Ok(())
+}
+
+/// The next datagram and its sender, or `None` when the wait timed out (to look at
+/// `stop`), failed, or came from an address no answer can go to.
+fn receive(socket: &std::net::UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match socket.recv_from(buf) {
+        Ok((n, src)) if src.port() != 0 && !src.ip().is_unspecified() => Some((n, src)),
+        Ok(_) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => {
+            // ICMP errors from earlier sends surface here; keep serving.
+            debug!(error = %e, "udp receive error");
+            None
+        }
+    }
+}
+
+/// A name outside the zone: asked upstream on the runtime, answered from there.
+async fn forward(
+    socket: Arc<std::net::UdpSocket>,
+    handler: Arc<Handler>,
+    request: Message,
+    src: SocketAddr,
+    started: Instant,
+) {
+    let (name, qtype) = {
+        let q = &request.queries[0];
+        (q.name().clone(), q.query_type())
+    };
+    let answer = handler.forward(&name, qtype).await;
+    let rcode = answer.rcode;
+    let bytes = encode(&handler, &request, answer, false);
+    send(&socket, &bytes, src);
+    handler
+        .metrics
+        .record(Proto::Udp, Some(qtype), rcode, started);
 }
 
 /// A UDP send does not block for long (no congestion control); a failure is the

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 
 use super::names::{self, ZoneName};
 use crate::vault::feed::ClusterFeed;
-use crate::vault::view::Role;
+use crate::vault::view::{ClusterView, Role};
 
 /// A computed answer, before it is put on the wire.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +190,25 @@ impl Zone {
             // exists, not even the proxy's stand-in (a real cluster always has members).
             return self.negative(ResponseCode::NXDomain);
         }
+        let Some(mut instances) = self.instances(&view, dc, tag) else {
+            return self.negative(ResponseCode::NXDomain);
+        };
+        if instances.is_empty() {
+            // Consul: a known service with no healthy instance is NXDOMAIN.
+            return self.negative(ResponseCode::NXDomain);
+        }
+        instances.shuffle(&mut rand::rng());
+        let answer = self.records(qname, dc, &instances, qtype);
+        if answer.answers.is_empty() {
+            // The name exists, but has no record of this type (AAAA with only IPv4).
+            return self.negative(ResponseCode::NoError);
+        }
+        answer
+    }
+
+    /// The instances a tag selects, each once, in the view's order; `None` for a tag
+    /// Vault does not register.
+    fn instances(&self, view: &ClusterView, dc: &str, tag: Option<&str>) -> Option<Vec<Instance>> {
         let leader = view
             .leader
             .iter()
@@ -211,7 +230,7 @@ impl Zone {
                 .chain(of_role(Role::Standby))
                 .chain(of_role(Role::PerfStandby))
                 .collect(),
-            Some(_) => return self.negative(ResponseCode::NXDomain),
+            Some(_) => return None,
         };
         let mut seen = Vec::with_capacity(instances.len());
         instances.retain(|i| {
@@ -219,15 +238,15 @@ impl Zone {
             seen.push(*i);
             fresh
         });
-        if instances.is_empty() {
-            // Consul: a known service with no healthy instance is NXDOMAIN.
-            return self.negative(ResponseCode::NXDomain);
-        }
-        instances.shuffle(&mut rand::rng());
+        Some(instances)
+    }
 
+    /// The records of `qtype` for `instances`: SRV with its target's address as glue,
+    /// or the addresses themselves.
+    fn records(&self, qname: &Name, dc: &str, instances: &[Instance], qtype: RecordType) -> Answer {
         let mut answer = Answer::empty(ResponseCode::NoError);
         answer.shuffled = instances.len() > 1;
-        for (ip, port) in &instances {
+        for (ip, port) in instances {
             match qtype {
                 RecordType::SRV => {
                     // Validation keeps every target buildable; one that is not is
@@ -250,19 +269,14 @@ impl Zone {
                         IpAddr::V6(_) => qtype != RecordType::A,
                     };
                     if matches {
-                        answer.answers.push(Record::from_rdata(
-                            qname.clone(),
-                            self.ttl,
-                            ip_rdata(*ip),
-                        ));
+                        let rdata = ip_rdata(*ip);
+                        answer
+                            .answers
+                            .push(Record::from_rdata(qname.clone(), self.ttl, rdata));
                     }
                 }
                 _ => {}
             }
-        }
-        if answer.answers.is_empty() {
-            // The name exists, but has no record of this type (AAAA with only IPv4).
-            return self.negative(ResponseCode::NoError);
         }
         answer
     }
