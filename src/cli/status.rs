@@ -1,7 +1,9 @@
 //! `vault-locator status`: reads a running agent's `/status`, prints it as a table or
 //! JSON, and turns it into an exit code (see [`run`]).
 
-use crate::admin::Status;
+use std::fmt::Write;
+
+use crate::admin::{ClusterStatus, Status};
 
 /// A cluster without a leader or a fresh view, or a replication set with two primaries.
 pub const EXIT_UNHEALTHY: u8 = 2;
@@ -85,9 +87,9 @@ fn fetch_status(addr: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
-/// The human table `vault-locator status` prints.
+/// The human table `vault-locator status` prints: clusters with their members, the
+/// replication set, the proxies.
 fn render_table(status: &Status) -> String {
-    use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -95,62 +97,54 @@ fn render_table(status: &Status) -> String {
         "CLUSTER", "LEADER", "STATE", "AGE"
     );
     for c in &status.clusters {
-        let leader = c
-            .leader
-            .as_ref()
-            .map(|l| l.api_addr.as_str())
-            .unwrap_or("(none)");
-        let age = c
-            .view_age_seconds
-            .map(|a| format!("{a:.1}s"))
-            .unwrap_or_else(|| "-".into());
-        let change = c
-            .last_leader_change
-            .as_ref()
-            .map(|ch| format!("{} ({})", ch.at, ch.reason))
-            .unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "{:<14} {:<28} {:<9} {:>8}  {}",
-            c.name, leader, c.state, age, change
-        );
-        let _ = writeln!(
-            out,
-            "  replication: performance {}, DR {}",
-            c.replication.perf, c.replication.dr
-        );
-        for m in &c.members {
-            let _ = writeln!(
-                out,
-                "  {:<40} {:<14} {}",
-                m.url,
-                m.role,
-                m.error.as_deref().unwrap_or("")
-            );
-        }
+        render_cluster(&mut out, c);
     }
     if let Some(r) = &status.replication {
         let _ = writeln!(out, "replication set: {}", r.clusters.join(", "));
         for p in &r.primaries {
-            let _ = writeln!(
-                out,
-                "  {:<14} {:<14} {}",
-                p.label,
-                p.primary.as_deref().unwrap_or("(none)"),
-                p.why
-            );
+            let primary = p.primary.as_deref().unwrap_or("(none)");
+            let _ = writeln!(out, "  {:<14} {:<14} {}", p.label, primary, p.why);
         }
     }
     for p in &status.proxies {
+        let answered = if p.answer { ", answered in DNS" } else { "" };
         let _ = writeln!(
             out,
-            "proxy {} {} -> {} ({} open{})",
-            p.side,
-            p.listen,
-            p.cluster,
-            p.open_connections,
-            if p.answer { ", answered in DNS" } else { "" }
+            "proxy {} {} -> {} ({} open{answered})",
+            p.side, p.listen, p.cluster, p.open_connections
         );
     }
     out
+}
+
+/// A cluster's line, its replication modes, and a line per member.
+fn render_cluster(out: &mut String, c: &ClusterStatus) {
+    let leader = c
+        .leader
+        .as_ref()
+        .map(|l| l.api_addr.as_str())
+        .unwrap_or("(none)");
+    let age = c
+        .view_age_seconds
+        .map(|a| format!("{a:.1}s"))
+        .unwrap_or_else(|| "-".into());
+    let change = c
+        .last_leader_change
+        .as_ref()
+        .map(|ch| format!("{} ({})", ch.at, ch.reason))
+        .unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "{:<14} {:<28} {:<9} {:>8}  {}",
+        c.name, leader, c.state, age, change
+    );
+    let _ = writeln!(
+        out,
+        "  replication: performance {}, DR {}",
+        c.replication.perf, c.replication.dr
+    );
+    for m in &c.members {
+        let error = m.error.as_deref().unwrap_or("");
+        let _ = writeln!(out, "  {:<40} {:<14} {error}", m.url, m.role);
+    }
 }

@@ -229,8 +229,38 @@ impl Scanner {
     /// whatever arrived since. Offsets in the result are into `bytes`, or into
     /// `self.gathered` when that is not empty.
     fn scan(&mut self, bytes: &[u8]) -> Result<Option<Found>, HelloError> {
-        // Take complete records until the message is whole; what follows it (early
-        // data, say) is not ours to judge.
+        self.take_records(bytes)?;
+        let message = self.message(bytes);
+        let base = self.first.as_ref().map_or(0, |r| r.start);
+        if message.len() < 4 {
+            return Ok(None);
+        }
+        if message[0] != CLIENT_HELLO {
+            return Err(not_tls(format!(
+                "handshake message type {} is not ClientHello",
+                message[0]
+            )));
+        }
+        let len = u24(&message[1..4]);
+        // Each record adds 5 bytes of header to what must be read.
+        if 4 + len + 5 > self.max {
+            return Err(HelloError::TooLarge(self.max));
+        }
+        if message.len() < 4 + len {
+            return Ok(None);
+        }
+        let found = client_hello_fields(&message[4..4 + len]).map_err(not_tls)?;
+        let shift = |r: Range<usize>| r.start + base + 4..r.end + base + 4;
+        Ok(Some(Found {
+            alpn: shift(found.alpn),
+            sni: found.sni.map(shift),
+        }))
+    }
+
+    /// Takes complete handshake records until the message is whole; what follows it
+    /// (early data, say) is not ours to judge.
+    #[inline]
+    fn take_records(&mut self, bytes: &[u8]) -> Result<(), HelloError> {
         while !whole(self.message(bytes)) {
             let header = &bytes[self.next_record..];
             // Refuse at the first byte: plain text is not worth buffering to the cap.
@@ -263,31 +293,7 @@ impl Scanner {
             }
             self.next_record += 5 + len;
         }
-        let message = self.message(bytes);
-        let base = self.first.as_ref().map_or(0, |r| r.start);
-        if message.len() < 4 {
-            return Ok(None);
-        }
-        if message[0] != CLIENT_HELLO {
-            return Err(not_tls(format!(
-                "handshake message type {} is not ClientHello",
-                message[0]
-            )));
-        }
-        let len = u24(&message[1..4]);
-        // Each record adds 5 bytes of header to what must be read.
-        if 4 + len + 5 > self.max {
-            return Err(HelloError::TooLarge(self.max));
-        }
-        if message.len() < 4 + len {
-            return Ok(None);
-        }
-        let found = client_hello_fields(&message[4..4 + len]).map_err(not_tls)?;
-        let shift = |r: Range<usize>| r.start + base + 4..r.end + base + 4;
-        Ok(Some(Found {
-            alpn: shift(found.alpn),
-            sni: found.sni.map(shift),
-        }))
+        Ok(())
     }
 }
 
