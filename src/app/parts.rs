@@ -15,7 +15,8 @@ use tracing::error;
 
 use crate::admin::{ClusterHandle, Observed};
 use crate::config::{ClusterConfig, Config, ProxyConfig, ReplicationConfig};
-use crate::dns::handler::{Forwarder, Handler};
+use crate::dns::forward::Forwarder;
+use crate::dns::handler::Handler;
 use crate::dns::server::DnsServer;
 use crate::dns::zone::Zone;
 use crate::net::Proto;

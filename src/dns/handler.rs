@@ -5,110 +5,18 @@
 //! Never an open resolver: with no upstreams, anything outside the zone and the static
 //! records is REFUSED; names inside the zone are never forwarded.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::TokioResolver;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::forward::Forwarder;
+use super::metrics::{DnsMetrics, Proto};
 use super::zone::{Answer, Zone};
-use crate::telemetry;
-
-/// Prometheus label for a response code, in the names operators grep for.
-fn rcode_label(code: ResponseCode) -> &'static str {
-    match code {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::NotImp => "NOTIMP",
-        _ => "OTHER",
-    }
-}
-
-/// Query types with a label of their own; everything else counts as "other".
-const QTYPES: &[RecordType] = &[
-    RecordType::A,
-    RecordType::AAAA,
-    RecordType::SRV,
-    RecordType::ANY,
-    RecordType::SOA,
-    RecordType::NS,
-    RecordType::TXT,
-    RecordType::PTR,
-    RecordType::CNAME,
-];
-const RCODES: &[&str] = &[
-    "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "OTHER",
-];
-
-/// Metric handles resolved once: a per-query `counter!` with labels hashes its key in
-/// the registry every time, which showed in the DNS profile.
-pub(crate) struct DnsMetrics {
-    /// [proto][qtype index or "other"]
-    requests: [Vec<metrics::Counter>; 2],
-    responses: Vec<metrics::Counter>,
-    duration: [metrics::Histogram; 2],
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum Proto {
-    Udp = 0,
-    Tcp = 1,
-}
-
-impl DnsMetrics {
-    fn new() -> Self {
-        let requests = |proto: &'static str| {
-            QTYPES
-                .iter()
-                .map(|t| t.to_string())
-                .chain(std::iter::once("other".to_string()))
-                .map(|t| metrics::counter!(telemetry::DNS_REQUESTS, "proto" => proto, "type" => t))
-                .collect()
-        };
-        Self {
-            requests: [requests("udp"), requests("tcp")],
-            responses: RCODES
-                .iter()
-                .map(|r| metrics::counter!(telemetry::DNS_RESPONSES, "rcode" => *r))
-                .collect(),
-            duration: [
-                metrics::histogram!(telemetry::DNS_DURATION, "proto" => "udp"),
-                metrics::histogram!(telemetry::DNS_DURATION, "proto" => "tcp"),
-            ],
-        }
-    }
-
-    pub(crate) fn record(
-        &self,
-        proto: Proto,
-        qtype: Option<RecordType>,
-        rcode: ResponseCode,
-        started: std::time::Instant,
-    ) {
-        let i = qtype
-            .and_then(|t| QTYPES.iter().position(|q| *q == t))
-            .unwrap_or(QTYPES.len());
-        self.requests[proto as usize][i].increment(1);
-        let label = rcode_label(rcode);
-        let r = RCODES
-            .iter()
-            .position(|x| *x == label)
-            .unwrap_or(RCODES.len() - 1);
-        self.responses[r].increment(1);
-        self.duration[proto as usize].record(started.elapsed().as_secs_f64());
-    }
-}
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
@@ -287,76 +195,6 @@ fn finish(
                 metadata,
                 counts: Default::default(),
             })
-        }
-    }
-}
-
-/// Forwards names outside the zone through hickory-resolver. Its cache honours the
-/// upstream TTLs, as any stub forwarder does.
-pub struct Forwarder {
-    resolver: TokioResolver,
-}
-
-impl Forwarder {
-    pub fn new(
-        upstreams: &[SocketAddr],
-        timeout: Duration,
-    ) -> Result<Self, hickory_resolver::net::NetError> {
-        let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
-        for up in upstreams {
-            let mut ns = NameServerConfig::udp_and_tcp(up.ip());
-            for c in &mut ns.connections {
-                c.port = up.port();
-            }
-            config.add_name_server(ns);
-        }
-        let mut opts = ResolverOpts::default();
-        opts.timeout = timeout;
-        opts.attempts = 2;
-        opts.ndots = 0;
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.edns0 = true;
-        let mut builder =
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
-        *builder.options_mut() = opts;
-        Ok(Self {
-            resolver: builder.build()?,
-        })
-    }
-
-    pub(crate) async fn forward(&self, qname: &Name, qtype: RecordType) -> Answer {
-        let mut name = qname.clone();
-        name.set_fqdn(true);
-        match self.resolver.lookup(name, qtype).await {
-            Ok(lookup) => Answer {
-                rcode: ResponseCode::NoError,
-                answers: lookup.answers().to_vec(),
-                authority: vec![],
-                additionals: vec![],
-                shuffled: false,
-            },
-            Err(e) if e.is_no_records_found() => {
-                let rcode = if e.is_nx_domain() {
-                    ResponseCode::NXDomain
-                } else {
-                    ResponseCode::NoError
-                };
-                let authority = e
-                    .into_soa()
-                    .map(|soa| vec![soa.into_record_of_rdata()])
-                    .unwrap_or_default();
-                Answer {
-                    rcode,
-                    answers: vec![],
-                    authority,
-                    additionals: vec![],
-                    shuffled: false,
-                }
-            }
-            Err(e) => {
-                warn!(name = %qname, %qtype, error = %e, "upstream lookup failed");
-                Answer::empty(ResponseCode::ServFail)
-            }
         }
     }
 }

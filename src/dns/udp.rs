@@ -20,7 +20,8 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::cache::{AnswerCache, Reuse};
-use super::handler::{response_edns, Decision, Handler, Proto};
+use super::handler::{response_edns, Decision, Handler};
+use super::metrics::Proto;
 use super::zone::Answer;
 
 /// Largest datagram read; anything longer is cut and fails to decode (FORMERR).
