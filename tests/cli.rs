@@ -6,6 +6,7 @@ mod support;
 use std::net::{TcpListener, UdpSocket};
 
 use support::agent::run_cli;
+use support::config::{agent_config, nodes};
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let p = dir.path().join(name);
@@ -13,19 +14,17 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
-const GOOD: &str = r#"
-datacenter = "us-east-1"
-[dns]
-listen = ["127.0.0.1:8600"]
-[[clusters]]
-name = "us-east-1"
-nodes = ["http://127.0.0.1:8200"]
-"#;
+/// A config check-config accepts; tests change one thing in it.
+fn good() -> String {
+    agent_config("us-east-1", "127.0.0.1:8600")
+        .cluster("us-east-1", &nodes("127.0.0", 1), &[])
+        .toml()
+}
 
 #[test]
 fn check_config_accepts_and_summarises() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "good.toml", GOOD);
+    let path = write(&dir, "good.toml", &good());
     let out = run_cli(&["check-config", "--config", &path]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -51,39 +50,44 @@ fn bad_configs_exit_64_naming_file_key_and_reason() {
     let cases = [
         (
             "unknown key",
-            GOOD.replace("nodes =", "nodez = [\"x\"]\nnodes ="),
+            good().replace("nodes =", "nodez = [\"x\"]\nnodes ="),
             "clusters[0]",
             "nodez",
         ),
         (
             "bad listen",
-            GOOD.replace("127.0.0.1:8600", "localhost:8600"),
+            good().replace("127.0.0.1:8600", "localhost:8600"),
             "dns.listen[0]",
             "not an IP:port",
         ),
         (
             "duplicate dc",
             format!(
-                "{GOOD}\n[[clusters]]\nname = \"US-EAST-1\"\nnodes = [\"http://127.0.0.2:8200\"]\n"
+                "{}\n[[clusters]]\nname = \"US-EAST-1\"\nnodes = [\"http://127.0.0.2:8200\"]\n",
+                good()
             ),
             "clusters[1].name",
             "twice",
         ),
         (
             "node in our zone",
-            GOOD.replace("http://127.0.0.1:8200", "http://vault.service.consul:8200"),
+            good().replace("http://127.0.0.1:8200", "http://vault.service.consul:8200"),
             "clusters[0].nodes[0]",
             "zone this agent answers",
         ),
         (
             "empty nodes",
-            GOOD.replace("[\"http://127.0.0.1:8200\"]", "[]"),
+            good().replace("[\"http://127.0.0.1:8200\"]", "[]"),
             "clusters[0].nodes",
             "at least one",
         ),
         (
             "domain too long for the SOA and SRV names (243 octets)",
-            format!("domain = \"{}\"\n{GOOD}", vec!["d".repeat(60); 4].join(".")),
+            format!(
+                "domain = \"{}\"\n{}",
+                vec!["d".repeat(60); 4].join("."),
+                good()
+            ),
             "domain",
             "255",
         ),
@@ -138,7 +142,7 @@ fn run_fails_with_1_when_the_dns_address_is_taken() {
     let path = write(
         &dir,
         "c.toml",
-        &GOOD.replace("127.0.0.1:8600", &format!("127.41.0.1:{port}")),
+        &good().replace("127.0.0.1:8600", &format!("127.41.0.1:{port}")),
     );
     let out = run_cli(&["run", "--config", &path]);
     assert_eq!(out.status.code(), Some(1));
@@ -152,7 +156,7 @@ fn run_fails_with_1_when_the_dns_address_is_taken() {
 #[test]
 fn a_second_agent_on_the_same_addresses_exits_1() {
     let dns: std::net::SocketAddr = "127.45.0.100:8600".parse().unwrap();
-    let config = GOOD.replace("127.0.0.1:8600", &dns.to_string());
+    let config = good().replace("127.0.0.1:8600", &dns.to_string());
     let first = support::agent::Agent::start(&config, dns);
     let mut second = support::agent::Agent::spawn(&config, dns, &[]);
     assert_eq!(
@@ -181,7 +185,7 @@ fn a_second_agent_on_the_same_addresses_exits_1() {
     let other = "127.45.0.101:8600".parse().unwrap();
     let config = format!(
         "{}\n[admin]\nlisten = \"{}\"\n",
-        GOOD.replace("127.0.0.1:8600", "127.45.0.101:8600"),
+        good().replace("127.0.0.1:8600", "127.45.0.101:8600"),
         first.admin
     );
     let mut third = support::agent::Agent::spawn(&config, other, &[]);
@@ -214,20 +218,11 @@ fn check_config_beside_the_running_agent_of_another_user_accepts_its_api_side() 
     let config = write(
         &dir,
         "config.toml",
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.45.1.100:8600"]
-[admin]
-listen = ""
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.45.1.1:8200"]
-[[proxy]]
-cluster = "dc1"
-listen = "127.45.1.200:8201"
-answer = true
-"#,
+        &agent_config("dc1", "127.45.1.100:8600")
+            .admin("")
+            .cluster("dc1", &nodes("127.45.1", 1), &[])
+            .proxy("dc1", "127.45.1.200:8201", &[("answer", "true")])
+            .toml(),
     );
     let mut agent = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -263,5 +258,26 @@ answer = true
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+#[test]
+fn the_builder_writes_the_file_a_test_would() {
+    let c = agent_config("dc1", "127.0.0.1:8600")
+        .top("drain_timeout", "1s")
+        .cluster(
+            "dc1",
+            &nodes("127.0.0", 2),
+            &[("poll_interval", "100ms"), ("load_balanced", "true")],
+        )
+        .proxy("dc1", "127.0.0.1:8201", &[("answer", "true")])
+        .replication(&["dc1"])
+        .toml();
+    assert_eq!(
+        c,
+        "datacenter = \"dc1\"\ndrain_timeout = \"1s\"\n[dns]\nlisten = [\"127.0.0.1:8600\"]\n\
+         [[clusters]]\nname = \"dc1\"\nnodes = [\"http://127.0.0.1:8200\", \"http://127.0.0.2:8200\"]\n\
+         poll_interval = \"100ms\"\nload_balanced = true\n\
+         [[proxy]]\ncluster = \"dc1\"\nlisten = \"127.0.0.1:8201\"\nanswer = true\n\
+         [replication]\nclusters = [\"dc1\"]\n"
     );
 }

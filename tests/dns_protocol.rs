@@ -9,6 +9,7 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use support::agent::Agent;
+use support::config::{agent_config, nodes};
 use support::dns::{query, Proto};
 
 fn exchange(server: SocketAddr, msg: &Message) -> Message {
@@ -151,17 +152,13 @@ async fn repeated_questions_keep_their_id_and_a_random_order() {
     let _n2 = standby("127.34.1.2").await;
     let _n3 = standby("127.34.1.3").await;
     let agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.34.1.100:8600"]
-[[dns.records]]
-name = "fixed.example.internal"
-a = ["10.0.0.3", "10.0.0.1", "10.0.0.2"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.34.1.1:8200", "http://127.34.1.2:8200", "http://127.34.1.3:8200"]
-"#,
+        &agent_config("dc1", "127.34.1.100:8600")
+            .record(
+                "fixed.example.internal",
+                &[("a", "[\"10.0.0.3\", \"10.0.0.1\", \"10.0.0.2\"]")],
+            )
+            .cluster("dc1", &nodes("127.34.1", 3), &[])
+            .toml(),
         "127.34.1.100:8600".parse().unwrap(),
     );
     let ips =

@@ -11,7 +11,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::Agent;
-use support::dns::{build_query, ips, query, rcode, wait_answer, Proto};
+use support::config::{agent_config, nodes};
+use support::dns::{ask, build_query, ips, query, rcode, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
 
@@ -39,15 +40,9 @@ async fn split_brain_answers_the_majority_leader() {
     let n3 = MockNode::active_leader("127.31.0.3").await;
     let dns = addr("127.31.0.100:8600");
     let agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.31.0.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.31.0.1:8200", "http://127.31.0.2:8200", "http://127.31.0.3:8200"]
-poll_interval = "100ms"
-"#,
+        &agent_config("dc1", "127.31.0.100:8600")
+            .cluster("dc1", &nodes("127.31.0", 3), &[("poll_interval", "100ms")])
+            .toml(),
         dns,
     );
     eventually(Duration::from_secs(10), "active answers", || async {
@@ -83,16 +78,11 @@ poll_interval = "100ms"
         active: true,
         leader: "http://127.31.0.2:8200".into(),
     });
-    wait_answer(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "no active during an even split",
-        |m| rcode(m) == ResponseCode::NXDomain,
-    )
-    .await;
+    ask(dns, "active.vault.service.consul", RecordType::A)
+        .until("no active during an even split", |m| {
+            rcode(m) == ResponseCode::NXDomain
+        })
+        .await;
 }
 
 /// Garbage JSON, 500s and stalls make a node unreachable; a cluster where no node
@@ -132,16 +122,11 @@ request_timeout = "300ms"
         ),
         dns,
     );
-    wait_answer(
-        dns,
-        "active.vault.service.good.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "the good cluster answers",
-        |m| rcode(m) == ResponseCode::NoError,
-    )
-    .await;
+    ask(dns, "active.vault.service.good.consul", RecordType::A)
+        .until("the good cluster answers", |m| {
+            rcode(m) == ResponseCode::NoError
+        })
+        .await;
     for dc in ["garbage", "failing", "stalled"] {
         let m = query(
             dns,
@@ -173,16 +158,11 @@ request_timeout = "300ms"
         active: true,
         leader: "http://127.32.1.1:8200".into(),
     });
-    wait_answer(
-        dns,
-        "active.vault.service.garbage.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "the recovered cluster answers",
-        |m| ips(m) == vec!["127.32.1.1".parse::<IpAddr>().unwrap()],
-    )
-    .await;
+    ask(dns, "active.vault.service.garbage.consul", RecordType::A)
+        .until("the recovered cluster answers", |m| {
+            ips(m) == vec!["127.32.1.1".parse::<IpAddr>().unwrap()]
+        })
+        .await;
 }
 
 /// Garbage datagrams, a truncated TCP message, a TCP length prefix with nothing behind
@@ -193,16 +173,10 @@ async fn malformed_packets_leave_the_server_answering() {
     let _node = MockNode::active_leader("127.33.0.1").await;
     let dns = addr("127.33.0.100:8600");
     let mut agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.33.0.100:8600"]
-tcp_idle_timeout = "1s"
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.33.0.1:8200"]
-poll_interval = "100ms"
-"#,
+        &agent_config("dc1", "127.33.0.100:8600")
+            .dns("tcp_idle_timeout", "1s")
+            .cluster("dc1", &nodes("127.33.0", 1), &[("poll_interval", "100ms")])
+            .toml(),
         dns,
     );
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -273,16 +247,11 @@ poll_interval = "100ms"
         "idle TCP client is closed"
     );
 
-    wait_answer(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "answers after the garbage",
-        |m| ips(m) == vec!["127.33.0.1".parse::<IpAddr>().unwrap()],
-    )
-    .await;
+    ask(dns, "active.vault.service.consul", RecordType::A)
+        .until("answers after the garbage", |m| {
+            ips(m) == vec!["127.33.0.1".parse::<IpAddr>().unwrap()]
+        })
+        .await;
     let m = query(
         dns,
         "active.vault.service.consul",

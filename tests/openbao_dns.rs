@@ -10,7 +10,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use support::addr;
 use support::agent::Agent;
-use support::dns::{has_soa, ips, query, rcode, wait_answer, Proto};
+use support::config::{agent_config, nodes};
+use support::dns::{ask, has_soa, ips, query, rcode, Proto};
 use support::openbao::{eventually, Cluster};
 
 fn ip(s: &str) -> IpAddr {
@@ -38,78 +39,48 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
     // "internal" with one static record.
     let upstream_dns = addr("127.21.0.101:8600");
     let _upstream = Agent::start(
-        r#"
-datacenter = "up"
-domain = "internal"
-[dns]
-listen = ["127.21.0.101:8600"]
-[[dns.records]]
-name = "db.example.internal"
-a = ["192.0.2.10"]
-[[clusters]]
-name = "up"
-nodes = ["http://127.21.0.1:8200"]
-"#,
+        &agent_config("up", "127.21.0.101:8600")
+            .top("domain", "internal")
+            .record("db.example.internal", &[("a", "[\"192.0.2.10\"]")])
+            .cluster("up", &nodes("127.21.0", 1), &[])
+            .toml(),
         upstream_dns,
     );
 
     let dns = addr("127.21.0.100:8600");
     let agent = Agent::start(
-        r#"
-datacenter = "us-east-1"
-domain = "consul"
-
-[dns]
-listen = ["127.21.0.100:8600"]
-ttl = "0s"
-upstreams = ["127.21.0.101:8600"]
-
-[[dns.records]]
-name = "nomad.service.consul"
-a = ["127.0.0.9"]
-
-[[dns.records]]
-name = "alias.example.org"
-cname = "db.example.internal"
-
-[[clusters]]
-name = "us-east-1"
-nodes = ["http://127.21.0.1:8200", "http://127.21.0.2:8200", "http://127.21.0.3:8200"]
-poll_interval = "250ms"
-
-[[clusters]]
-name = "us-west-2"
-nodes = ["http://127.21.1.1:8200"]
-load_balanced = true
-poll_interval = "250ms"
-
-[replication]
-clusters = ["us-east-1", "us-west-2"]
-"#,
+        &agent_config("us-east-1", "127.21.0.100:8600")
+            .top("domain", "consul")
+            .dns("ttl", "0s")
+            .dns("upstreams", "[\"127.21.0.101:8600\"]")
+            .record("nomad.service.consul", &[("a", "[\"127.0.0.9\"]")])
+            .record("alias.example.org", &[("cname", "db.example.internal")])
+            .cluster(
+                "us-east-1",
+                &nodes("127.21.0", 3),
+                &[("poll_interval", "250ms")],
+            )
+            .cluster(
+                "us-west-2",
+                &nodes("127.21.1", 1),
+                &[("load_balanced", "true"), ("poll_interval", "250ms")],
+            )
+            .replication(&["us-east-1", "us-west-2"])
+            .toml(),
         dns,
     );
 
     // Wait for the first full view.
-    wait_answer(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(20),
-        "the agent answers active",
-        |m| rcode(m) == ResponseCode::NoError,
-    )
-    .await;
-    wait_answer(
-        dns,
-        "standby.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(20),
-        "both standbys are listed",
-        |m| ips(m).len() == 2,
-    )
-    .await;
+    ask(dns, "active.vault.service.consul", RecordType::A)
+        .within(Duration::from_secs(20))
+        .until("the agent answers active", |m| {
+            rcode(m) == ResponseCode::NoError
+        })
+        .await;
+    ask(dns, "standby.vault.service.consul", RecordType::A)
+        .within(Duration::from_secs(20))
+        .until("both standbys are listed", |m| ips(m).len() == 2)
+        .await;
 
     // Two OpenBao clusters in a replication set: OpenBao has no replication, so neither
     // virtual datacenter has a primary, in any name form, and /status says why.
@@ -291,46 +262,34 @@ async fn failover_sealed_node_and_stale_window() {
     let mut cluster = Cluster::start(22, 0, 3).await;
     let dns = addr("127.22.0.100:8600");
     let _agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.22.0.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.22.0.1:8200", "http://127.22.0.2:8200", "http://127.22.0.3:8200"]
-poll_interval = "250ms"
-request_timeout = "500ms"
-serve_stale_for = "6s"
-"#,
+        &agent_config("dc1", "127.22.0.100:8600")
+            .cluster(
+                "dc1",
+                &nodes("127.22.0", 3),
+                &[
+                    ("poll_interval", "250ms"),
+                    ("request_timeout", "500ms"),
+                    ("serve_stale_for", "6s"),
+                ],
+            )
+            .toml(),
         dns,
     );
     let old = cluster.wait_leader(Duration::from_secs(30)).await;
     let old_ip = cluster.ip(old);
-    wait_answer(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(20),
-        "active answers the leader",
-        |m| ips(m) == vec![old_ip],
-    )
-    .await;
+    ask(dns, "active.vault.service.consul", RecordType::A)
+        .within(Duration::from_secs(20))
+        .until("active answers the leader", |m| ips(m) == vec![old_ip])
+        .await;
 
     cluster.kill(old);
     let new = cluster.wait_leader(Duration::from_secs(60)).await;
     assert_ne!(new, old);
     let new_ip = cluster.ip(new);
-    wait_answer(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(20),
-        "active answers the new leader",
-        |m| ips(m) == vec![new_ip],
-    )
-    .await;
+    ask(dns, "active.vault.service.consul", RecordType::A)
+        .within(Duration::from_secs(20))
+        .until("active answers the new leader", |m| ips(m) == vec![new_ip])
+        .await;
     let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
     assert!(
         !ips(&m).contains(&old_ip),
@@ -374,16 +333,12 @@ serve_stale_for = "6s"
     }
     // Unsealed, it rejoins as a standby.
     cluster.unseal(old).await;
-    wait_answer(
-        dns,
-        "standby.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(30),
-        "the unsealed node is a standby again",
-        |m| ips(m) == sorted(vec![old_ip, remaining_ip]),
-    )
-    .await;
+    ask(dns, "standby.vault.service.consul", RecordType::A)
+        .within(Duration::from_secs(30))
+        .until("the unsealed node is a standby again", |m| {
+            ips(m) == sorted(vec![old_ip, remaining_ip])
+        })
+        .await;
 
     // Every node gone: the last view is served (stale), then SERVFAIL.
     for i in 0..3 {
@@ -401,16 +356,12 @@ serve_stale_for = "6s"
         vec![new_ip],
         "the last confirmed view is served while stale"
     );
-    wait_answer(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(30),
-        "SERVFAIL after the stale window",
-        |m| rcode(m) == ResponseCode::ServFail,
-    )
-    .await;
+    ask(dns, "active.vault.service.consul", RecordType::A)
+        .within(Duration::from_secs(30))
+        .until("SERVFAIL after the stale window", |m| {
+            rcode(m) == ResponseCode::ServFail
+        })
+        .await;
     let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
     assert_eq!(rcode(&m), ResponseCode::ServFail);
 }

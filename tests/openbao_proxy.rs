@@ -13,6 +13,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::agent::Agent;
+use support::config::{agent_config, nodes};
 use support::dns::{has_soa, ips, query, rcode, Proto};
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
@@ -39,21 +40,11 @@ async fn passthrough_is_exact_and_follows_failover() {
     // answer = true gives the listener an API side on the same IP, port 8200.
     let api: SocketAddr = "127.23.0.200:8200".parse().unwrap();
     let agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.23.0.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.23.0.1:8200", "http://127.23.0.2:8200", "http://127.23.0.3:8200"]
-poll_interval = "250ms"
-[[proxy]]
-cluster = "dc1"
-listen = "127.23.0.200:8201"
-answer = true
-[replication]
-clusters = ["dc1"]
-"#,
+        &agent_config("dc1", "127.23.0.100:8600")
+            .cluster("dc1", &nodes("127.23.0", 3), &[("poll_interval", "250ms")])
+            .proxy("dc1", "127.23.0.200:8201", &[("answer", "true")])
+            .replication(&["dc1"])
+            .toml(),
         dns,
     );
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;

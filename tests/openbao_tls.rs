@@ -16,7 +16,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
 use support::agent::Agent;
-use support::dns::{ips, rcode, wait_answer, Proto};
+use support::dns::{ask, ips, rcode, Proto};
 use support::openbao::{eventually, Cluster, CLIENT_CERT_REQUIRED, NAME_ONLY, TLS_NAME};
 
 const NODES: &str =
@@ -75,16 +75,10 @@ fn expiry_metric(agent: &Agent) -> Option<f64> {
 }
 
 async fn active_is(agent: &Agent, want: IpAddr, what: &str) {
-    wait_answer(
-        agent.dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(30),
-        what,
-        |m| ips(m) == vec![want],
-    )
-    .await;
+    ask(agent.dns, "active.vault.service.consul", RecordType::A)
+        .within(Duration::from_secs(30))
+        .until(what, |m| ips(m) == vec![want])
+        .await;
 }
 
 /// A single OpenBao server (never initialised) whose TLS listener presents `cert`:

@@ -12,7 +12,8 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::{run_cli, Agent};
-use support::dns::{build_query, query, wait_answer, Proto};
+use support::config::{agent_config, nodes};
+use support::dns::{ask, build_query, query, Proto};
 use support::mock::MockNode;
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
@@ -42,19 +43,14 @@ async fn metrics_and_status_follow_a_real_cluster() {
     let mut cluster = Cluster::start(24, 0, 3).await;
     let dns = addr("127.24.0.100:8600");
     let agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.24.0.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.24.0.1:8200", "http://127.24.0.2:8200", "http://127.24.0.3:8200"]
-poll_interval = "250ms"
-serve_stale_for = "2s"
-[[proxy]]
-cluster = "dc1"
-listen = "127.24.0.200:8201"
-"#,
+        &agent_config("dc1", "127.24.0.100:8600")
+            .cluster(
+                "dc1",
+                &nodes("127.24.0", 3),
+                &[("poll_interval", "250ms"), ("serve_stale_for", "2s")],
+            )
+            .proxy("dc1", "127.24.0.200:8201", &[])
+            .toml(),
         dns,
     );
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
@@ -246,15 +242,9 @@ async fn systemd_ready_status_watchdog_and_stopping() {
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut agent = Agent::start_with_env(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.36.0.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.36.0.1:8200"]
-poll_interval = "100ms"
-"#,
+        &agent_config("dc1", "127.36.0.100:8600")
+            .cluster("dc1", &nodes("127.36.0", 1), &[("poll_interval", "100ms")])
+            .toml(),
         addr("127.36.0.100:8600"),
         &[
             ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
@@ -327,32 +317,17 @@ async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
     support::tls::spawn_echo("127.35.0.1:8201");
     let dns = addr("127.35.0.100:8600");
     let mut agent = Agent::start(
-        r#"
-drain_timeout = "2s"
-datacenter = "dc1"
-[dns]
-listen = ["127.35.0.100:8600"]
-lameduck = "1s"
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.35.0.1:8200"]
-poll_interval = "100ms"
-[[proxy]]
-cluster = "dc1"
-listen = "127.35.0.200:8201"
-"#,
+        &agent_config("dc1", "127.35.0.100:8600")
+            .top("drain_timeout", "2s")
+            .dns("lameduck", "1s")
+            .cluster("dc1", &nodes("127.35.0", 1), &[("poll_interval", "100ms")])
+            .proxy("dc1", "127.35.0.200:8201", &[])
+            .toml(),
         dns,
     );
-    wait_answer(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "active answers",
-        |m| !m.answers.is_empty(),
-    )
-    .await;
+    ask(dns, "active.vault.service.consul", RecordType::A)
+        .until("active answers", |m| !m.answers.is_empty())
+        .await;
 
     // A proxied connection, working.
     let hello = support::tls::client_hello_bytes(support::tls::ALPN_FW);
@@ -423,33 +398,16 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     let _n2 = MockNode::active_leader("127.38.1.1").await;
     support::tls::spawn_echo("127.38.0.1:8201");
     let dns = addr("127.38.0.100:8600");
-    let base = r#"
-drain_timeout = "1s"
-datacenter = "dc1"
-[dns]
-listen = ["127.38.0.100:8600"]
-[[dns.records]]
-name = "old.example.internal"
-a = ["192.0.2.1"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.38.0.1:8200"]
-poll_interval = "100ms"
-[[proxy]]
-cluster = "dc1"
-listen = "127.38.0.200:8201"
-"#;
+    let base = &agent_config("dc1", "127.38.0.100:8600")
+        .top("drain_timeout", "1s")
+        .record("old.example.internal", &[("a", "[\"192.0.2.1\"]")])
+        .cluster("dc1", &nodes("127.38.0", 1), &[("poll_interval", "100ms")])
+        .proxy("dc1", "127.38.0.200:8201", &[])
+        .toml();
     let mut agent = Agent::start(base, dns);
-    wait_answer(
-        dns,
-        "active.vault.service.dc1.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "dc1 answers",
-        |m| !m.answers.is_empty(),
-    )
-    .await;
+    ask(dns, "active.vault.service.dc1.consul", RecordType::A)
+        .until("dc1 answers", |m| !m.answers.is_empty())
+        .await;
     let hello = support::tls::client_hello_bytes(support::tls::ALPN_FW);
     let mut conn = TcpStream::connect("127.38.0.200:8201").unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -525,26 +483,14 @@ poll_interval = "100ms"
         agent.log().contains("reload applied").then_some(())
     })
     .await;
-    wait_answer(
-        dns,
-        "new.example.internal",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "the new record is answered",
-        |m| !m.answers.is_empty(),
-    )
-    .await;
-    wait_answer(
-        dns,
-        "active.vault.service.dc2.consul",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "the new cluster is answered",
-        |m| support::dns::ips(m) == vec!["127.38.1.1".parse::<std::net::IpAddr>().unwrap()],
-    )
-    .await;
+    ask(dns, "new.example.internal", RecordType::A)
+        .until("the new record is answered", |m| !m.answers.is_empty())
+        .await;
+    ask(dns, "active.vault.service.dc2.consul", RecordType::A)
+        .until("the new cluster is answered", |m| {
+            support::dns::ips(m) == vec!["127.38.1.1".parse::<std::net::IpAddr>().unwrap()]
+        })
+        .await;
     let m = query(dns, "old.example.internal", RecordType::A, Proto::Udp).unwrap();
     assert_eq!(
         m.metadata.response_code,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::Agent;
-use support::dns::{ips, wait_answer, Proto};
+use support::dns::{ask, ips};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
 
@@ -55,16 +55,12 @@ async fn polls_fast_while_leaderless_and_slows_down_once_a_leader_is_confirmed()
         active: true,
         leader: node.url(),
     });
-    wait_answer(
-        agent.dns,
-        "active.vault.service.consul.",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(20),
-        "the leader to be answered",
-        |m| ips(m) == vec![node.addr.ip()],
-    )
-    .await;
+    ask(agent.dns, "active.vault.service.consul.", RecordType::A)
+        .within(Duration::from_secs(20))
+        .until("the leader to be answered", |m| {
+            ips(m) == vec![node.addr.ip()]
+        })
+        .await;
 
     // Confirmed: back to one round per 30 s (allow the round that was in flight).
     let before = node.requests();

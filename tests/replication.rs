@@ -13,7 +13,7 @@ use hickory_proto::rr::{RData, RecordType};
 use tokio::io::AsyncReadExt;
 
 use support::agent::{run_cli, Agent};
-use support::dns::{has_soa, ips, query, rcode, wait_answer, Proto};
+use support::dns::{ask, has_soa, ips, query, rcode, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
 use support::tls::{connect, FakeNode, Pki, ALPN_FW};
@@ -66,16 +66,9 @@ async fn perf_active(
     what: &str,
     accept: impl Fn(&hickory_proto::op::Message) -> bool,
 ) {
-    wait_answer(
-        dns,
-        PERF_ACTIVE,
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        what,
-        accept,
-    )
-    .await;
+    ask(dns, PERF_ACTIVE, RecordType::A)
+        .until(what, accept)
+        .await;
 }
 
 /// Writes `config`, sends SIGHUP and waits for the agent's `n`th applied reload.

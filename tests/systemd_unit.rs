@@ -7,6 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::config::{agent_config, nodes};
 use support::openbao::Cluster;
 
 /// `ExecStart=` of systemd/vault-locator.service, split into words.
@@ -31,17 +32,10 @@ async fn unit_command_line_reaches_ready_against_openbao() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.25.0.100:8600"]
-[admin]
-listen = "127.25.0.100:9464"
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.25.0.1:8200", "http://127.25.0.2:8200", "http://127.25.0.3:8200"]
-poll_interval = "250ms"
-"#,
+        agent_config("dc1", "127.25.0.100:8600")
+            .admin("127.25.0.100:9464")
+            .cluster("dc1", &nodes("127.25.0", 3), &[("poll_interval", "250ms")])
+            .toml(),
     )
     .unwrap();
     let words: Vec<String> = exec_start()

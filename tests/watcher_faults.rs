@@ -15,7 +15,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::Agent;
-use support::dns::{ips, rcode, wait_answer, Proto};
+use support::config::{agent_config, nodes};
+use support::dns::{ask, ips, rcode, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::{bao_bin, eventually};
 
@@ -54,43 +55,31 @@ async fn a_stalled_member_never_delays_a_leader_change() {
     let _n3 = MockNode::start(addr("127.43.0.3:8200"), Behavior::Stall).await;
     let dns = addr("127.43.0.100:8600");
     let agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.43.0.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.43.0.1:8200", "http://127.43.0.2:8200", "http://127.43.0.3:8200"]
-poll_interval = "100ms"
-request_timeout = "30s"
-"#,
+        &agent_config("dc1", "127.43.0.100:8600")
+            .cluster(
+                "dc1",
+                &nodes("127.43.0", 3),
+                &[("poll_interval", "100ms"), ("request_timeout", "30s")],
+            )
+            .toml(),
         dns,
     );
     let active = "active.vault.service.consul.";
-    wait_answer(
-        dns,
-        active,
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "the first leader, named by 2 of 3 members",
-        |m| ips(m) == vec![ip("127.43.0.1")],
-    )
-    .await;
+    ask(dns, active, RecordType::A)
+        .until("the first leader, named by 2 of 3 members", |m| {
+            ips(m) == vec![ip("127.43.0.1")]
+        })
+        .await;
 
     // Node 2 takes over while node 3's first request is still hanging.
     n1.set(node(false, l2));
     n2.set(node(true, l2));
-    wait_answer(
-        dns,
-        active,
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "the new leader, well before the stalled poll's 30 s timeout",
-        |m| ips(m) == vec![ip("127.43.0.2")],
-    )
-    .await;
+    ask(dns, active, RecordType::A)
+        .until(
+            "the new leader, well before the stalled poll's 30 s timeout",
+            |m| ips(m) == vec![ip("127.43.0.2")],
+        )
+        .await;
     let status = cluster_status(&agent, "dc1");
     assert_eq!(status["members"][2]["role"], "unreachable", "{status}");
     assert_eq!(status["members"][2]["error"], "no answer yet", "{status}");
@@ -106,16 +95,13 @@ async fn an_agent_that_hears_one_of_three_members_answers_no_active() {
     let _n3 = MockNode::start(addr("127.43.1.3:8200"), Behavior::Stall).await;
     let dns = addr("127.43.1.100:8600");
     let agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.43.1.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.43.1.1:8200", "http://127.43.1.2:8200", "http://127.43.1.3:8200"]
-poll_interval = "100ms"
-request_timeout = "500ms"
-"#,
+        &agent_config("dc1", "127.43.1.100:8600")
+            .cluster(
+                "dc1",
+                &nodes("127.43.1", 3),
+                &[("poll_interval", "100ms"), ("request_timeout", "500ms")],
+            )
+            .toml(),
         dns,
     );
     let active = "active.vault.service.consul.";
@@ -141,16 +127,11 @@ request_timeout = "500ms"
     );
 
     n2.set(node(false, l1));
-    wait_answer(
-        dns,
-        active,
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(10),
-        "the leader, once 2 of 3 members name it",
-        |m| ips(m) == vec![ip("127.43.1.1")],
-    )
-    .await;
+    ask(dns, active, RecordType::A)
+        .until("the leader, once 2 of 3 members name it", |m| {
+            ips(m) == vec![ip("127.43.1.1")]
+        })
+        .await;
 }
 
 /// Each hostile answer makes its node unreachable, named with its reason in the WARN
@@ -197,12 +178,12 @@ async fn hostile_answers_are_named_and_bounded() {
     let agent = Agent::start(&config, dns);
     for (i, (name, _, scheme, reason)) in cases.iter().enumerate() {
         let node = format!("{scheme}://127.44.{i}.3:8200/");
-        wait_answer(
+        ask(
             dns,
             &format!("active.vault.service.{name}.consul."),
             RecordType::A,
-            Proto::Udp,
-            Duration::from_secs(10),
+        )
+        .until(
             &format!("{name}: the two good members still name the leader"),
             |m| ips(m) == vec![ip(&format!("127.44.{i}.1"))],
         )
@@ -283,25 +264,15 @@ async fn a_server_without_ha_storage_is_the_active_node() {
     let _server = Kill(&mut server);
     let dns = addr("127.43.2.100:8600");
     let _agent = Agent::start(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.43.2.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.43.2.1:8200"]
-poll_interval = "100ms"
-"#,
+        &agent_config("dc1", "127.43.2.100:8600")
+            .cluster("dc1", &nodes("127.43.2", 1), &[("poll_interval", "100ms")])
+            .toml(),
         dns,
     );
-    wait_answer(
-        dns,
-        "active.vault.service.consul.",
-        RecordType::A,
-        Proto::Udp,
-        Duration::from_secs(30),
-        "the dev server as the active node",
-        |m| ips(m) == vec![ip("127.43.2.1")],
-    )
-    .await;
+    ask(dns, "active.vault.service.consul.", RecordType::A)
+        .within(Duration::from_secs(30))
+        .until("the dev server as the active node", |m| {
+            ips(m) == vec![ip("127.43.2.1")]
+        })
+        .await;
 }

@@ -103,6 +103,45 @@ pub fn has_soa(msg: &Message) -> bool {
         .any(|r| r.record_type() == RecordType::SOA)
 }
 
+/// A name a test asks until the answer is the one it waits for: over UDP within 10 s
+/// unless told otherwise.
+pub struct Ask {
+    server: SocketAddr,
+    name: String,
+    qtype: RecordType,
+    proto: Proto,
+    within: Duration,
+}
+
+pub fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Ask {
+    Ask {
+        server,
+        name: name.to_string(),
+        qtype,
+        proto: Proto::Udp,
+        within: Duration::from_secs(10),
+    }
+}
+
+impl Ask {
+    pub fn over(mut self, proto: Proto) -> Self {
+        self.proto = proto;
+        self
+    }
+
+    pub fn within(mut self, within: Duration) -> Self {
+        self.within = within;
+        self
+    }
+
+    /// Asks until `accept` holds for the answer, or panics naming `what`; returns the
+    /// accepted answer.
+    pub async fn until(self, what: &str, accept: impl Fn(&Message) -> bool) -> Message {
+        let (name, qtype, proto) = (&self.name, self.qtype, self.proto);
+        wait_answer(self.server, name, qtype, proto, self.within, what, accept).await
+    }
+}
+
 /// Queries `name` until `accept` holds for the answer, or panics naming `what` after
 /// `within`. Returns the accepted answer.
 pub async fn wait_answer(

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod agent;
+pub mod config;
 pub mod dns;
 pub mod mock;
 pub mod netlab;
