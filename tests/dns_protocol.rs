@@ -32,22 +32,10 @@ fn start(ip: &str) -> Agent {
         .map(|i| format!("\"10.9.{}.{}\"", i / 250, i % 250))
         .collect::<Vec<_>>()
         .join(", ");
-    Agent::start(
-        &format!(
-            r#"
-datacenter = "dc1"
-[dns]
-listen = ["{ip}:8600"]
-[[dns.records]]
-name = "many.example.internal"
-a = [{addrs}]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.34.0.1:8200"]
-"#
-        ),
-        format!("{ip}:8600").parse().unwrap(),
-    )
+    let config = agent_config("dc1", &format!("{ip}:8600"))
+        .record("many.example.internal", &[("a", &format!("[{addrs}]"))])
+        .cluster("dc1", &nodes("127.34.0", 1), &[]);
+    Agent::start(&config.toml(), format!("{ip}:8600").parse().unwrap())
 }
 
 #[test]

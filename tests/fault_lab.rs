@@ -17,6 +17,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::agent::Agent;
+use support::config::agent_config;
 use support::dns::{ips, query, rcode, Proto};
 use support::netlab::Lab;
 use support::openbao::{eventually, Cluster};
@@ -36,23 +37,14 @@ impl Site {
         let cluster =
             Cluster::start_on((0..3).map(|i| (lab.ip(i), Some(lab.ns(i)))).collect()).await;
         let nodes: Vec<String> = (0..3)
-            .map(|i| format!("\"http://{}:8200\"", lab.ip(i)))
+            .map(|i| format!("http://{}:8200", lab.ip(i)))
             .collect();
         let agents = (0..3)
             .map(|i| {
                 let dns = SocketAddr::new(IpAddr::V4(lab.ip(i)), 8600);
-                let config = format!(
-                    r#"
-datacenter = "dc1"
-[dns]
-listen = ["{dns}"]
-[[clusters]]
-name = "dc1"
-nodes = [{}]
-poll_interval = "250ms"
-"#,
-                    nodes.join(", ")
-                );
+                let config = agent_config("dc1", &dns.to_string())
+                    .cluster("dc1", &nodes, &[("poll_interval", "250ms")])
+                    .toml();
                 Agent::start_in(&lab.ns(i), &config, dns)
             })
             .collect();

@@ -95,31 +95,12 @@ async fn broken_nodes_never_break_other_clusters() {
     let stalled = MockNode::start(addr("127.32.3.1:8200"), Behavior::Stall).await;
     let dns = addr("127.32.0.100:8600");
     let agent = Agent::start(
-        &format!(
-            r#"
-datacenter = "good"
-[dns]
-listen = ["127.32.0.100:8600"]
-[[clusters]]
-name = "good"
-nodes = ["{}"]
-poll_interval = "100ms"
-[[clusters]]
-name = "garbage"
-nodes = ["{}"]
-[[clusters]]
-name = "failing"
-nodes = ["{}"]
-[[clusters]]
-name = "stalled"
-nodes = ["{}"]
-request_timeout = "300ms"
-"#,
-            good.url(),
-            garbage.url(),
-            failing.url(),
-            stalled.url()
-        ),
+        &agent_config("good", "127.32.0.100:8600")
+            .cluster("good", &[good.url()], &[("poll_interval", "100ms")])
+            .cluster("garbage", &[garbage.url()], &[])
+            .cluster("failing", &[failing.url()], &[])
+            .cluster("stalled", &[stalled.url()], &[("request_timeout", "300ms")])
+            .toml(),
         dns,
     );
     ask(dns, "active.vault.service.good.consul", RecordType::A)

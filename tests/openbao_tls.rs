@@ -16,32 +16,22 @@ use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
 use support::agent::Agent;
+use support::config::agent_config;
 use support::dns::{ask, ips, rcode, Proto};
 use support::openbao::{eventually, Cluster, CLIENT_CERT_REQUIRED, NAME_ONLY, TLS_NAME};
-
-const NODES: &str =
-    r#"["https://127.55.0.1:8200", "https://127.55.0.2:8200", "https://127.55.0.3:8200"]"#;
 
 /// An agent on `127.55.0.<host>` polling the TLS cluster with `tls` lines (and `extra`
 /// after the cluster).
 fn agent(host: u8, tls: &str, extra: &str) -> Agent {
     let dns: SocketAddr = format!("127.55.0.{host}:8600").parse().unwrap();
-    Agent::start(
-        &format!(
-            r#"
-datacenter = "dc1"
-[dns]
-listen = ["{dns}"]
-[[clusters]]
-name = "dc1"
-nodes = {NODES}
-poll_interval = "250ms"
-{tls}
-{extra}
-"#
-        ),
-        dns,
-    )
+    let nodes: Vec<String> = (1..=3)
+        .map(|i| format!("https://127.55.0.{i}:8200"))
+        .collect();
+    let config = agent_config("dc1", &dns.to_string())
+        .cluster("dc1", &nodes, &[("poll_interval", "250ms")])
+        .raw(tls)
+        .raw(extra);
+    Agent::start(&config.toml(), dns)
 }
 
 fn status(agent: &Agent) -> Value {

@@ -469,12 +469,9 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
 
     // A good config: a new record and a new cluster.
     let good = base.replace("old.example.internal", "new.example.internal")
-        + r#"
-[[clusters]]
-name = "dc2"
-nodes = ["http://127.38.1.1:8200"]
-poll_interval = "100ms"
-"#;
+        + agent_config("dc1", "-")
+            .cluster("dc2", &nodes("127.38.1", 1), &[("poll_interval", "100ms")])
+            .tables();
     agent.write_config(&good);
     agent.signal("HUP");
     // The new generation answers as soon as it is bound; the reload is complete (the

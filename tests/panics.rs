@@ -13,24 +13,15 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::Agent;
+use support::config::{agent_config, nodes};
 use support::dns::{query, Proto};
 use support::mock::MockNode;
 
 fn config(net: &str) -> String {
-    format!(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["{net}.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://{net}.1:8200"]
-poll_interval = "100ms"
-[[proxy]]
-cluster = "dc1"
-listen = "{net}.200:8201"
-"#
-    )
+    agent_config("dc1", &format!("{net}.100:8600"))
+        .cluster("dc1", &nodes(net, 1), &[("poll_interval", "100ms")])
+        .proxy("dc1", &format!("{net}.200:8201"), &[])
+        .toml()
 }
 
 /// Starts an agent with `point` armed (and the mock node its cluster polls).

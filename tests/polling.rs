@@ -12,6 +12,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::Agent;
+use support::config::{agent_config, nodes};
 use support::dns::{ask, ips};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
@@ -24,19 +25,14 @@ fn leaderless() -> Behavior {
 }
 
 fn config(failover_poll_for: &str) -> String {
-    format!(
-        r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.39.0.100:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.39.0.1:8200"]
-poll_interval = "30s"
-failover_poll_interval = "20ms"
-failover_poll_for = "{failover_poll_for}"
-"#
-    )
+    let polls = [
+        ("poll_interval", "30s"),
+        ("failover_poll_interval", "20ms"),
+        ("failover_poll_for", failover_poll_for),
+    ];
+    agent_config("dc1", "127.39.0.100:8600")
+        .cluster("dc1", &nodes("127.39.0", 1), &polls)
+        .toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

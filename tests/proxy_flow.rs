@@ -17,6 +17,7 @@ use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
 use support::addr;
+use support::config::{agent_config, nodes};
 use support::tls::{connect, FakeNode, Pki, ALPN_FW};
 
 fn view_led_by(node: Option<&FakeNode>) -> Arc<ClusterView> {
@@ -43,22 +44,12 @@ struct Running {
 }
 
 async fn start_proxy(listen: &str, extra: &str, leader: Option<&FakeNode>) -> Running {
-    let config = Config::parse(
-        &format!(
-            r#"
-datacenter = "dc1"
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.0.0.1:8200"]
-[[proxy]]
-cluster = "dc1"
-listen = "{listen}"
-{extra}
-"#
-        ),
-        "test",
-    )
-    .unwrap();
+    let text = agent_config("dc1", "127.0.0.1:8600")
+        .cluster("dc1", &nodes("127.0.0", 1), &[])
+        .proxy("dc1", listen, &[])
+        .raw(extra)
+        .toml();
+    let config = Config::parse(&text, "test").unwrap();
     let (tx, rx) = watch::channel(view_led_by(leader));
     let proxy = Arc::new(Proxy::new(config.proxies[0].clone(), ClusterFeed::new(rx)));
     // Two listeners in one SO_REUSEPORT group, each on a worker thread of its own.

@@ -13,6 +13,7 @@ use hickory_proto::rr::{RData, RecordType};
 use tokio::io::AsyncReadExt;
 
 use support::agent::{run_cli, Agent};
+use support::config::{agent_config, nodes};
 use support::dns::{ask, has_soa, ips, query, rcode, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
@@ -179,27 +180,20 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
     let west_fw = FakeNode::start(&pki, "127.47.2.1:8201".parse().unwrap(), "west").await;
     let dns: SocketAddr = DNS.parse().unwrap();
     let agent = Agent::start(
-        &format!(
-            r#"
-datacenter = "us-east-1"
-[dns]
-listen = ["{DNS}"]
-[[clusters]]
-name = "us-east-1"
-nodes = ["http://127.47.1.1:8200", "http://127.47.1.2:8200", "http://127.47.1.3:8200"]
-poll_interval = "100ms"
-serve_stale_for = "1h"
-[[clusters]]
-name = "us-west-2"
-nodes = ["http://127.47.2.1:8200", "http://127.47.2.2:8200", "http://127.47.2.3:8200"]
-poll_interval = "100ms"
-[replication]
-clusters = ["us-east-1", "us-west-2"]
-[[proxy]]
-cluster = "perf-primary"
-listen = "{PROXY}"
-"#
-        ),
+        &agent_config("us-east-1", DNS)
+            .cluster(
+                "us-east-1",
+                &nodes("127.47.1", 3),
+                &[("poll_interval", "100ms"), ("serve_stale_for", "1h")],
+            )
+            .cluster(
+                "us-west-2",
+                &nodes("127.47.2", 3),
+                &[("poll_interval", "100ms")],
+            )
+            .replication(&["us-east-1", "us-west-2"])
+            .proxy("perf-primary", PROXY, &[])
+            .toml(),
         dns,
     );
     let within = Duration::from_secs(10);
@@ -349,34 +343,24 @@ async fn leader_behind(api: &str) -> Option<String> {
 }
 
 fn set_config(west_poll: &str, with_set: bool) -> String {
-    let set = if with_set {
-        r#"
-[replication]
-clusters = ["us-east-1", "us-west-2"]
-[[proxy]]
-cluster = "perf-primary"
-listen = "127.48.0.2:8201"
-answer = true
-"#
-    } else {
-        ""
-    };
-    format!(
-        r#"
-datacenter = "us-west-2"
-[dns]
-listen = ["127.48.0.1:8600"]
-[[clusters]]
-name = "us-east-1"
-nodes = ["http://127.48.1.1:8200", "http://127.48.1.2:8200", "http://127.48.1.3:8200"]
-poll_interval = "100ms"
-[[clusters]]
-name = "us-west-2"
-nodes = ["http://127.48.2.1:8200", "http://127.48.2.2:8200", "http://127.48.2.3:8200"]
-poll_interval = "{west_poll}"
-{set}
-"#
-    )
+    let config = agent_config("us-west-2", "127.48.0.1:8600")
+        .cluster(
+            "us-east-1",
+            &nodes("127.48.1", 3),
+            &[("poll_interval", "100ms")],
+        )
+        .cluster(
+            "us-west-2",
+            &nodes("127.48.2", 3),
+            &[("poll_interval", west_poll)],
+        );
+    if !with_set {
+        return config.toml();
+    }
+    config
+        .replication(&["us-east-1", "us-west-2"])
+        .proxy("perf-primary", "127.48.0.2:8201", &[("answer", "true")])
+        .toml()
 }
 
 /// Proxy mode for a virtual datacenter: `active.vault.service.perf-primary` answers the

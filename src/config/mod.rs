@@ -45,6 +45,13 @@ name = "dc1"
 nodes = ["http://127.0.0.1:8200"]
 "#;
 
+/// The embedded default with a `[[proxy]]` for its cluster and `extra` appended (more
+/// proxy keys, or tables): the base of the unit tests that judge a proxy.
+#[cfg(test)]
+pub(crate) fn with_proxy(extra: &str) -> String {
+    format!("{EMBEDDED_DEFAULT}[[proxy]]\ncluster = \"dc1\"\nlisten = \"127.77.0.1:8201\"\n{extra}")
+}
+
 /// A config that could not be used: which file, which key, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]

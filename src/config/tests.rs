@@ -211,21 +211,9 @@ fn missing_required_key_is_named() {
     assert_eq!(e.key, "dns.records[0].name", "{e}");
 }
 
-const PROXY_BASE: &str = r#"
-datacenter = "dc1"
-[dns]
-listen = ["127.0.0.1:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.0.0.1:8200"]
-[[proxy]]
-cluster = "dc1"
-listen = "127.77.0.1:8201"
-"#;
-
 #[test]
 fn proxy_defaults_and_route_table() {
-    let c = Config::parse(PROXY_BASE, "p").unwrap();
+    let c = Config::parse(&with_proxy(""), "p").unwrap();
     let p = &c.proxies[0];
     assert_eq!(p.on_leader_change, OnLeaderChange::Close);
     assert!(!p.answer);
@@ -409,22 +397,22 @@ fn cluster_tls_files_are_checked_and_named() {
 
 #[test]
 fn proxy_validation() {
-    let e = parse_err(&PROXY_BASE.replace("cluster = \"dc1\"", "cluster = \"dc9\""));
+    let e = parse_err(&with_proxy("").replace("cluster = \"dc1\"", "cluster = \"dc9\""));
     assert_eq!(e.key, "proxy[0].cluster");
-    let e = parse_err(&PROXY_BASE.replace("127.77.0.1:8201", "127.0.0.1:8600"));
+    let e = parse_err(&with_proxy("").replace("127.77.0.1:8201", "127.0.0.1:8600"));
     assert_eq!(e.key, "proxy[0].listen");
-    let e = parse_err(&format!(
-            "{PROXY_BASE}answer = true\n[[proxy]]\ncluster = \"dc1\"\nlisten = \"127.77.0.2:8201\"\nanswer = true\n"
-        ));
+    let e = parse_err(&with_proxy(
+        "answer = true\n[[proxy]]\ncluster = \"dc1\"\nlisten = \"127.77.0.2:8201\"\nanswer = true\n",
+    ));
     assert_eq!(e.key, "proxy[1].answer");
-    let e = parse_err(&format!("{PROXY_BASE}on_leader_change = \"drop\"\n"));
+    let e = parse_err(&with_proxy("on_leader_change = \"drop\"\n"));
     assert_eq!(e.key, "proxy[0].on_leader_change");
-    let e = parse_err(&format!("{PROXY_BASE}[proxy.routes]\n\"x\" = \"maybe\"\n"));
+    let e = parse_err(&with_proxy("[proxy.routes]\n\"x\" = \"maybe\"\n"));
     assert!(e.key.starts_with("proxy[0].routes"), "{e}");
-    let e = parse_err(&format!("{PROXY_BASE}max_client_hello = 10\n"));
+    let e = parse_err(&with_proxy("max_client_hello = 10\n"));
     assert_eq!(e.key, "proxy[0].max_client_hello");
     let e = parse_err(
-        &PROXY_BASE
+        &with_proxy("")
             .replace("127.77.0.1:8201", "0.0.0.0:8201")
             .replace(
                 "listen = \"0.0.0.0:8201\"",

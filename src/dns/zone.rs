@@ -362,18 +362,15 @@ mod tests {
     use crate::vault::feed::ClusterFeed;
     use crate::vault::view::{ClusterView, Leader, Member, Role};
 
-    const CONFIG: &str = r#"
-datacenter = "dc1"
-[[dns.records]]
-name = "nomad.service.consul"
-a = ["127.0.0.9"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://10.0.0.1:8200"]
-[[clusters]]
-name = "dc2"
-nodes = ["http://10.0.1.1:8200"]
-"#;
+    /// The embedded default's dc1, a dc2, and one static record.
+    fn config() -> Config {
+        let text = format!(
+            "{}[[clusters]]\nname = \"dc2\"\nnodes = [\"http://10.0.1.1:8200\"]\n\
+             [[dns.records]]\nname = \"nomad.service.consul\"\na = [\"127.0.0.9\"]\n",
+            crate::config::EMBEDDED_DEFAULT
+        );
+        Config::parse(&text, "t").unwrap()
+    }
 
     fn member(ip: &str, role: Role) -> Member {
         Member {
@@ -408,7 +405,7 @@ nodes = ["http://10.0.1.1:8200"]
 
     /// The zone, and the senders that keep its feeds open.
     fn zone() -> (Zone, Vec<watch::Sender<Arc<ClusterView>>>) {
-        let config = Config::parse(CONFIG, "t").unwrap();
+        let config = config();
         let mut no_primary = ClusterView::empty("dr-primary", false);
         no_primary.last_confirmed = Some(Instant::now());
         let views = [

@@ -106,18 +106,7 @@ mod tests {
     use crate::config::Config;
 
     fn router(extra: &str) -> Router {
-        let text = format!(
-            r#"
-datacenter = "dc1"
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.0.0.1:8200"]
-[[proxy]]
-cluster = "dc1"
-listen = "127.77.0.1:8201"
-{extra}
-"#
-        );
+        let text = crate::config::with_proxy(extra);
         Router::new(&Config::parse(&text, "t").unwrap().proxies[0])
     }
 

@@ -328,19 +328,11 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn cluster() -> ClusterConfig {
-        let config = crate::config::Config::parse(
-            r#"
-datacenter = "dc1"
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.0.0.1:8200"]
-poll_interval = "1s"
-failover_poll_interval = "50ms"
-failover_poll_for = "10s"
-"#,
-            "t.toml",
-        )
-        .unwrap();
+        let text = format!(
+            "{}poll_interval = \"1s\"\nfailover_poll_interval = \"50ms\"\nfailover_poll_for = \"10s\"\n",
+            crate::config::EMBEDDED_DEFAULT
+        );
+        let config = crate::config::Config::parse(&text, "t.toml").unwrap();
         config.clusters[0].clone()
     }
 

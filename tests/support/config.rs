@@ -125,6 +125,11 @@ impl TestConfig {
         self
     }
 
+    /// The tables alone (to append to another config).
+    pub fn tables(&self) -> &str {
+        &self.tables
+    }
+
     pub fn toml(&self) -> String {
         format!("{}{}{}", self.top, self.dns, self.tables)
     }
