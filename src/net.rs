@@ -172,6 +172,13 @@ fn proc_net_addr(addr: SocketAddr) -> String {
 /// Sockets per address, each served by a thread of its own (DNS receive loops, proxy
 /// accept threads): one per core, up to 4. The kernel spreads clients over them
 /// (SO_REUSEPORT); beyond 4 there is nothing left to spread for this agent's traffic.
+/// After a failed accept (out of file descriptors and the like): logged, then a pause,
+/// so a listener backs off instead of spinning on an error that will repeat.
+pub async fn after_accept_error(e: &io::Error, listener: &str) {
+    tracing::warn!(error = %e, listener, "accept failed; pausing 50ms");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 pub fn threads_per_address() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }

@@ -10,7 +10,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use support::agent::Agent;
 use support::config::{agent_config, nodes};
-use support::dns::{query, Proto};
+use support::dns::{ask, Proto};
 
 fn exchange(server: SocketAddr, msg: &Message) -> Message {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -56,13 +56,9 @@ fn large_answers_truncate_on_udp_and_fit_on_tcp_or_with_edns() {
     assert_eq!(e.version(), 0);
     assert_eq!(e.max_payload(), 4096);
 
-    let m = query(
-        agent.dns,
-        "many.example.internal",
-        RecordType::A,
-        Proto::Tcp,
-    )
-    .unwrap();
+    let m = ask(agent.dns, "many.example.internal", RecordType::A)
+        .over(Proto::Tcp)
+        .once();
     assert_eq!(m.answers.len(), 100);
 }
 

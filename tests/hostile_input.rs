@@ -57,13 +57,7 @@ async fn split_brain_answers_the_majority_leader() {
     })
     .await;
     for _ in 0..5 {
-        let m = query(
-            dns,
-            "active.vault.service.consul",
-            RecordType::A,
-            Proto::Udp,
-        )
-        .unwrap();
+        let m = ask(dns, "active.vault.service.consul", RecordType::A).once();
         assert_eq!(ips(&m), vec!["127.31.0.1".parse::<IpAddr>().unwrap()]);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -109,13 +103,12 @@ async fn broken_nodes_never_break_other_clusters() {
         })
         .await;
     for dc in ["garbage", "failing", "stalled"] {
-        let m = query(
+        let m = ask(
             dns,
             &format!("active.vault.service.{dc}.consul"),
             RecordType::A,
-            Proto::Udp,
         )
-        .unwrap();
+        .once();
         assert_eq!(
             rcode(&m),
             ResponseCode::ServFail,
@@ -131,7 +124,9 @@ async fn broken_nodes_never_break_other_clusters() {
     assert!(log.contains("kind=\"status\""), "500 is a status error");
     assert!(log.contains("kind=\"timeout\""), "a stall is a timeout");
     // The stalled cluster never delays the others.
-    let m = query(dns, "vault.service.good.consul", RecordType::A, Proto::Tcp).unwrap();
+    let m = ask(dns, "vault.service.good.consul", RecordType::A)
+        .over(Proto::Tcp)
+        .once();
     assert_eq!(ips(&m), vec!["127.32.0.1".parse::<IpAddr>().unwrap()]);
 
     // A node that recovers is picked up.
@@ -233,13 +228,9 @@ async fn malformed_packets_leave_the_server_answering() {
             ips(m) == vec!["127.33.0.1".parse::<IpAddr>().unwrap()]
         })
         .await;
-    let m = query(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Tcp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.consul", RecordType::A)
+        .over(Proto::Tcp)
+        .once();
     assert_eq!(ips(&m), vec!["127.33.0.1".parse::<IpAddr>().unwrap()]);
     assert!(
         !agent.log().contains("panicked"),

@@ -11,7 +11,7 @@ use hickory_proto::rr::{RData, RecordType};
 use support::addr;
 use support::agent::Agent;
 use support::config::{agent_config, nodes};
-use support::dns::{ask, has_soa, ips, query, rcode, Proto};
+use support::dns::{ask, has_soa, ips, rcode, Proto};
 use support::openbao::{eventually, Cluster};
 
 fn ip(s: &str) -> IpAddr {
@@ -90,7 +90,7 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
         "_vault._tcp.service.dr-primary.consul",
         "standby.vault.service.dr-primary.consul",
     ] {
-        let m = query(dns, name, RecordType::A, Proto::Udp).unwrap();
+        let m = ask(dns, name, RecordType::A).once();
         assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name}");
         assert!(
             m.authorities
@@ -119,7 +119,7 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
             "ACTIVE.Vault.Service.US-East-1.Consul.",
             "_vault._active.service.us-east-1.consul",
         ] {
-            let m = query(dns, name, RecordType::A, proto).unwrap();
+            let m = ask(dns, name, RecordType::A).over(proto).once();
             assert_eq!(rcode(&m), ResponseCode::NoError, "{name} over {proto:?}");
             assert!(m.metadata.authoritative, "{name}: AA set");
             assert_eq!(ips(&m), vec![main.ip(leader)], "{name} over {proto:?}");
@@ -128,15 +128,13 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
                 "Consul's default TTL is 0"
             );
         }
-        let m = query(
-            dns,
-            "standby.vault.service.us-east-1.consul",
-            RecordType::A,
-            proto,
-        )
-        .unwrap();
+        let m = ask(dns, "standby.vault.service.us-east-1.consul", RecordType::A)
+            .over(proto)
+            .once();
         assert_eq!(ips(&m), standbys, "standby over {proto:?}");
-        let m = query(dns, "vault.service.consul", RecordType::A, proto).unwrap();
+        let m = ask(dns, "vault.service.consul", RecordType::A)
+            .over(proto)
+            .once();
         assert_eq!(
             ips(&m),
             sorted((0..3).map(|i| main.ip(i)).collect()),
@@ -145,13 +143,7 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
     }
 
     // SRV: port 8200, Consul's <hex>.addr.<dc>.<domain> target, A in additional.
-    let m = query(
-        dns,
-        "active.vault.service.consul",
-        RecordType::SRV,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.consul", RecordType::SRV).once();
     assert_eq!(m.answers.len(), 1);
     let RData::SRV(srv) = &m.answers[0].data else {
         panic!("not SRV: {m:?}")
@@ -171,25 +163,15 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
             .count(),
         1
     );
-    let m = query(dns, &srv.target.to_ascii(), RecordType::A, Proto::Udp).unwrap();
+    let m = ask(dns, &srv.target.to_ascii(), RecordType::A).once();
     assert_eq!(ips(&m), vec![main.ip(leader)], "SRV target resolves");
-    let m = query(
-        dns,
-        "_vault._tcp.service.consul",
-        RecordType::SRV,
-        Proto::Tcp,
-    )
-    .unwrap();
+    let m = ask(dns, "_vault._tcp.service.consul", RecordType::SRV)
+        .over(Proto::Tcp)
+        .once();
     assert_eq!(m.answers.len(), 3);
 
     // Only IPv4 exists: AAAA is NOERROR with no answer and the SOA.
-    let m = query(
-        dns,
-        "active.vault.service.consul",
-        RecordType::AAAA,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.consul", RecordType::AAAA).once();
     assert_eq!(rcode(&m), ResponseCode::NoError);
     assert!(m.answers.is_empty());
     assert!(has_soa(&m));
@@ -201,54 +183,38 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
         "active.vault.service.eu-central-1.consul",
         "whatever.consul",
     ] {
-        let m = query(dns, name, RecordType::A, Proto::Udp).unwrap();
+        let m = ask(dns, name, RecordType::A).once();
         assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name}");
         assert!(has_soa(&m), "{name}: SOA in authority");
     }
     // No perf standbys on OpenBao: a known tag with no healthy instance.
-    let m = query(
-        dns,
-        "perf-standby.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(dns, "perf-standby.vault.service.consul", RecordType::A).once();
     assert_eq!(rcode(&m), ResponseCode::NXDomain);
 
     // The peer region, known through one address only.
-    let m = query(
-        dns,
-        "active.vault.service.us-west-2.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.us-west-2.consul", RecordType::A).once();
     assert_eq!(ips(&m), vec![ip("127.21.1.1")]);
     let _ = &peer;
 
     // Static records.
-    let m = query(dns, "nomad.service.consul", RecordType::A, Proto::Udp).unwrap();
+    let m = ask(dns, "nomad.service.consul", RecordType::A).once();
     assert_eq!(ips(&m), vec![ip("127.0.0.9")]);
     assert!(m.metadata.authoritative);
 
     // Outside the zone: forwarded to the upstream, which answers its own zone...
-    let m = query(dns, "db.example.internal", RecordType::A, Proto::Udp).unwrap();
+    let m = ask(dns, "db.example.internal", RecordType::A).once();
     assert_eq!(rcode(&m), ResponseCode::NoError);
     assert_eq!(ips(&m), vec![ip("192.0.2.10")]);
     assert!(!m.metadata.authoritative);
     assert!(m.metadata.recursion_available);
     // ...and the upstream itself, which has no upstreams, refuses what is not its own.
-    let m = query(
-        upstream_dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(upstream_dns, "active.vault.service.consul", RecordType::A).once();
     assert_eq!(rcode(&m), ResponseCode::Refused);
     assert!(m.answers.is_empty());
     assert!(!m.metadata.recursion_available);
-    let m = query(upstream_dns, "example.com", RecordType::A, Proto::Tcp).unwrap();
+    let m = ask(upstream_dns, "example.com", RecordType::A)
+        .over(Proto::Tcp)
+        .once();
     assert_eq!(rcode(&m), ResponseCode::Refused);
 
     drop(agent);
@@ -290,7 +256,9 @@ async fn failover_sealed_node_and_stale_window() {
         .within(Duration::from_secs(20))
         .until("active answers the new leader", |m| ips(m) == vec![new_ip])
         .await;
-    let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
+    let m = ask(dns, "vault.service.consul", RecordType::A)
+        .over(Proto::Tcp)
+        .once();
     assert!(
         !ips(&m).contains(&old_ip),
         "the dead node is not listed: {:?}",
@@ -315,15 +283,9 @@ async fn failover_sealed_node_and_stale_window() {
     // Give the agent a few polls of the sealed node, then check it stays out.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..5 {
-        let m = query(
-            dns,
-            "standby.vault.service.consul",
-            RecordType::A,
-            Proto::Udp,
-        )
-        .unwrap();
+        let m = ask(dns, "standby.vault.service.consul", RecordType::A).once();
         assert_eq!(ips(&m), vec![remaining_ip], "sealed node is no standby");
-        let m = query(dns, "vault.service.consul", RecordType::A, Proto::Udp).unwrap();
+        let m = ask(dns, "vault.service.consul", RecordType::A).once();
         assert_eq!(
             ips(&m),
             sorted(vec![new_ip, remaining_ip]),
@@ -344,13 +306,7 @@ async fn failover_sealed_node_and_stale_window() {
     for i in 0..3 {
         cluster.kill(i);
     }
-    let m = query(
-        dns,
-        "active.vault.service.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.consul", RecordType::A).once();
     assert_eq!(
         ips(&m),
         vec![new_ip],
@@ -362,6 +318,8 @@ async fn failover_sealed_node_and_stale_window() {
             rcode(m) == ResponseCode::ServFail
         })
         .await;
-    let m = query(dns, "vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
+    let m = ask(dns, "vault.service.consul", RecordType::A)
+        .over(Proto::Tcp)
+        .once();
     assert_eq!(rcode(&m), ResponseCode::ServFail);
 }

@@ -14,7 +14,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::agent::Agent;
 use support::config::{agent_config, nodes};
-use support::dns::{has_soa, ips, query, rcode, Proto};
+use support::dns::{ask, has_soa, ips, rcode};
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
 
@@ -51,13 +51,7 @@ async fn passthrough_is_exact_and_follows_failover() {
     let direct = SocketAddr::new(cluster.ip(leader), 8201);
 
     // Proxy mode: DNS answers the listener for the active node.
-    let m = query(
-        dns,
-        "active.vault.service.dc1.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.dc1.consul", RecordType::A).once();
     assert_eq!(ips(&m), vec!["127.23.0.200".parse::<IpAddr>().unwrap()]);
 
     let (direct_chain, direct_alpn) = eventually(
@@ -90,13 +84,12 @@ async fn passthrough_is_exact_and_follows_failover() {
     // OpenBao has no replication (though its active node reports perf mode "primary"):
     // no primary of either kind.
     for label in ["perf-primary", "dr-primary"] {
-        let m = query(
+        let m = ask(
             dns,
             &format!("active.vault.service.{label}.consul"),
             RecordType::A,
-            Proto::Udp,
         )
-        .unwrap();
+        .once();
         assert_eq!(rcode(&m), ResponseCode::NXDomain, "{label}");
         assert!(has_soa(&m), "{label}");
     }

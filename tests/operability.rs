@@ -13,7 +13,7 @@ use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::{run_cli, Agent};
 use support::config::{agent_config, nodes};
-use support::dns::{ask, build_query, query, Proto};
+use support::dns::{ask, build_query, Proto};
 use support::mock::MockNode;
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
@@ -90,18 +90,14 @@ async fn metrics_and_status_follow_a_real_cluster() {
     // DNS counters move with the traffic we send.
     let before = scrape(&agent);
     for _ in 0..3 {
-        query(
-            dns,
-            "active.vault.service.consul",
-            RecordType::A,
-            Proto::Udp,
-        )
-        .unwrap();
+        ask(dns, "active.vault.service.consul", RecordType::A).once();
     }
     for _ in 0..2 {
-        query(dns, "nope.vault.service.consul", RecordType::A, Proto::Tcp).unwrap();
+        ask(dns, "nope.vault.service.consul", RecordType::A)
+            .over(Proto::Tcp)
+            .once();
     }
-    query(dns, "example.com", RecordType::A, Proto::Udp).unwrap();
+    ask(dns, "example.com", RecordType::A).once();
     // Proxy counters: one forwarded, one rejected (raft is never sent to the active).
     let proxy = addr("127.24.0.200:8201");
     assert!(observe(proxy, b"req_fw_sb-act_v1").await.is_some());
@@ -431,18 +427,14 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
         || async { agent.log().contains("reload rejected").then_some(()) },
     )
     .await;
-    let m = query(dns, "old.example.internal", RecordType::A, Proto::Udp).unwrap();
+    let m = ask(dns, "old.example.internal", RecordType::A).once();
     assert_eq!(
         support::dns::ips(&m),
         vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
     );
-    let m = query(
-        dns,
-        "active.vault.service.dc1.consul",
-        RecordType::A,
-        Proto::Tcp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.dc1.consul", RecordType::A)
+        .over(Proto::Tcp)
+        .once();
     assert!(!m.answers.is_empty());
     echo_ok(&mut conn, b"after bad reload");
 
@@ -488,7 +480,7 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
             support::dns::ips(m) == vec!["127.38.1.1".parse::<std::net::IpAddr>().unwrap()]
         })
         .await;
-    let m = query(dns, "old.example.internal", RecordType::A, Proto::Udp).unwrap();
+    let m = ask(dns, "old.example.internal", RecordType::A).once();
     assert_eq!(
         m.metadata.response_code,
         hickory_proto::op::ResponseCode::Refused,

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use support::agent::{run_cli, Agent};
 use support::config::{agent_config, nodes};
-use support::dns::{ask, has_soa, ips, query, rcode, Proto};
+use support::dns::{ask, has_soa, ips, rcode, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
 use support::tls::{connect, FakeNode, Pki, ALPN_FW};
@@ -54,7 +54,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn a(name: &str) -> Vec<IpAddr> {
-    let mut got = ips(&query(DNS.parse().unwrap(), name, RecordType::A, Proto::Udp).unwrap());
+    let mut got = ips(&ask(DNS.parse().unwrap(), name, RecordType::A).once());
     got.sort();
     got
 }
@@ -209,13 +209,13 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
         vec![ip("127.47.1.2"), ip("127.47.1.3")]
     );
     assert_eq!(a("vault.service.perf-primary.consul").len(), 3);
-    let srv = query(
+    let srv = ask(
         dns,
         "active.vault.service.perf-primary.consul",
         RecordType::SRV,
-        Proto::Tcp,
     )
-    .unwrap();
+    .over(Proto::Tcp)
+    .once();
     match &srv.answers[0].data {
         RData::SRV(s) => {
             assert_eq!(s.port, 8200);
@@ -228,13 +228,7 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
         vec![ip("127.47.1.1")]
     );
     // No cluster is a DR primary: NXDOMAIN with the SOA, as for a tag with no instance.
-    let m = query(
-        dns,
-        "active.vault.service.dr-primary.consul",
-        RecordType::A,
-        Proto::Udp,
-    )
-    .unwrap();
+    let m = ask(dns, "active.vault.service.dr-primary.consul", RecordType::A).once();
     assert_eq!(rcode(&m), ResponseCode::NXDomain);
     assert!(has_soa(&m));
     assert_eq!(is_primary("perf"), 0, "us-east-1 is the perf primary");
@@ -278,7 +272,7 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
         "standby.vault.service.perf-primary.consul",
         "vault.service.perf-primary.consul",
     ] {
-        let m = query(dns, name, RecordType::A, Proto::Udp).unwrap();
+        let m = ask(dns, name, RecordType::A).once();
         assert_eq!(rcode(&m), ResponseCode::ServFail, "{name}");
     }
     assert_eq!(primaries_metric(&agent, "perf"), Some(2.0));
@@ -381,13 +375,12 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
         ips(m) == vec![ip("127.48.0.2")]
     })
     .await;
-    let srv = query(
+    let srv = ask(
         dns,
         "active.vault.service.perf-primary.consul",
         RecordType::SRV,
-        Proto::Udp,
     )
-    .unwrap();
+    .once();
     assert!(
         matches!(&srv.answers[0].data, RData::SRV(s) if s.port == 8200),
         "SRV names the API port: {srv:?}"
@@ -419,7 +412,7 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
     // Reload with one of the set's clusters changed: its watcher and the set are
     // replaced; the label keeps answering and then follows a promotion.
     reload(&agent, &set_config("150ms", true), 1).await;
-    let m = query(dns, PERF_ACTIVE, RecordType::A, Proto::Udp).unwrap();
+    let m = ask(dns, PERF_ACTIVE, RecordType::A).once();
     assert_eq!(ips(&m), vec![ip("127.48.0.2")]);
     set_modes(&east, "secondary", "disabled");
     set_modes(&west, "primary", "disabled");
@@ -450,7 +443,7 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
 
     // Without the set, the labels are unknown datacenters again, and the proxy is gone.
     reload(&agent, &set_config("150ms", false), 2).await;
-    let m = query(dns, PERF_ACTIVE, RecordType::A, Proto::Udp).unwrap();
+    let m = ask(dns, PERF_ACTIVE, RecordType::A).once();
     assert_eq!(rcode(&m), ResponseCode::NXDomain);
     eventually(within, "the API side is closed", || async {
         leader_behind(api).await.is_none().then_some(())

@@ -12,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use crate::proxy::Proxy;
@@ -157,14 +158,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     info!(addr = ?listener.local_addr().ok(), "admin endpoint listening");
+    // Each request is a task of this endpoint's, bounded by REQUEST_TIMEOUT; the
+    // endpoint returns once the ones in flight at shutdown are done.
+    let requests = TaskTracker::new();
     loop {
         let (sock, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
-                    debug!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    crate::net::after_accept_error(&e, "admin").await;
                     continue;
                 }
             },
@@ -172,7 +175,7 @@ pub async fn run(
         crate::panic::fault_point("admin");
         let observed = observed.clone();
         let prometheus = prometheus.clone();
-        tokio::spawn(async move {
+        requests.spawn(async move {
             let served =
                 tokio::time::timeout(REQUEST_TIMEOUT, serve(sock, &observed, prometheus.as_ref()))
                     .await;
@@ -181,6 +184,8 @@ pub async fn run(
             }
         });
     }
+    requests.close();
+    requests.wait().await;
 }
 
 async fn serve(

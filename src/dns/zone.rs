@@ -430,15 +430,7 @@ mod tests {
 
     /// The answer's addresses (A/AAAA), sorted, and SRV (port, target) pairs.
     fn ips(a: &Answer) -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = a
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect();
+        let mut v: Vec<IpAddr> = a.answers.iter().filter_map(|r| r.data.ip_addr()).collect();
         v.sort();
         v
     }

@@ -17,7 +17,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::net::TcpListener;
@@ -221,9 +220,7 @@ impl Proxy {
             let (sock, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "proxy accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    crate::net::after_accept_error(&e, "proxy").await;
                     continue;
                 }
             };

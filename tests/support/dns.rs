@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -82,11 +82,7 @@ pub fn ips(msg: &Message) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = msg
         .answers
         .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
+        .filter_map(|r| r.data.ip_addr())
         .collect();
     v.sort();
     v
@@ -132,6 +128,12 @@ impl Ask {
     pub fn within(mut self, within: Duration) -> Self {
         self.within = within;
         self
+    }
+
+    /// Asks once; panics if no answer comes.
+    pub fn once(&self) -> Message {
+        query(self.server, &self.name, self.qtype, self.proto)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", self.name, self.qtype))
     }
 
     /// Asks until `accept` holds for the answer, or panics naming `what`; returns the
