@@ -11,7 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::Agent;
-use support::config::{agent_config, nodes};
+use support::config::{agent_config, dc1, nodes};
 use support::dns::{ask, build_query, ips, query, rcode, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::eventually;
@@ -39,12 +39,7 @@ async fn split_brain_answers_the_majority_leader() {
     let n2 = MockNode::start(addr("127.31.0.2:8200"), leader(l1)).await;
     let n3 = MockNode::active_leader("127.31.0.3").await;
     let dns = addr("127.31.0.100:8600");
-    let agent = Agent::start(
-        &agent_config("dc1", "127.31.0.100:8600")
-            .cluster("dc1", &nodes("127.31.0", 3), &[("poll_interval", "100ms")])
-            .toml(),
-        dns,
-    );
+    let agent = Agent::with(&dc1("127.31.0", 3, &[("poll_interval", "100ms")]));
     eventually(Duration::from_secs(10), "active answers", || async {
         let m = query(
             dns,

@@ -10,7 +10,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use support::addr;
 use support::agent::Agent;
-use support::config::{agent_config, nodes};
+use support::config::{agent_config, dc1, nodes};
 use support::dns::{ask, has_soa, ips, rcode, Proto};
 use support::openbao::{eventually, Cluster};
 
@@ -227,20 +227,15 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
 async fn failover_sealed_node_and_stale_window() {
     let mut cluster = Cluster::start(22, 0, 3).await;
     let dns = addr("127.22.0.100:8600");
-    let _agent = Agent::start(
-        &agent_config("dc1", "127.22.0.100:8600")
-            .cluster(
-                "dc1",
-                &nodes("127.22.0", 3),
-                &[
-                    ("poll_interval", "250ms"),
-                    ("request_timeout", "500ms"),
-                    ("serve_stale_for", "6s"),
-                ],
-            )
-            .toml(),
-        dns,
-    );
+    let _agent = Agent::with(&dc1(
+        "127.22.0",
+        3,
+        &[
+            ("poll_interval", "250ms"),
+            ("request_timeout", "500ms"),
+            ("serve_stale_for", "6s"),
+        ],
+    ));
     let old = cluster.wait_leader(Duration::from_secs(30)).await;
     let old_ip = cluster.ip(old);
     ask(dns, "active.vault.service.consul", RecordType::A)

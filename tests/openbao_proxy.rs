@@ -13,7 +13,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::agent::Agent;
-use support::config::{agent_config, nodes};
+use support::config::dc1;
 use support::dns::{ask, has_soa, ips, rcode};
 use support::openbao::{eventually, Cluster};
 use support::tls::observe;
@@ -39,13 +39,10 @@ async fn passthrough_is_exact_and_follows_failover() {
     let proxy: SocketAddr = "127.23.0.200:8201".parse().unwrap();
     // answer = true gives the listener an API side on the same IP, port 8200.
     let api: SocketAddr = "127.23.0.200:8200".parse().unwrap();
-    let agent = Agent::start(
-        &agent_config("dc1", "127.23.0.100:8600")
-            .cluster("dc1", &nodes("127.23.0", 3), &[("poll_interval", "250ms")])
+    let agent = Agent::with(
+        &dc1("127.23.0", 3, &[("poll_interval", "250ms")])
             .proxy("dc1", "127.23.0.200:8201", &[("answer", "true")])
-            .replication(&["dc1"])
-            .toml(),
-        dns,
+            .replication(&["dc1"]),
     );
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     let direct = SocketAddr::new(cluster.ip(leader), 8201);

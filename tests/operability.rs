@@ -12,7 +12,7 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::{run_cli, Agent};
-use support::config::{agent_config, nodes};
+use support::config::{agent_config, dc1, nodes};
 use support::dns::{ask, build_query, Proto};
 use support::mock::MockNode;
 use support::openbao::{eventually, Cluster};
@@ -42,16 +42,13 @@ fn scrape(agent: &Agent) -> String {
 async fn metrics_and_status_follow_a_real_cluster() {
     let mut cluster = Cluster::start(24, 0, 3).await;
     let dns = addr("127.24.0.100:8600");
-    let agent = Agent::start(
-        &agent_config("dc1", "127.24.0.100:8600")
-            .cluster(
-                "dc1",
-                &nodes("127.24.0", 3),
-                &[("poll_interval", "250ms"), ("serve_stale_for", "2s")],
-            )
-            .proxy("dc1", "127.24.0.200:8201", &[])
-            .toml(),
-        dns,
+    let agent = Agent::with(
+        &dc1(
+            "127.24.0",
+            3,
+            &[("poll_interval", "250ms"), ("serve_stale_for", "2s")],
+        )
+        .proxy("dc1", "127.24.0.200:8201", &[]),
     );
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     let leader_api = format!("http://{}:8200", cluster.ip(leader));

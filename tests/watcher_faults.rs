@@ -15,7 +15,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::addr;
 use support::agent::Agent;
-use support::config::{agent_config, nodes};
+use support::config::dc1;
 use support::dns::{ask, ips, rcode, Proto};
 use support::mock::{Behavior, MockNode};
 use support::openbao::{bao_bin, eventually};
@@ -54,16 +54,11 @@ async fn a_stalled_member_never_delays_a_leader_change() {
     let n2 = MockNode::start(addr("127.43.0.2:8200"), node(false, l1)).await;
     let _n3 = MockNode::start(addr("127.43.0.3:8200"), Behavior::Stall).await;
     let dns = addr("127.43.0.100:8600");
-    let agent = Agent::start(
-        &agent_config("dc1", "127.43.0.100:8600")
-            .cluster(
-                "dc1",
-                &nodes("127.43.0", 3),
-                &[("poll_interval", "100ms"), ("request_timeout", "30s")],
-            )
-            .toml(),
-        dns,
-    );
+    let agent = Agent::with(&dc1(
+        "127.43.0",
+        3,
+        &[("poll_interval", "100ms"), ("request_timeout", "30s")],
+    ));
     let active = "active.vault.service.consul.";
     ask(dns, active, RecordType::A)
         .until("the first leader, named by 2 of 3 members", |m| {
@@ -94,16 +89,11 @@ async fn an_agent_that_hears_one_of_three_members_answers_no_active() {
     let n2 = MockNode::start(addr("127.43.1.2:8200"), Behavior::Stall).await;
     let _n3 = MockNode::start(addr("127.43.1.3:8200"), Behavior::Stall).await;
     let dns = addr("127.43.1.100:8600");
-    let agent = Agent::start(
-        &agent_config("dc1", "127.43.1.100:8600")
-            .cluster(
-                "dc1",
-                &nodes("127.43.1", 3),
-                &[("poll_interval", "100ms"), ("request_timeout", "500ms")],
-            )
-            .toml(),
-        dns,
-    );
+    let agent = Agent::with(&dc1(
+        "127.43.1",
+        3,
+        &[("poll_interval", "100ms"), ("request_timeout", "500ms")],
+    ));
     let active = "active.vault.service.consul.";
     eventually(Duration::from_secs(10), "the reason in /status", || async {
         let status = cluster_status(&agent, "dc1");
@@ -263,12 +253,7 @@ async fn a_server_without_ha_storage_is_the_active_node() {
     }
     let _server = Kill(&mut server);
     let dns = addr("127.43.2.100:8600");
-    let _agent = Agent::start(
-        &agent_config("dc1", "127.43.2.100:8600")
-            .cluster("dc1", &nodes("127.43.2", 1), &[("poll_interval", "100ms")])
-            .toml(),
-        dns,
-    );
+    let _agent = Agent::with(&dc1("127.43.2", 1, &[("poll_interval", "100ms")]));
     ask(dns, "active.vault.service.consul.", RecordType::A)
         .within(Duration::from_secs(30))
         .until("the dev server as the active node", |m| {

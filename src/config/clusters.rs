@@ -14,6 +14,9 @@ use crate::dns::names::check_buildable;
 use crate::vault::modes::Kind;
 use crate::vault::tls::{client_config, TlsError};
 
+/// The shortest poll interval (either kind) a cluster may set.
+const MIN_POLL: Duration = Duration::from_millis(10);
+
 /// The cluster timings a cluster's table may set, checked against each other.
 struct Timings {
     failover_poll_interval: Duration,
@@ -113,46 +116,57 @@ impl Check<'_> {
     }
 
     fn timings(&self, c: &FileCluster, key: &dyn Fn(&str) -> String) -> Checked<Timings> {
-        if c.poll_interval < Duration::from_millis(10) {
+        if c.poll_interval < MIN_POLL {
             return self.fail(key("poll_interval"), "must be at least 10ms");
         }
         let failover_poll_interval = c
             .failover_poll_interval
             .unwrap_or_else(|| FAILOVER_POLL_INTERVAL.min(c.poll_interval));
-        if failover_poll_interval < Duration::from_millis(10) {
-            return self.fail(key("failover_poll_interval"), "must be at least 10ms");
-        }
-        if failover_poll_interval > c.poll_interval {
-            return self.fail(
-                key("failover_poll_interval"),
-                format!(
-                    "must not exceed poll_interval ({}); set it equal to poll at one rate",
-                    humantime::format_duration(c.poll_interval)
-                ),
-            );
-        }
+        self.between(
+            key("failover_poll_interval"),
+            failover_poll_interval,
+            (MIN_POLL, c.poll_interval),
+            ("poll_interval", "; set it equal to poll at one rate"),
+        )?;
         if c.request_timeout.is_zero() {
             return self.fail(key("request_timeout"), "must be above 0");
         }
         let connect_timeout = c
             .connect_timeout
             .unwrap_or_else(|| NODE_CONNECT_TIMEOUT.min(c.request_timeout));
-        if connect_timeout.is_zero() {
-            return self.fail(key("connect_timeout"), "must be above 0");
-        }
-        if connect_timeout > c.request_timeout {
-            return self.fail(
-                key("connect_timeout"),
-                format!(
-                    "must not exceed request_timeout ({}), which bounds the whole request",
-                    humantime::format_duration(c.request_timeout)
-                ),
-            );
-        }
+        self.between(
+            key("connect_timeout"),
+            connect_timeout,
+            (Duration::ZERO, c.request_timeout),
+            ("request_timeout", ", which bounds the whole request"),
+        )?;
         Ok(Timings {
             failover_poll_interval,
             connect_timeout,
         })
+    }
+
+    /// A duration above 0 when `min` is zero, else at least `min`; and at most `max`,
+    /// the value of the key `max_key` (`after` says why).
+    fn between(
+        &self,
+        key: String,
+        value: Duration,
+        (min, max): (Duration, Duration),
+        (max_key, after): (&str, &str),
+    ) -> Checked<()> {
+        if min.is_zero() && value.is_zero() {
+            return self.fail(key, "must be above 0");
+        }
+        if value < min {
+            let min = humantime::format_duration(min);
+            return self.fail(key, format!("must be at least {min}"));
+        }
+        if value > max {
+            let max = humantime::format_duration(max);
+            return self.fail(key, format!("must not exceed {max_key} ({max}){after}"));
+        }
+        Ok(())
     }
 
     /// `datacenter`: the cluster that names without a datacenter label refer to.

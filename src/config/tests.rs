@@ -29,6 +29,11 @@ nodes = ["http://127.0.1.1:8200"]
 # ca_file = "/etc/vault.d/tls/ca.pem"   # for https nodes
 "#;
 
+/// The issue's example with `from` replaced by `to`, rejected.
+fn change(from: &str, to: &str) -> ConfigError {
+    parse_err(&ISSUE_EXAMPLE.replace(from, to))
+}
+
 fn parse_err(text: &str) -> ConfigError {
     Config::parse(text, "test.toml").expect_err("config should be rejected")
 }
@@ -74,16 +79,16 @@ fn failover_polling_defaults_to_50ms_or_the_poll_interval_if_faster() {
 
 #[test]
 fn failover_poll_interval_slower_than_the_poll_interval_is_rejected() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace(
+    let e = change(
         "poll_interval = \"250ms\"",
         "poll_interval = \"250ms\"\nfailover_poll_interval = \"1s\"",
-    ));
+    );
     assert_eq!(e.key, "clusters[0].failover_poll_interval", "{e}");
     assert!(e.reason.contains("must not exceed poll_interval"), "{e}");
-    let e = parse_err(&ISSUE_EXAMPLE.replace(
+    let e = change(
         "poll_interval = \"250ms\"",
         "poll_interval = \"250ms\"\nfailover_poll_interval = \"1ms\"",
-    ));
+    );
     assert_eq!(e.key, "clusters[0].failover_poll_interval", "{e}");
 }
 
@@ -97,7 +102,7 @@ fn embedded_default_matches_the_contract() {
 
 #[test]
 fn unknown_key_names_its_path() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace("poll_interval", "poll_intervall"));
+    let e = change("poll_interval", "poll_intervall");
     assert_eq!(e.file, "test.toml");
     assert!(e.key.starts_with("clusters[0]"), "{e}");
     assert!(e.reason.contains("poll_intervall"), "{e}");
@@ -105,31 +110,35 @@ fn unknown_key_names_its_path() {
 
 #[test]
 fn bad_addresses_are_named() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace("127.0.0.1:8600", "127.0.0.1"));
-    assert_eq!(e.key, "dns.listen[0]");
-    let e = parse_err(&ISSUE_EXAMPLE.replace("http://127.0.0.2:8200", "ftp://x"));
-    assert_eq!(e.key, "clusters[0].nodes[1]");
-    let e = parse_err(&ISSUE_EXAMPLE.replace("127.0.0.9", "300.1.1.1"));
-    assert_eq!(e.key, "dns.records[0].a[0]");
-    let e = parse_err(&ISSUE_EXAMPLE.replace("upstreams = []", "upstreams = [\"dns.google\"]"));
-    assert_eq!(e.key, "dns.upstreams[0]");
-    let e = parse_err(&ISSUE_EXAMPLE.replace("ttl = \"0s\"", "ttl = \"soon\""));
-    assert_eq!(e.key, "dns.ttl");
+    let cases = [
+        ("127.0.0.1:8600", "127.0.0.1", "dns.listen[0]"),
+        ("http://127.0.0.2:8200", "ftp://x", "clusters[0].nodes[1]"),
+        ("127.0.0.9", "300.1.1.1", "dns.records[0].a[0]"),
+        (
+            "upstreams = []",
+            "upstreams = [\"dns.google\"]",
+            "dns.upstreams[0]",
+        ),
+        ("ttl = \"0s\"", "ttl = \"soon\"", "dns.ttl"),
+    ];
+    for (from, to, key) in cases {
+        assert_eq!(change(from, to).key, key, "{from} -> {to}");
+    }
 }
 
 #[test]
 fn duplicate_datacenters_are_rejected() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace("name = \"us-west-2\"", "name = \"US-EAST-1\""));
+    let e = change("name = \"us-west-2\"", "name = \"US-EAST-1\"");
     assert_eq!(e.key, "clusters[1].name");
     assert!(e.reason.contains("twice"), "{e}");
 }
 
 #[test]
 fn node_under_served_domain_is_rejected() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace(
+    let e = change(
         "http://127.0.1.1:8200",
         "http://active.vault.service.us-west-2.consul:8200",
-    ));
+    );
     assert_eq!(e.key, "clusters[1].nodes[0]");
     assert!(e.reason.contains("ask ourselves"), "{e}");
 }
@@ -158,33 +167,32 @@ fn domain_too_long_for_the_names_built_under_it_is_rejected() {
 
 #[test]
 fn empty_node_list_is_rejected() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace("nodes = [\"http://127.0.1.1:8200\"]", "nodes = []"));
+    let e = change("nodes = [\"http://127.0.1.1:8200\"]", "nodes = []");
     assert_eq!(e.key, "clusters[1].nodes");
 }
 
 #[test]
 fn datacenter_must_name_a_cluster() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace("datacenter = \"us-east-1\"", "datacenter = \"eu\""));
+    let e = change("datacenter = \"us-east-1\"", "datacenter = \"eu\"");
     assert_eq!(e.key, "datacenter");
 }
 
 #[test]
 fn upstream_loop_is_rejected() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace("upstreams = []", "upstreams = [\"127.0.0.1:8600\"]"));
+    let e = change("upstreams = []", "upstreams = [\"127.0.0.1:8600\"]");
     assert!(e.reason.contains("loop"), "{e}");
 }
 
 #[test]
 fn static_record_rules() {
-    let e = parse_err(&ISSUE_EXAMPLE.replace("a = [\"127.0.0.9\"]", ""));
+    let e = change("a = [\"127.0.0.9\"]", "");
     assert_eq!(e.key, "dns.records[0].name");
-    let e = parse_err(&ISSUE_EXAMPLE.replace(
+    let e = change(
         "a = [\"127.0.0.9\"]",
         "a = [\"127.0.0.9\"]\ncname = \"x.example.\"",
-    ));
+    );
     assert_eq!(e.key, "dns.records[0].cname");
-    let e =
-        parse_err(&ISSUE_EXAMPLE.replace("nomad.service.consul", "active.vault.service.consul"));
+    let e = change("nomad.service.consul", "active.vault.service.consul");
     assert!(e.reason.contains("shadow"), "{e}");
 }
 

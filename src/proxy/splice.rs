@@ -255,6 +255,23 @@ mod tests {
         metrics::Counter::noop()
     }
 
+    type Relay = tokio::task::JoinHandle<io::Result<(u64, u64)>>;
+
+    /// client <-> [p1 splice p2] <-> server, uncounted: the two ends, the relay's pool
+    /// (4 pipes), and the relay, which closes p1 and p2 when it is done.
+    async fn relayed() -> (TcpStream, TcpStream, Arc<SplicePools>, Relay) {
+        let (client, p1) = pair().await;
+        let (p2, server) = pair().await;
+        let pool = Arc::new(SplicePools::new(4));
+        let relay_pool = pool.clone();
+        let relay = tokio::spawn(async move {
+            let r = splice_bidirectional(&p1, &p2, &relay_pool, [&noop(), &noop()]).await;
+            drop((p1, p2));
+            r
+        });
+        (client, server, pool, relay)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bytes_are_counted_while_the_stream_runs() {
         let (mut client, p1) = pair().await;
@@ -294,14 +311,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn moves_bytes_both_ways_with_half_close() {
-        // client <-> [p1 splice p2] <-> server
-        let (mut client, p1) = pair().await;
-        let (p2, mut server) = pair().await;
-        let pool = std::sync::Arc::new(SplicePools::new(4));
-        let relay_pool = pool.clone();
-        let relay = tokio::spawn(async move {
-            splice_bidirectional(&p1, &p2, &relay_pool, [&noop(), &noop()]).await
-        });
+        let (mut client, mut server, pool, relay) = relayed().await;
 
         let data: Vec<u8> = (0..8 * 1024 * 1024u32)
             .map(|i| (i * 7 + i / 251) as u8)
@@ -333,15 +343,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn small_exchanges_stay_off_the_pipes_and_close_cleanly() {
-        let (mut client, p1) = pair().await;
-        let (p2, mut server) = pair().await;
-        let pool = std::sync::Arc::new(SplicePools::new(4));
-        let relay_pool = pool.clone();
-        let relay = tokio::spawn(async move {
-            let r = splice_bidirectional(&p1, &p2, &relay_pool, [&noop(), &noop()]).await;
-            drop((p1, p2));
-            r
-        });
+        let (mut client, mut server, pool, relay) = relayed().await;
         for round in 0..50u32 {
             let msg = format!("request {round}");
             client.write_all(msg.as_bytes()).await.unwrap();

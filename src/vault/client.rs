@@ -327,46 +327,27 @@ mod tests {
 
     #[test]
     fn replication_modes_are_read_and_a_missing_field_is_unknown() {
-        let h = parse_health(
-            200,
-            br#"{"initialized":true,"sealed":false,"standby":false,
-                 "replication_performance_mode":"primary","replication_dr_mode":"secondary"}"#,
-        )
-        .unwrap();
+        use Mode::*;
+        let modes = |code, fields: &str| {
+            let body = format!(r#"{{"initialized":true,"sealed":false,"standby":false{fields}}}"#);
+            let h = parse_health(code, body.as_bytes()).unwrap();
+            (h.replication.perf, h.replication.dr)
+        };
+        let both = |perf: &str, dr: &str| {
+            format!(r#","replication_performance_mode":"{perf}","replication_dr_mode":"{dr}""#)
+        };
         assert_eq!(
-            h.replication,
-            Modes {
-                perf: Mode::Primary,
-                dr: Mode::Secondary
-            }
+            modes(200, &both("primary", "secondary")),
+            (Primary, Secondary)
         );
         // What OpenBao 2.7 sends: both fields, "disabled".
-        let h = parse_health(
-            429,
-            br#"{"initialized":true,"sealed":false,"standby":true,
-                 "replication_performance_mode":"disabled","replication_dr_mode":"disabled"}"#,
-        )
-        .unwrap();
         assert_eq!(
-            (h.replication.perf, h.replication.dr),
-            (Mode::Disabled, Mode::Disabled)
+            modes(429, &both("disabled", "disabled")),
+            (Disabled, Disabled)
         );
-        let h = parse_health(
-            200,
-            br#"{"initialized":true,"sealed":false,"standby":false}"#,
-        )
-        .unwrap();
-        assert_eq!(h.replication, Modes::default());
-        assert_eq!(h.replication.perf, Mode::Unknown);
-        let h = parse_health(
-            200,
-            br#"{"initialized":true,"sealed":false,"standby":false,"replication_performance_mode":"PRIMARY","replication_dr_mode":"made-up"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (h.replication.perf, h.replication.dr),
-            (Mode::Primary, Mode::Unknown)
-        );
+        assert_eq!(modes(200, ""), (Unknown, Unknown));
+        assert_eq!(Modes::default().perf, Unknown);
+        assert_eq!(modes(200, &both("PRIMARY", "made-up")), (Primary, Unknown));
         // A mode of the wrong type is a bad body, as any wrong type is.
         assert!(parse_health(
             200,

@@ -272,47 +272,25 @@ mod tests {
     fn polls_fast_from_the_loss_of_a_leader_until_one_is_confirmed() {
         let t0 = Instant::now();
         let c = cadence();
-        assert_eq!(c.interval(&led(), t0), Duration::from_secs(1));
-        assert_eq!(
-            c.interval(&leaderless_since(t0), t0),
-            Duration::from_millis(50)
-        );
-        assert_eq!(
-            c.interval(&leaderless_since(t0), t0 + Duration::from_secs(9)),
-            Duration::from_millis(50)
-        );
-        assert_eq!(
-            c.interval(&led(), t0 + Duration::from_secs(9)),
-            Duration::from_secs(1)
-        );
-    }
-
-    #[test]
-    fn a_cluster_that_stays_leaderless_goes_back_to_the_normal_rate() {
-        let t0 = Instant::now();
-        let c = cadence();
-        assert_eq!(
-            c.interval(&leaderless_since(t0), t0),
-            Duration::from_millis(50)
-        );
-        assert_eq!(
-            c.interval(&leaderless_since(t0), t0 + Duration::from_secs(10)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            c.interval(&leaderless_since(t0), t0 + Duration::from_secs(60)),
-            Duration::from_secs(1)
-        );
-        // A leader, then a new loss: fast again, with a fresh window.
-        assert_eq!(
-            c.interval(&led(), t0 + Duration::from_secs(61)),
-            Duration::from_secs(1)
-        );
-        let lost_again = t0 + Duration::from_secs(62);
-        assert_eq!(
-            c.interval(&leaderless_since(lost_again), lost_again),
-            Duration::from_millis(50)
-        );
+        let (fast, normal) = (Duration::from_millis(50), Duration::from_secs(1));
+        let s = Duration::from_secs;
+        // (the view, seconds after t0) -> the interval; failover_poll_for is 10 s.
+        let lost_again = t0 + s(62);
+        let cases = [
+            (led(), t0, normal),
+            (leaderless_since(t0), t0, fast),
+            (leaderless_since(t0), t0 + s(9), fast),
+            (led(), t0 + s(9), normal),
+            // A cluster that stays leaderless goes back to the normal rate.
+            (leaderless_since(t0), t0 + s(10), normal),
+            (leaderless_since(t0), t0 + s(60), normal),
+            // A leader, then a new loss: fast again, with a fresh window.
+            (led(), t0 + s(61), normal),
+            (leaderless_since(lost_again), lost_again, fast),
+        ];
+        for (i, (view, at, want)) in cases.into_iter().enumerate() {
+            assert_eq!(c.interval(&view, at), want, "case {i}");
+        }
     }
 
     #[test]

@@ -379,32 +379,49 @@ mod tests {
         }
     }
 
+    /// The decision over two clusters `a` and `b` (their modes and freshness), nobody
+    /// still awaited.
+    fn decide(kind: Kind, a: (Mode, Freshness), b: (Mode, Freshness)) -> Decision {
+        let members = vec![member("a", a.0, a.1), member("b", b.0, b.1)];
+        Decision::make(kind, members, vec![])
+    }
+
     use Freshness::{Fresh, Stale, Unusable};
     use Mode::{Disabled, Primary, Secondary};
 
     #[test]
-    fn one_fresh_primary_is_named() {
-        let d = Decision::make(
-            Kind::Perf,
-            vec![member("a", Primary, Fresh), member("b", Secondary, Fresh)],
-            vec![],
-        );
-        assert_eq!(d.primary, Ok("a".into()));
-        assert_eq!(d.counted, vec!["a".to_string()]);
-    }
-
-    #[test]
-    fn two_fresh_primaries_name_neither() {
-        let d = Decision::make(
-            Kind::Dr,
-            vec![member("a", Primary, Fresh), member("b", Primary, Fresh)],
-            vec![],
-        );
-        assert_eq!(
-            d.primary,
-            Err(NoPrimary::Several(vec!["a".into(), "b".into()]))
-        );
-        assert_eq!(d.counted.len(), 2);
+    fn the_primary_rule() {
+        let named = |name: &str| Ok(name.to_string());
+        let several = Err(NoPrimary::Several(vec!["a".into(), "b".into()]));
+        // (a, b) -> the primary named, and which clusters counted.
+        let cases = [
+            ((Primary, Fresh), (Secondary, Fresh), named("a"), vec!["a"]),
+            (
+                (Primary, Fresh),
+                (Primary, Fresh),
+                several.clone(),
+                vec!["a", "b"],
+            ),
+            // Cut off from the old primary's region (a) while b was promoted.
+            ((Primary, Stale), (Primary, Fresh), named("b"), vec!["b"]),
+            // With no fresh one, a single stale primary is served through its window.
+            ((Primary, Stale), (Secondary, Fresh), named("a"), vec!["a"]),
+            // Two stale ones and no fresh one: neither.
+            ((Primary, Stale), (Primary, Stale), several, vec!["a", "b"]),
+            // An unusable view counts for nothing.
+            (
+                (Primary, Unusable),
+                (Disabled, Fresh),
+                Err(NoPrimary::None),
+                vec![],
+            ),
+        ];
+        for (a, b, primary, counted) in cases {
+            let d = decide(Kind::Perf, a, b);
+            assert_eq!(d.primary, primary, "{a:?} {b:?}");
+            assert_eq!(d.counted, counted, "{a:?} {b:?}");
+        }
+        let d = decide(Kind::Dr, (Primary, Fresh), (Primary, Fresh));
         assert!(
             d.to_string().contains("a and b all report DR mode primary"),
             "{d}"
@@ -412,46 +429,8 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_primary_never_counts_as_a_second_one() {
-        // Cut off from the old primary's region while the other was promoted.
-        let d = Decision::make(
-            Kind::Perf,
-            vec![member("old", Primary, Stale), member("new", Primary, Fresh)],
-            vec![],
-        );
-        assert_eq!(d.primary, Ok("new".into()));
-        assert_eq!(d.counted, vec!["new".to_string()]);
-        // With no fresh one, a single stale primary is served through its window.
-        let d = Decision::make(
-            Kind::Perf,
-            vec![member("old", Primary, Stale), member("b", Secondary, Fresh)],
-            vec![],
-        );
-        assert_eq!(d.primary, Ok("old".into()));
-        // Two stale ones and no fresh one: neither.
-        let d = Decision::make(
-            Kind::Perf,
-            vec![member("a", Primary, Stale), member("b", Primary, Stale)],
-            vec![],
-        );
-        assert!(matches!(d.primary, Err(NoPrimary::Several(_))));
-        // An unusable view counts for nothing.
-        let d = Decision::make(
-            Kind::Perf,
-            vec![member("a", Primary, Unusable), member("b", Disabled, Fresh)],
-            vec![],
-        );
-        assert_eq!(d.primary, Err(NoPrimary::None));
-        assert!(d.counted.is_empty());
-    }
-
-    #[test]
     fn no_primary_and_warm_up() {
-        let d = Decision::make(
-            Kind::Perf,
-            vec![member("a", Disabled, Fresh), member("b", Disabled, Fresh)],
-            vec![],
-        );
+        let d = decide(Kind::Perf, (Disabled, Fresh), (Disabled, Fresh));
         assert_eq!(d.primary, Err(NoPrimary::None));
         assert_eq!(
             d.to_string(),

@@ -559,26 +559,22 @@ mod tests {
 
     #[test]
     fn dead_leader_still_reported_by_survivors_is_withheld() {
+        use NodeState::{Active, Standby};
         let t0 = Instant::now();
-        let (v1, _) = round(
-            &ClusterView::empty("dc1", false),
-            vec![
-                node(1, NodeState::Active, Some(L1)),
-                node(2, NodeState::Standby, Some(L1)),
-                node(3, NodeState::Standby, Some(L1)),
-            ],
-            t0,
-        );
+        let ms = Duration::from_millis;
+        let all_name_1 = vec![
+            node(1, Active, Some(L1)),
+            node(2, Standby, Some(L1)),
+            node(3, Standby, Some(L1)),
+        ];
+        let (v1, _) = round(&ClusterView::empty("dc1", false), all_name_1, t0);
         // Node 1 killed: the survivors still name it until the election ends.
-        let (v2, ev) = round(
-            &v1,
-            vec![
-                down(1),
-                node(2, NodeState::Standby, Some(L1)),
-                node(3, NodeState::Standby, Some(L1)),
-            ],
-            t0 + Duration::from_millis(250),
-        );
+        let survivors = vec![
+            down(1),
+            node(2, Standby, Some(L1)),
+            node(3, Standby, Some(L1)),
+        ];
+        let (v2, ev) = round(&v1, survivors, t0 + ms(250));
         assert_eq!(v2.leader, None);
         assert!(
             matches!(&ev[0], ViewEvent::LeaderChanged { new: None, reason, .. } if reason.contains("unreachable")),
@@ -589,15 +585,12 @@ mod tests {
             Some("unconfirmed")
         );
         // Node 2 wins the election.
-        let (v3, ev) = round(
-            &v2,
-            vec![
-                down(1),
-                node(2, NodeState::Active, Some(L2)),
-                node(3, NodeState::Standby, Some(L2)),
-            ],
-            t0 + Duration::from_millis(2500),
-        );
+        let elected = vec![
+            down(1),
+            node(2, Active, Some(L2)),
+            node(3, Standby, Some(L2)),
+        ];
+        let (v3, ev) = round(&v2, elected, t0 + ms(2500));
         assert_eq!(v3.leader.unwrap().api_addr, L2);
         match &ev[0] {
             ViewEvent::LeaderChanged { leaderless_for, .. } => {

@@ -341,33 +341,36 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn the_watcher_resolves_the_leaders_cluster_address_once() {
         let (watcher, _feed) = Watcher::new(cluster(), None).unwrap();
-        let mut memory = Memory::default();
+        let api = "http://127.0.0.1:8200";
+        let target = |cluster_addr: &str, prev: ClusterView| {
+            let elected = (api.to_string(), cluster_addr.to_string());
+            let watcher = &watcher;
+            async move {
+                let mut memory = Memory::default();
+                let l = watcher
+                    .resolve_leader(elected, &[], &prev, &mut memory)
+                    .await;
+                l.unwrap()
+            }
+        };
         let empty = ClusterView::empty("dc1", false);
-        let api = "http://127.0.0.1:8200".to_string();
-        let named = (api.clone(), "https://localhost:8209".to_string());
-        let l = watcher
-            .resolve_leader(named, &[], &empty, &mut memory)
-            .await
-            .unwrap();
-        assert_eq!(l.cluster_target, Some("127.0.0.1:8209".parse().unwrap()));
-        assert_eq!(l.api_target(), Some("127.0.0.1:8200".parse().unwrap()));
-        let bad = (api.clone(), "https://".to_string());
-        let l = watcher
-            .resolve_leader(bad, &[], &empty, &mut memory)
-            .await
-            .unwrap();
-        assert_eq!(l.cluster_target, None);
+        let named = target("https://localhost:8209", empty.clone()).await;
+        assert_eq!(
+            named.cluster_target,
+            Some("127.0.0.1:8209".parse().unwrap())
+        );
+        assert_eq!(named.api_target(), Some("127.0.0.1:8200".parse().unwrap()));
+        assert_eq!(target("https://", empty.clone()).await.cluster_target, None);
         // Known already: reused as it is, without a lookup.
         let mut prev = empty.clone();
         prev.leader = Some(Leader {
             cluster_target: Some("127.0.0.9:8201".parse().unwrap()),
-            ..Leader::literal(&api, "https://localhost:8209", vec![], 8200)
+            ..Leader::literal(api, "https://localhost:8209", vec![], 8200)
         });
-        let same = (api.clone(), "https://localhost:8209".to_string());
-        let l = watcher
-            .resolve_leader(same, &[], &prev, &mut memory)
-            .await
-            .unwrap();
-        assert_eq!(l.cluster_target, Some("127.0.0.9:8201".parse().unwrap()));
+        let known = target("https://localhost:8209", prev).await;
+        assert_eq!(
+            known.cluster_target,
+            Some("127.0.0.9:8201".parse().unwrap())
+        );
     }
 }

@@ -37,6 +37,11 @@ impl Agent {
         Self::start_with_env(config, dns, &[])
     }
 
+    /// [`Agent::start`] with a built config, on its DNS address.
+    pub fn with(config: &super::config::TestConfig) -> Agent {
+        Self::start(&config.toml(), config.dns_addr())
+    }
+
     /// As [`Agent::start`], with extra environment variables.
     pub fn start_with_env(config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
         Self::spawn(config, dns, env).wait_answering(dns)

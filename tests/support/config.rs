@@ -10,6 +10,7 @@ use std::fmt::Write;
 /// A config under construction; [`TestConfig::toml`] is the file.
 #[derive(Clone, Debug)]
 pub struct TestConfig {
+    dns_addr: std::net::SocketAddr,
     top: String,
     dns: String,
     tables: String,
@@ -18,10 +19,18 @@ pub struct TestConfig {
 /// `datacenter = dc` and `[dns] listen = [dns]`.
 pub fn agent_config(dc: &str, dns: &str) -> TestConfig {
     TestConfig {
+        // A placeholder where a test only wants the tables (see `tables`).
+        dns_addr: dns.parse().unwrap_or(([127, 0, 0, 1], 8600).into()),
         top: format!("datacenter = \"{dc}\"\n"),
         dns: format!("[dns]\nlisten = [\"{dns}\"]\n"),
         tables: String::new(),
     }
+}
+
+/// The usual test agent: datacenter and cluster `dc1` of `n` nodes on `<net>.1..n`,
+/// DNS on `<net>.100:8600`, the cluster's keys `with`.
+pub fn dc1(net: &str, n: usize, with: &[(&str, &str)]) -> TestConfig {
+    agent_config("dc1", &format!("{net}.100:8600")).cluster("dc1", &nodes(net, n), with)
 }
 
 /// `http://<net>.1:8200` .. `http://<net>.<n>:8200`: a cluster's nodes on one /24.
@@ -123,6 +132,11 @@ impl TestConfig {
         self.tables.push_str(toml);
         self.tables.push('\n');
         self
+    }
+
+    /// The address DNS listens on.
+    pub fn dns_addr(&self) -> std::net::SocketAddr {
+        self.dns_addr
     }
 
     /// The tables alone (to append to another config).
