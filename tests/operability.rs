@@ -323,14 +323,7 @@ async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
         .await;
 
     // A proxied connection, working.
-    let hello = support::tls::client_hello_bytes(support::tls::ALPN_FW);
-    let mut conn = TcpStream::connect("127.35.0.200:8201").unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn.write_all(&hello).unwrap();
-    let mut back = vec![0u8; hello.len()];
-    conn.read_exact(&mut back).unwrap();
-    assert_eq!(back, hello);
+    let mut conn = support::tls::echoed_hello("127.35.0.200:8201");
 
     // 200 queries pipelined on one TCP connection and 100 UDP queries, then SIGTERM
     // before reading any answer: every one is answered.
@@ -401,13 +394,7 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     ask(dns, "active.vault.service.dc1.consul", RecordType::A)
         .until("dc1 answers", |m| !m.answers.is_empty())
         .await;
-    let hello = support::tls::client_hello_bytes(support::tls::ALPN_FW);
-    let mut conn = TcpStream::connect("127.38.0.200:8201").unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn.write_all(&hello).unwrap();
-    let mut back = vec![0u8; hello.len()];
-    conn.read_exact(&mut back).unwrap();
+    let mut conn = support::tls::echoed_hello("127.38.0.200:8201");
     let echo_ok = |conn: &mut TcpStream, what: &[u8]| {
         conn.write_all(what).unwrap();
         let mut b = vec![0u8; what.len()];
@@ -485,10 +472,6 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     );
     echo_ok(&mut conn, b"after good reload");
     // The kept proxy listener still accepts.
-    let mut c2 = TcpStream::connect("127.38.0.200:8201").unwrap();
-    c2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c2.write_all(&hello).unwrap();
-    let mut back = vec![0u8; hello.len()];
-    c2.read_exact(&mut back).unwrap();
+    support::tls::echoed_hello("127.38.0.200:8201");
     assert_eq!(agent.stop(), Some(0));
 }

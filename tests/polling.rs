@@ -24,6 +24,13 @@ fn leaderless() -> Behavior {
     }
 }
 
+/// How many requests `node` receives in the next `window`.
+async fn requests_during(node: &MockNode, window: Duration) -> usize {
+    let before = node.requests();
+    tokio::time::sleep(window).await;
+    node.requests() - before
+}
+
 fn config(failover_poll_for: &str) -> String {
     let polls = [
         ("poll_interval", "30s"),
@@ -59,13 +66,10 @@ async fn polls_fast_while_leaderless_and_slows_down_once_a_leader_is_confirmed()
         .await;
 
     // Confirmed: back to one round per 30 s (allow the round that was in flight).
-    let before = node.requests();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = node.requests();
+    let n = requests_during(&node, Duration::from_secs(1)).await;
     assert!(
-        after - before <= 2,
-        "{} requests in 1 s with a leader confirmed and a 30 s poll interval",
-        after - before
+        n <= 2,
+        "{n} requests in 1 s with a leader confirmed and a 30 s poll interval"
     );
 }
 
@@ -82,12 +86,9 @@ async fn a_cluster_that_stays_leaderless_is_polled_fast_only_for_failover_poll_f
     .await;
     // ...then, past failover_poll_for, the normal 30 s interval.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = node.requests();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = node.requests();
+    let n = requests_during(&node, Duration::from_secs(2)).await;
     assert!(
-        after - before <= 2,
-        "{} requests in 2 s after failover_poll_for (3 s) with a 30 s poll interval",
-        after - before
+        n <= 2,
+        "{n} requests in 2 s after failover_poll_for (3 s) with a 30 s poll interval"
     );
 }

@@ -94,14 +94,9 @@ fn is_primary(kind: &str) -> i32 {
 /// (with systemd's `$$` unescaped), run with this build against the test agent, and a
 /// stand-in `systemctl` that records what it was asked. "" when it asked nothing.
 fn gate() -> String {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/examples/primary-gate.service"
-    ))
-    .unwrap();
-    let script = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart=/bin/sh -c '"))
+    let exec = support::unit_line("systemd/examples/primary-gate.service", "ExecStart");
+    let script = exec
+        .strip_prefix("/bin/sh -c '")
         .and_then(|l| l.strip_suffix('\''))
         .expect("the gate runs a shell line")
         .replace("$$", "$")
@@ -110,14 +105,9 @@ fn gate() -> String {
             &format!("{} status --admin {ADMIN}", support::agent::bin()),
         );
     // The job's own condition is the command `is_primary` runs.
-    let job = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/examples/consul-replicate.service"
-    ))
-    .unwrap();
-    assert!(job
-        .lines()
-        .any(|l| l == "ExecCondition=/usr/bin/vault-locator status --is-primary perf"));
+    let condition =
+        support::unit_line("systemd/examples/consul-replicate.service", "ExecCondition");
+    assert_eq!(condition, "/usr/bin/vault-locator status --is-primary perf");
     let dir = tempfile::tempdir().unwrap();
     let stub = dir.path().join("systemctl");
     std::fs::write(

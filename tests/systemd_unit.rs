@@ -12,15 +12,7 @@ use support::openbao::Cluster;
 
 /// `ExecStart=` of systemd/vault-locator.service, split into words.
 fn exec_start() -> Vec<String> {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/vault-locator.service"
-    ))
-    .unwrap();
-    let line = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart in the unit");
+    let line = support::unit_line("systemd/vault-locator.service", "ExecStart");
     line.split_whitespace().map(str::to_string).collect()
 }
 

@@ -54,11 +54,8 @@ async fn a_stalled_member_never_delays_a_leader_change() {
     let n2 = MockNode::start(addr("127.43.0.2:8200"), node(false, l1)).await;
     let _n3 = MockNode::start(addr("127.43.0.3:8200"), Behavior::Stall).await;
     let dns = addr("127.43.0.100:8600");
-    let agent = Agent::with(&dc1(
-        "127.43.0",
-        3,
-        &[("poll_interval", "100ms"), ("request_timeout", "30s")],
-    ));
+    let polls = [("poll_interval", "100ms"), ("request_timeout", "30s")];
+    let agent = Agent::with(&dc1("127.43.0", 3, &polls));
     let active = "active.vault.service.consul.";
     ask(dns, active, RecordType::A)
         .until("the first leader, named by 2 of 3 members", |m| {
@@ -89,11 +86,8 @@ async fn an_agent_that_hears_one_of_three_members_answers_no_active() {
     let n2 = MockNode::start(addr("127.43.1.2:8200"), Behavior::Stall).await;
     let _n3 = MockNode::start(addr("127.43.1.3:8200"), Behavior::Stall).await;
     let dns = addr("127.43.1.100:8600");
-    let agent = Agent::with(&dc1(
-        "127.43.1",
-        3,
-        &[("poll_interval", "100ms"), ("request_timeout", "500ms")],
-    ));
+    let polls = [("poll_interval", "100ms"), ("request_timeout", "500ms")];
+    let agent = Agent::with(&dc1("127.43.1", 3, &polls));
     let active = "active.vault.service.consul.";
     eventually(Duration::from_secs(10), "the reason in /status", || async {
         let status = cluster_status(&agent, "dc1");

@@ -10,6 +10,23 @@ pub mod netlab;
 pub mod openbao;
 pub mod tls;
 
+/// A file of this repository (a unit, an example config), as text.
+pub fn repo_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The first line of systemd unit `path` (in this repository) that starts with `key=`,
+/// without the key.
+pub fn unit_line(path: &str, key: &str) -> String {
+    let unit = repo_file(path);
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
+    line.unwrap_or_else(|| panic!("no {key}= in {path}"))
+        .to_string()
+}
+
 /// A socket address written in a test (panics on a typo).
 pub fn addr(s: &str) -> std::net::SocketAddr {
     s.parse().unwrap()

@@ -209,6 +209,21 @@ pub async fn observe(addr: SocketAddr, alpn: &[u8]) -> Option<(Vec<String>, Opti
 }
 
 /// The bytes of a real ClientHello (rustls) offering `alpn`: what the proxy peeks at.
+/// A connection to a proxy listener at `addr` that forwarded a ClientHello to an echo
+/// node and got it back: the proxy path works end to end.
+pub fn echoed_hello(addr: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let hello = client_hello_bytes(ALPN_FW);
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(back, hello, "the hello came back through {addr}");
+    conn
+}
+
 pub fn client_hello_bytes(alpn: &[u8]) -> Vec<u8> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
