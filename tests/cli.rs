@@ -47,73 +47,37 @@ fn shipped_example_config_is_valid() {
 #[test]
 fn bad_configs_exit_64_naming_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = [
-        (
-            "unknown key",
-            good().replace("nodes =", "nodez = [\"x\"]\nnodes ="),
-            "clusters[0]",
-            "nodez",
-        ),
-        (
-            "bad listen",
-            good().replace("127.0.0.1:8600", "localhost:8600"),
-            "dns.listen[0]",
-            "not an IP:port",
-        ),
-        (
-            "duplicate dc",
-            format!(
-                "{}\n[[clusters]]\nname = \"US-EAST-1\"\nnodes = [\"http://127.0.0.2:8200\"]\n",
-                good()
-            ),
-            "clusters[1].name",
-            "twice",
-        ),
-        (
-            "node in our zone",
-            good().replace("http://127.0.0.1:8200", "http://vault.service.consul:8200"),
-            "clusters[0].nodes[0]",
-            "zone this agent answers",
-        ),
-        (
-            "empty nodes",
-            good().replace("[\"http://127.0.0.1:8200\"]", "[]"),
-            "clusters[0].nodes",
-            "at least one",
-        ),
-        (
-            "domain too long for the SOA and SRV names (243 octets)",
-            format!(
-                "domain = \"{}\"\n{}",
-                vec!["d".repeat(60); 4].join("."),
-                good()
-            ),
-            "domain",
-            "255",
-        ),
-        ("not toml", "datacenter = \n".to_string(), "", ""),
-    ];
-    for (what, text, key, reason) in cases {
-        let path = write(&dir, "bad.toml", &text);
-        let out = run_cli(&["check-config", "--config", &path]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{what}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!("{path}: ")),
-            "{what}: names the file: {stderr}"
-        );
-        assert!(
-            stderr.contains(&format!(": {key}")),
-            "{what}: names the key {key}: {stderr}"
-        );
-        assert!(
-            stderr.contains(reason),
-            "{what}: says why ({reason}): {stderr}"
-        );
-        // `run` refuses the same file with the same code, before binding anything.
-        let out = run_cli(&["run", "--config", &path]);
-        assert_eq!(out.status.code(), Some(64), "run with {what}");
-    }
+    let rejects =
+        |what: &str, text: &str, key: &str, reason: &str| rejected(&dir, what, text, key, reason);
+    let swap = |from: &str, to: &str| good().replace(from, to);
+    let nodez = swap("nodes =", "nodez = [\"x\"]\nnodes =");
+    rejects("unknown key", &nodez, "clusters[0]", "nodez");
+    let listen = swap("127.0.0.1:8600", "localhost:8600");
+    rejects("bad listen", &listen, "dns.listen[0]", "not an IP:port");
+    let twice = "\n[[clusters]]\nname = \"US-EAST-1\"\nnodes = [\"http://127.0.0.2:8200\"]\n";
+    rejects(
+        "duplicate dc",
+        &(good() + twice),
+        "clusters[1].name",
+        "twice",
+    );
+    let ours = swap("http://127.0.0.1:8200", "http://vault.service.consul:8200");
+    rejects(
+        "node in our zone",
+        &ours,
+        "clusters[0].nodes[0]",
+        "zone this agent answers",
+    );
+    let empty = swap("[\"http://127.0.0.1:8200\"]", "[]");
+    rejects("empty nodes", &empty, "clusters[0].nodes", "at least one");
+    // Too long for the SOA and SRV names (243 octets).
+    let long = format!(
+        "domain = \"{}\"\n{}",
+        vec!["d".repeat(60); 4].join("."),
+        good()
+    );
+    rejects("long domain", &long, "domain", "255");
+    rejects("not toml", "datacenter = \n", "", "");
     let out = run_cli(&[
         "check-config",
         "--config",
@@ -121,6 +85,29 @@ fn bad_configs_exit_64_naming_file_key_and_reason() {
     ]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/vault-locator.toml"));
+}
+
+/// `check-config` and `run` both exit 64 on `text`, naming the file, `key` and `reason`.
+fn rejected(dir: &tempfile::TempDir, what: &str, text: &str, key: &str, reason: &str) {
+    let path = write(dir, "bad.toml", text);
+    let out = run_cli(&["check-config", "--config", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{what}: {stderr}");
+    assert!(
+        stderr.starts_with(&format!("{path}: ")),
+        "{what}: names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(": {key}")),
+        "{what}: names the key {key}: {stderr}"
+    );
+    assert!(
+        stderr.contains(reason),
+        "{what}: says why ({reason}): {stderr}"
+    );
+    // `run` refuses the same file with the same code, before binding anything.
+    let out = run_cli(&["run", "--config", &path]);
+    assert_eq!(out.status.code(), Some(64), "run with {what}");
 }
 
 #[test]

@@ -23,6 +23,16 @@ use vault_locator::dns::zone::Zone;
 use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader, Member, NoLeader, Role};
 
+/// Both configs' clusters: dc1 on IPv4, dc2 on IPv6.
+const CLUSTERS: &str = r#"
+[[clusters]]
+name = "dc1"
+nodes = ["http://10.0.0.1:8200", "http://10.0.0.2:8200", "http://10.0.0.3:8200"]
+[[clusters]]
+name = "dc2"
+nodes = ["http://[fd00::1]:8200", "http://[fd00::2]:8200"]
+"#;
+
 const CONFIGS: [&str; 2] = [
     r#"
 datacenter = "dc1"
@@ -35,12 +45,6 @@ aaaa = ["fd00::1"]
 [[dns.records]]
 name = "alias.consul"
 cname = "vault.example.internal"
-[[clusters]]
-name = "dc1"
-nodes = ["http://10.0.0.1:8200", "http://10.0.0.2:8200", "http://10.0.0.3:8200"]
-[[clusters]]
-name = "dc2"
-nodes = ["http://[fd00::1]:8200", "http://[fd00::2]:8200"]
 "#,
     // The longest domain accepted (three 60-octet labels), upstreams, proxy mode.
     r#"
@@ -49,12 +53,6 @@ domain = "DOMAIN"
 [dns]
 listen = ["127.0.0.1:8600"]
 upstreams = ["127.0.0.1:53"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://10.0.0.1:8200", "http://10.0.0.2:8200", "http://10.0.0.3:8200"]
-[[clusters]]
-name = "dc2"
-nodes = ["http://[fd00::1]:8200", "http://[fd00::2]:8200"]
 [[proxy]]
 cluster = "dc1"
 listen = "127.0.0.2:8201"
@@ -134,7 +132,8 @@ fn scenarios() -> &'static Vec<Scenario> {
         let domain = vec!["d".repeat(60); 3].join(".");
         let mut all = Vec::new();
         for text in CONFIGS {
-            let config = Config::parse(&text.replace("DOMAIN", &domain), "fuzz.toml")
+            let text = format!("{text}{CLUSTERS}").replace("DOMAIN", &domain);
+            let config = Config::parse(&text, "fuzz.toml")
                 .expect("the fuzz configs are valid");
             let dc1 = views("dc1", &["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
             let dc2 = views("dc2", &["fd00::1", "fd00::2"]);

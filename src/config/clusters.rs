@@ -17,6 +17,11 @@ use crate::vault::tls::{client_config, TlsError};
 /// The shortest poll interval (either kind) a cluster may set.
 const MIN_POLL: Duration = Duration::from_millis(10);
 
+/// The key that caps `failover_poll_interval`, and what to do about it.
+const FAST_POLL_CEILING: (&str, &str) = ("poll_interval", "; set it equal to poll at one rate");
+/// The key that caps `connect_timeout`, and why.
+const CONNECT_CEILING: (&str, &str) = ("request_timeout", ", which bounds the whole request");
+
 /// The cluster timings a cluster's table may set, checked against each other.
 struct Timings {
     failover_poll_interval: Duration,
@@ -119,30 +124,21 @@ impl Check<'_> {
         if c.poll_interval < MIN_POLL {
             return self.fail(key("poll_interval"), "must be at least 10ms");
         }
-        let failover_poll_interval = c
-            .failover_poll_interval
-            .unwrap_or_else(|| FAILOVER_POLL_INTERVAL.min(c.poll_interval));
-        self.between(
-            key("failover_poll_interval"),
-            failover_poll_interval,
-            (MIN_POLL, c.poll_interval),
-            ("poll_interval", "; set it equal to poll at one rate"),
-        )?;
+        // Unset, each is its default, or its ceiling when that is lower.
+        let fast = c.failover_poll_interval;
+        let fast = fast.unwrap_or_else(|| FAILOVER_POLL_INTERVAL.min(c.poll_interval));
+        let most = (MIN_POLL, c.poll_interval);
+        self.between(key("failover_poll_interval"), fast, most, FAST_POLL_CEILING)?;
         if c.request_timeout.is_zero() {
             return self.fail(key("request_timeout"), "must be above 0");
         }
-        let connect_timeout = c
-            .connect_timeout
-            .unwrap_or_else(|| NODE_CONNECT_TIMEOUT.min(c.request_timeout));
-        self.between(
-            key("connect_timeout"),
-            connect_timeout,
-            (Duration::ZERO, c.request_timeout),
-            ("request_timeout", ", which bounds the whole request"),
-        )?;
+        let connect = c.connect_timeout;
+        let connect = connect.unwrap_or_else(|| NODE_CONNECT_TIMEOUT.min(c.request_timeout));
+        let most = (Duration::ZERO, c.request_timeout);
+        self.between(key("connect_timeout"), connect, most, CONNECT_CEILING)?;
         Ok(Timings {
-            failover_poll_interval,
-            connect_timeout,
+            failover_poll_interval: fast,
+            connect_timeout: connect,
         })
     }
 
