@@ -30,6 +30,9 @@ fn nxdomain_with_soa(dns: std::net::SocketAddr, name: &str) {
     assert!(has_soa(&m), "{name}: SOA in authority");
 }
 
+const POLL: (&str, &str) = ("poll_interval", "250ms");
+const LB: (&str, &str) = ("load_balanced", "true");
+
 /// Everything that only reads a healthy cluster shares one cluster: startup costs ~20 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_from_a_real_cluster_and_a_peer_region() {
@@ -62,16 +65,8 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
             .dns("upstreams", "[\"127.21.0.101:8600\"]")
             .record("nomad.service.consul", &[("a", "[\"127.0.0.9\"]")])
             .record("alias.example.org", &[("cname", "db.example.internal")])
-            .cluster(
-                "us-east-1",
-                &nodes("127.21.0", 3),
-                &[("poll_interval", "250ms")],
-            )
-            .cluster(
-                "us-west-2",
-                &nodes("127.21.1", 1),
-                &[("load_balanced", "true"), ("poll_interval", "250ms")],
-            )
+            .cluster("us-east-1", &nodes("127.21.0", 3), &[POLL])
+            .cluster("us-west-2", &nodes("127.21.1", 1), &[LB, POLL])
             .replication(&["us-east-1", "us-west-2"])
             .toml(),
         dns,

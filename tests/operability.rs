@@ -38,6 +38,16 @@ fn scrape(agent: &Agent) -> String {
     body
 }
 
+/// Writes `config`, sends SIGHUP, and waits for the agent to log `line`.
+async fn reload_logs(agent: &Agent, config: &str, line: &str) {
+    agent.write_config(config);
+    agent.signal("HUP");
+    eventually(Duration::from_secs(10), line, || async {
+        agent.log().contains(line).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_status_follow_a_real_cluster() {
     let mut cluster = Cluster::start(24, 0, 3).await;
@@ -403,14 +413,8 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     };
 
     // A broken config: logged, and the old one keeps answering.
-    agent.write_config(&base.replace("poll_interval", "poll_intervall"));
-    agent.signal("HUP");
-    eventually(
-        Duration::from_secs(10),
-        "the rejection is logged",
-        || async { agent.log().contains("reload rejected").then_some(()) },
-    )
-    .await;
+    let broken = base.replace("poll_interval", "poll_intervall");
+    reload_logs(&agent, &broken, "reload rejected").await;
     let m = ask(dns, "old.example.internal", RecordType::A).once();
     assert_eq!(
         support::dns::ips(&m),
@@ -425,16 +429,8 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     // A valid config whose new admin address another process holds: the reload fails
     // before anything changes, and the old admin endpoint keeps serving.
     let holder = std::net::TcpListener::bind("127.38.0.101:9464").unwrap();
-    agent.write_config(&format!(
-        "{base}\n[admin]\nlisten = \"127.38.0.101:9464\"\n"
-    ));
-    agent.signal("HUP");
-    eventually(
-        Duration::from_secs(10),
-        "the failed reload is logged",
-        || async { agent.log().contains("reload failed").then_some(()) },
-    )
-    .await;
+    let taken = format!("{base}\n[admin]\nlisten = \"127.38.0.101:9464\"\n");
+    reload_logs(&agent, &taken, "reload failed").await;
     assert_eq!(
         agent.admin_get("/live").0,
         200,

@@ -25,6 +25,28 @@ const PROXY: &str = "127.47.0.2:8201";
 
 /// Three mock nodes on `<net>.<region>.1-3:8200`, the first active, all reporting
 /// `perf` and `dr`.
+/// A replication set of two regions on `<net>.1.*` (east, the perf primary) and
+/// `<net>.2.*` (west, its secondary), and a TLS node on each active node's cluster port.
+struct Regions {
+    east: Vec<MockNode>,
+    west: Vec<MockNode>,
+    pki: Pki,
+    east_fw: FakeNode,
+    west_fw: FakeNode,
+}
+
+async fn regions(net: &str) -> Regions {
+    let pki = Pki::new();
+    let at = |r: u8| format!("{net}.{r}.1:8201").parse().unwrap();
+    Regions {
+        east: region(net, 1, "primary", "disabled").await,
+        west: region(net, 2, "secondary", "disabled").await,
+        east_fw: FakeNode::start(&pki, at(1), "east").await,
+        west_fw: FakeNode::start(&pki, at(2), "west").await,
+        pki,
+    }
+}
+
 async fn region(net: &str, region: u8, perf: &str, dr: &str) -> Vec<MockNode> {
     let leader = format!("http://{net}.{region}.1:8200");
     let mut nodes = Vec::new();
@@ -163,11 +185,13 @@ async fn assert_closed<S: tokio::io::AsyncRead + Unpin>(mut stream: S, within: D
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_proxy_follow_the_primary_and_never_name_two() {
-    let east = region("127.47", 1, "primary", "disabled").await;
-    let west = region("127.47", 2, "secondary", "disabled").await;
-    let pki = Pki::new();
-    let east_fw = FakeNode::start(&pki, "127.47.1.1:8201".parse().unwrap(), "east").await;
-    let west_fw = FakeNode::start(&pki, "127.47.2.1:8201".parse().unwrap(), "west").await;
+    let Regions {
+        east,
+        west,
+        pki,
+        east_fw,
+        west_fw,
+    } = regions("127.47").await;
     let dns: SocketAddr = DNS.parse().unwrap();
     let agent = Agent::start(
         &agent_config("us-east-1", DNS)
@@ -327,17 +351,14 @@ async fn leader_behind(api: &str) -> Option<String> {
 }
 
 fn set_config(west_poll: &str, with_set: bool) -> String {
+    let west = [("poll_interval", west_poll)];
     let config = agent_config("us-west-2", "127.48.0.1:8600")
         .cluster(
             "us-east-1",
             &nodes("127.48.1", 3),
             &[("poll_interval", "100ms")],
         )
-        .cluster(
-            "us-west-2",
-            &nodes("127.48.2", 3),
-            &[("poll_interval", west_poll)],
-        );
+        .cluster("us-west-2", &nodes("127.48.2", 3), &west);
     if !with_set {
         return config.toml();
     }
@@ -353,11 +374,13 @@ fn set_config(west_poll: &str, with_set: bool) -> String {
 /// takes the labels away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_mode_follows_the_primary_across_reloads() {
-    let east = region("127.48", 1, "primary", "disabled").await;
-    let west = region("127.48", 2, "secondary", "disabled").await;
-    let pki = Pki::new();
-    let _east_fw = FakeNode::start(&pki, "127.48.1.1:8201".parse().unwrap(), "east").await;
-    let west_fw = FakeNode::start(&pki, "127.48.2.1:8201".parse().unwrap(), "west").await;
+    let Regions {
+        east,
+        west,
+        pki,
+        east_fw: _east_fw,
+        west_fw,
+    } = regions("127.48").await;
     let dns: SocketAddr = "127.48.0.1:8600".parse().unwrap();
     let agent = Agent::start(&set_config("100ms", true), dns);
     let within = Duration::from_secs(10);
