@@ -3,7 +3,7 @@
 //!
 //! Parsing is two steps so that every error can name the file, the key and the reason:
 //! serde (with `deny_unknown_fields`, tracked by `serde_path_to_error` for the key path)
-//! turns text into the file's schema ([`file`]), then validation ([`validate`], one
+//! turns text into the file's schema (`file.rs`), then validation (`validate.rs`, one
 //! function per section) checks what serde cannot (addresses, duplicates, loops into
 //! our own zone) and produces a [`Config`].
 //!

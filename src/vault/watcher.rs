@@ -8,9 +8,9 @@
 //! [`super::rules::current`]). A node whose packets vanish holds back only its own
 //! reports: the others keep arriving, and the fast failover cadence keeps running.
 //! Nodes are polled every `poll_interval`, or `failover_poll_interval` while there is
-//! no leader (see [`Cadence`]). At the normal rate a node has one poll at a time, and
+//! no leader (see `poll::Cadence`). At the normal rate a node has one poll at a time, and
 //! one that overran is followed at once by the next; while leaderless, new polls go out
-//! on time even while earlier ones hang (up to [`MAX_HEDGED`] per node).
+//! on time even while earlier ones hang (up to `poll::MAX_HEDGED` per node).
 //!
 //! A new view wakes the consumers (DNS caches, proxy connections) only when it answers
 //! differently ([`ClusterView::answers_like`]); otherwise it replaces the published
@@ -79,7 +79,7 @@ impl Watcher {
         seed: Option<Arc<ClusterView>>,
     ) -> Result<(Self, ClusterFeed), WatcherError> {
         // Built from the files as validation read them: the same bytes check-config
-        // accepted (a reload re-reads them, see `config::PemFile`).
+        // accepted (a reload re-reads them, see `tls::PemFile`).
         let tls = super::tls::client_config(&config.tls).map_err(|source| WatcherError::Tls {
             cluster: config.name.clone(),
             source,
