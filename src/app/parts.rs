@@ -262,20 +262,17 @@ pub(super) async fn bind_dns(
     views: &HashMap<String, ClusterFeed>,
 ) -> anyhow::Result<DnsServer> {
     let zone = Arc::new(Zone::new(&config.zone(), views.clone()));
-    let forwarder = if config.dns.upstreams.is_empty() {
-        None
-    } else {
-        Some(Forwarder::new(
-            &config.dns.upstreams,
-            config.dns.upstream_timeout,
-        )?)
+    let forwarder_to = |servers: &[std::net::SocketAddr]| -> anyhow::Result<Option<Forwarder>> {
+        if servers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Forwarder::new(servers, config.dns.upstream_timeout)?))
     };
-    Ok(DnsServer::bind(
-        &config.dns.listen,
-        Handler::new(zone, forwarder),
-        config.dns.tcp_idle_timeout,
-    )
-    .await?)
+    let handler = Handler::new(zone, forwarder_to(&config.dns.upstreams)?)
+        .zone_fallback(forwarder_to(&config.dns.zone_fallback)?)
+        .udp_answer_limit(config.dns.udp_answer_limit);
+    let (listen, idle) = (&config.dns.listen, config.dns.tcp_idle_timeout);
+    Ok(DnsServer::bind(listen, handler, idle).await?)
 }
 
 pub(super) fn start_dns(server: DnsServer, tasks: &TaskTracker, fatal: &FatalSender) -> RunningDns {

@@ -72,12 +72,14 @@ pub(super) struct FileDns {
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     pub upstreams: Vec<String>,
+    pub zone_fallback: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub lameduck: Duration,
+    pub udp_answer_limit: usize,
     pub records: Vec<FileRecord>,
 }
 
@@ -87,9 +89,11 @@ impl Default for FileDns {
             listen: vec!["127.0.0.1:8600".into()],
             ttl: Duration::ZERO,
             upstreams: Vec::new(),
+            zone_fallback: Vec::new(),
             upstream_timeout: Duration::from_secs(2),
             tcp_idle_timeout: Duration::from_secs(5),
             lameduck: Duration::from_millis(500),
+            udp_answer_limit: crate::dns::handler::UDP_ANSWER_LIMIT,
             records: Vec::new(),
         }
     }

@@ -110,10 +110,15 @@ pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     pub ttl: Duration,
     pub upstreams: Vec<SocketAddr>,
+    /// Where names in the zone that the agent does not own are forwarded (a Consul
+    /// agent during a migration); empty: they are NXDOMAIN.
+    pub zone_fallback: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
     pub tcp_idle_timeout: Duration,
     /// After SIGTERM, keep answering this long (with /ready at 503) before closing.
     pub lameduck: Duration,
+    /// Instances of the service in a UDP answer to a client without EDNS (Consul's key).
+    pub udp_answer_limit: usize,
     pub records: Vec<StaticRecord>,
 }
 

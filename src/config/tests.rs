@@ -194,6 +194,11 @@ fn static_record_rules() {
     assert_eq!(e.key, "dns.records[0].cname");
     let e = change("nomad.service.consul", "active.vault.service.consul");
     assert!(e.reason.contains("shadow"), "{e}");
+    // Every form the zone answers for the vault service, the optional ones too.
+    for name in ["_vault._tcp.consul", "vault.service.us-east-1.dc.consul"] {
+        let e = change("nomad.service.consul", name);
+        assert!(e.reason.contains("shadow"), "{name}: {e}");
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ use hickory_proto::rr::Name;
 
 use super::file::{FileAdmin, FileConfig, FileDns, FileRecord};
 use super::{AdminConfig, Config, ConfigError, DnsConfig, ProxyConfig, StaticRecord};
+use crate::dns::names::{self, ZoneName};
 
 pub(super) type Checked<T> = Result<T, ConfigError>;
 
@@ -37,6 +38,7 @@ pub(super) fn config(raw: FileConfig, file: &str) -> Checked<Config> {
     let domain = parse_domain(&raw.domain).or_else(|r| check.fail("domain", r))?;
     let dns_listen = check.dns_listen(&raw.dns.listen)?;
     let upstreams = check.upstreams(&raw.dns, &dns_listen)?;
+    let zone_fallback = check.servers("dns.zone_fallback", &raw.dns.zone_fallback, &dns_listen)?;
     let clusters = check.clusters(raw.clusters, &domain)?;
     let datacenter = check.datacenter(&datacenter, &clusters)?;
     let replication = check.replication(raw.replication, &clusters, &domain)?;
@@ -50,9 +52,11 @@ pub(super) fn config(raw: FileConfig, file: &str) -> Checked<Config> {
             listen: dns_listen,
             ttl: raw.dns.ttl,
             upstreams,
+            zone_fallback,
             upstream_timeout: raw.dns.upstream_timeout,
             tcp_idle_timeout: raw.dns.tcp_idle_timeout,
             lameduck: raw.dns.lameduck,
+            udp_answer_limit: raw.dns.udp_answer_limit,
             records,
         },
         clusters,
@@ -83,9 +87,31 @@ impl Check<'_> {
     }
 
     fn upstreams(&self, dns: &FileDns, listen: &[SocketAddr]) -> Checked<Vec<SocketAddr>> {
-        let mut upstreams = Vec::new();
-        for (i, u) in dns.upstreams.iter().enumerate() {
-            let key = format!("dns.upstreams[{i}]");
+        if dns.upstream_timeout.is_zero() {
+            return self.fail("dns.upstream_timeout", "must be above 0");
+        }
+        if dns.tcp_idle_timeout.is_zero() {
+            return self.fail("dns.tcp_idle_timeout", "must be above 0");
+        }
+        if dns.udp_answer_limit == 0 {
+            return self.fail(
+                "dns.udp_answer_limit",
+                "must be at least 1 (Consul's default is 3)",
+            );
+        }
+        self.servers("dns.upstreams", &dns.upstreams, listen)
+    }
+
+    /// DNS servers to forward to: addresses (port 53 unless given), none of ours.
+    fn servers(
+        &self,
+        key: &str,
+        list: &[String],
+        listen: &[SocketAddr],
+    ) -> Checked<Vec<SocketAddr>> {
+        let mut servers = Vec::new();
+        for (i, u) in list.iter().enumerate() {
+            let key = format!("{key}[{i}]");
             let addr = parse_upstream(u).or_else(|r| self.fail(key.clone(), r))?;
             if listen.contains(&addr) {
                 return self.fail(
@@ -93,15 +119,9 @@ impl Check<'_> {
                     format!("{addr} is one of our own listen addresses: that would loop"),
                 );
             }
-            upstreams.push(addr);
+            servers.push(addr);
         }
-        if dns.upstream_timeout.is_zero() {
-            return self.fail("dns.upstream_timeout", "must be above 0");
-        }
-        if dns.tcp_idle_timeout.is_zero() {
-            return self.fail("dns.tcp_idle_timeout", "must be above 0");
-        }
-        Ok(upstreams)
+        Ok(servers)
     }
 
     fn records(&self, records: Vec<FileRecord>, domain: &Name) -> Checked<Vec<StaticRecord>> {
@@ -219,15 +239,16 @@ pub(super) fn tcp_listener_taken(
             .any(|p| p.listen == addr || p.api_listen == Some(addr))
 }
 
-/// True when `name` is one of the names the vault service answers (so a static record
-/// there would be ambiguous).
+/// True when `name` is one of the names the vault service answers, in any form the
+/// zone parses (so a static record there would be ambiguous).
 fn shadows_vault_name(name: &Name, domain: &Name) -> bool {
     let labels: Vec<String> = name
         .iter()
         .take(name.num_labels() as usize - domain.num_labels() as usize)
         .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
         .collect();
-    labels.iter().any(|l| l == "vault" || l == "_vault") && labels.iter().any(|l| l == "service")
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    matches!(names::parse(&labels), ZoneName::Service { service, .. } if service == "vault")
 }
 
 pub(super) fn parse_domain(s: &str) -> Result<Name, String> {

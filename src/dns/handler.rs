@@ -3,7 +3,8 @@
 //! response when the client sent it.
 //!
 //! Never an open resolver: with no upstreams, anything outside the zone and the static
-//! records is REFUSED; names inside the zone are never forwarded.
+//! records is REFUSED. Names inside the zone are forwarded only with
+//! `dns.zone_fallback`, and only those the agent does not own ([`Zone::owns`]).
 
 use std::sync::Arc;
 
@@ -27,15 +28,23 @@ pub(crate) enum Decision {
     Error(ResponseCode),
     /// An answer; `authoritative` sets AA.
     Answer { answer: Answer, authoritative: bool },
-    /// The name is outside what we serve and upstreams are configured.
+    /// The name is outside what we serve and upstreams are configured, or in the zone
+    /// but not ours, with a zone fallback.
     Forward,
 }
 
 pub struct Handler {
     zone: Arc<Zone>,
     forwarder: Option<Forwarder>,
+    /// Where names in the zone that the agent does not own go (`dns.zone_fallback`).
+    zone_fallback: Option<Forwarder>,
     pub(crate) metrics: DnsMetrics,
+    /// See [`Handler::udp_answer_limit`].
+    pub(crate) udp_answer_limit: usize,
 }
+
+/// Consul's default `udp_answer_limit`.
+pub const UDP_ANSWER_LIMIT: usize = 3;
 
 impl Handler {
     /// Every cluster's view receiver (for caches that must notice a change).
@@ -47,8 +56,23 @@ impl Handler {
         Self {
             zone,
             forwarder,
+            zone_fallback: None,
             metrics: DnsMetrics::new(),
+            udp_answer_limit: UDP_ANSWER_LIMIT,
         }
+    }
+
+    /// At most `limit` instances of the service go in a UDP response to a client
+    /// without EDNS (Consul's `udp_answer_limit`), a fresh random choice each time;
+    /// TCP and EDNS clients get every instance that fits.
+    pub fn zone_fallback(mut self, fallback: Option<Forwarder>) -> Self {
+        self.zone_fallback = fallback;
+        self
+    }
+
+    pub fn udp_answer_limit(mut self, limit: usize) -> Self {
+        self.udp_answer_limit = limit.max(1);
+        self
     }
 
     pub(crate) fn recursion_available(&self) -> bool {
@@ -88,6 +112,10 @@ impl Handler {
         if !matches!(qclass, DNSClass::IN | DNSClass::ANY) {
             return Decision::Error(ResponseCode::Refused);
         }
+        // During a migration the rest of the zone is still Consul's.
+        if self.zone_fallback.is_some() && self.zone.contains(qname) && !self.zone.owns(qname) {
+            return Decision::Forward;
+        }
         match self.zone.answer(qname, *qtype) {
             Some(answer) => Decision::Answer {
                 answer,
@@ -100,7 +128,12 @@ impl Handler {
 
     /// Asks the upstreams (only after `decide` said `Forward`).
     pub(crate) async fn forward(&self, qname: &Name, qtype: RecordType) -> Answer {
-        match &self.forwarder {
+        let to = if self.zone.contains(qname) {
+            &self.zone_fallback
+        } else {
+            &self.forwarder
+        };
+        match to {
             Some(f) => f.forward(qname, qtype).await,
             None => Answer::empty(ResponseCode::Refused),
         }

@@ -3,8 +3,14 @@
 //! the labels after it are the datacenter, the labels before it the query.
 //!
 //! - `[tag.]<service>.service[.<dc>].<domain>`
-//! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782; `_tcp`/`_udp` mean no tag)
+//! - `_<service>._<tag>[.service][.<dc>].<domain>` (RFC 2782; `_tcp`/`_udp` mean no
+//!   tag; Consul: "the service label is optional", and Go's `net.LookupSRV` and Java's
+//!   JNDI ask without it)
 //! - `<hex ip>.addr[.<dc>].<domain>` (the SRV targets we hand out)
+//!
+//! `<dc>` is also accepted in Consul's newer forms, `<dc>.dc` and
+//! `default.ns.<dc>.dc`, and its older `default.<dc>` (namespaces are Consul
+//! Enterprise's; Vault registers in the default one, so no other namespace has it).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -38,13 +44,11 @@ pub fn parse(labels: &[&str]) -> ZoneName {
         .iter()
         .rposition(|l| matches!(*l, "service" | "addr" | "node" | "query"))
     else {
-        return ZoneName::Unknown;
+        return rfc2782_without_kind(labels);
     };
     let (parts, rest) = (&labels[..kind_at], &labels[kind_at + 1..]);
-    let dc = match rest {
-        [] => None,
-        [dc] => Some(dc.to_string()),
-        _ => return ZoneName::Unknown,
+    let Some(dc) = datacenter(rest) else {
+        return ZoneName::Unknown;
     };
     match labels[kind_at] {
         "service" => parse_service(parts, dc),
@@ -56,6 +60,29 @@ pub fn parse(labels: &[&str]) -> ZoneName {
             _ => ZoneName::Unknown,
         },
         // Nodes and prepared queries are not ours to answer.
+        _ => ZoneName::Unknown,
+    }
+}
+
+/// The labels after the lookup kind: none (the local datacenter), `<dc>`, `<dc>.dc`,
+/// `default.ns.<dc>.dc` or `default.<dc>`. `None`: not a form Consul answers.
+fn datacenter(rest: &[&str]) -> Option<Option<String>> {
+    match rest {
+        [] => Some(None),
+        [dc] | [dc, "dc"] | ["default", dc] | ["default", "ns", dc, "dc"] => {
+            Some(Some(dc.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// `_<service>._<tag>[.<dc>]`: RFC 2782 without the `service` label.
+fn rfc2782_without_kind(labels: &[&str]) -> ZoneName {
+    match labels {
+        [s, t, rest @ ..] if s.starts_with('_') && t.starts_with('_') => match datacenter(rest) {
+            Some(dc) => parse_service(&[s, t], dc),
+            None => ZoneName::Unknown,
+        },
         _ => ZoneName::Unknown,
     }
 }
@@ -154,6 +181,55 @@ mod tests {
             parse(&["_vault", "_tcp", "service"]),
             svc("vault", None, None)
         );
+    }
+
+    /// The forms Consul answers beyond the classic ones (CONSUL-DNS-CONFORMANCE):
+    /// RFC 2782 without `service`, and the `.dc` / namespace datacenter forms.
+    #[test]
+    fn consul_optional_and_newer_forms() {
+        let east = Some("us-east-1");
+        let cases: [(&[&str], ZoneName); 9] = [
+            (&["_vault", "_tcp"], svc("vault", None, None)),
+            (
+                &["_vault", "_active", "dc1"],
+                svc("vault", Some("active"), Some("dc1")),
+            ),
+            (
+                &["_vault", "_tcp", "us-east-1", "dc"],
+                svc("vault", None, east),
+            ),
+            (
+                &["active", "vault", "service", "us-east-1", "dc"],
+                svc("vault", Some("active"), east),
+            ),
+            (
+                &["vault", "service", "default", "ns", "us-east-1", "dc"],
+                svc("vault", None, east),
+            ),
+            (
+                &["vault", "service", "default", "us-east-1"],
+                svc("vault", None, east),
+            ),
+            // Another namespace has no vault service; a peer is not ours.
+            (
+                &["vault", "service", "team-a", "ns", "us-east-1", "dc"],
+                ZoneName::Unknown,
+            ),
+            (
+                &["vault", "service", "us-east-1", "peer"],
+                ZoneName::Unknown,
+            ),
+            (&["_vault", "tcp"], ZoneName::Unknown),
+        ];
+        for (labels, want) in cases {
+            assert_eq!(parse(labels), want, "{labels:?}");
+        }
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let addr = ZoneName::Addr {
+            ip,
+            dc: Some("dc1".into()),
+        };
+        assert_eq!(parse(&["0a000001", "addr", "dc1", "dc"]), addr);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Header, Message, MessageType, Metadata, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -210,7 +210,15 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
         } => (answer, authoritative),
     };
     let rcode = answer.rcode;
-    let reuse = if answer.shuffled && answer.answers.len() > 1 {
+    let mut answer = answer;
+    let limited = request.edns.is_none()
+        && answer.shuffled
+        && answer.answers.len() > handler.udp_answer_limit;
+    let reuse = if limited {
+        // A fresh random choice of instances for every query, as Consul makes.
+        keep_in_step(&mut answer, handler.udp_answer_limit);
+        Reuse::Never
+    } else if answer.shuffled && answer.answers.len() > 1 {
         Reuse::Shuffled
     } else {
         Reuse::AsIs
@@ -223,7 +231,9 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
     )
 }
 
-/// The response message, truncated (TC) to 512 bytes, or to the client's EDNS size.
+/// The response message within 512 bytes, or the client's EDNS size. An answer that
+/// does not fit loses records from its end, each with its glue (Consul's `syncExtra`),
+/// until it does, and says so with TC: the client can ask again over TCP.
 fn encode(handler: &Handler, request: &Message, answer: Answer, authoritative: bool) -> Vec<u8> {
     let mut response = Message::new(
         request.metadata.id,
@@ -237,14 +247,58 @@ fn encode(handler: &Handler, request: &Message, answer: Answer, authoritative: b
     response.additionals = answer.additionals;
     response.edns = response_edns(request.edns.as_ref());
     let max = response.edns.as_ref().map_or(512, |e| e.max_payload());
-    let mut out = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut out);
-    encoder.set_max_size(max);
-    if response.emit(&mut encoder).is_err() {
-        // Not even the header and question fit: a bare SERVFAIL.
-        out = bare_response(handler, &request.metadata, ResponseCode::ServFail);
+    loop {
+        let mut out = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut out);
+        encoder.set_max_size(max);
+        if response.emit(&mut encoder).is_err() {
+            // Not even the header and question fit: a bare SERVFAIL.
+            return bare_response(handler, &request.metadata, ResponseCode::ServFail);
+        }
+        let written = written_counts(&out);
+        let whole = (
+            response.answers.len(),
+            response.authorities.len(),
+            response.additionals.len() + usize::from(response.edns.is_some()),
+        );
+        if written == whole || response.answers.is_empty() {
+            return out;
+        }
+        // hickory wrote what fitted (with TC): drop answers from the end, each with its
+        // glue, until the rest fits whole.
+        let keep = written.0.min(response.answers.len() - 1);
+        trim_in_step(&mut response.answers, &mut response.additionals, keep);
+        response.metadata.truncation = true;
     }
-    out
+}
+
+/// The answer, authority and additional counts of an encoded message's header.
+fn written_counts(out: &[u8]) -> (usize, usize, usize) {
+    let count = |at: usize| {
+        out.get(at..at + 2)
+            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    (count(6), count(8), count(10))
+}
+
+/// Keeps the first `keep` records of `answer` (already in random order) and only the
+/// glue of the SRV records kept.
+fn keep_in_step(answer: &mut Answer, keep: usize) {
+    trim_in_step(&mut answer.answers, &mut answer.additionals, keep);
+}
+
+/// Keeps the first `keep` answers; an additional record stays only while an SRV answer
+/// kept names it as its target (Consul's `syncExtra`).
+fn trim_in_step(answers: &mut Vec<Record>, additionals: &mut Vec<Record>, keep: usize) {
+    answers.truncate(keep);
+    let targets: Vec<&Name> = answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some(&srv.target),
+            _ => None,
+        })
+        .collect();
+    additionals.retain(|extra| targets.contains(&&extra.name));
 }
 
 /// A header-only response to `request` with `rcode` (no question, no records).
@@ -256,4 +310,52 @@ fn bare_response(handler: &Handler, request: &Metadata, rcode: ResponseCode) -> 
     }
     .emit(&mut BinEncoder::new(&mut out));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::rr::rdata::{A, SRV};
+
+    use super::*;
+
+    /// `n` SRV answers, each target's A in the additional section.
+    fn instances(n: u8) -> (Vec<Record>, Vec<Record>) {
+        let owner = Name::from_ascii("vault.service.consul.").unwrap();
+        (1..=n)
+            .map(|i| {
+                let ip = Ipv4Addr::new(10, 0, 0, i);
+                let target =
+                    Name::from_ascii(format!("{}.addr.dc1.consul.", u32::from(ip))).unwrap();
+                let srv = SRV::new(1, 1, 8200, target.clone());
+                (
+                    Record::from_rdata(owner.clone(), 0, RData::SRV(srv)),
+                    Record::from_rdata(target, 0, RData::A(A(ip))),
+                )
+            })
+            .unzip()
+    }
+
+    fn names(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match &r.data {
+                RData::SRV(srv) => srv.target.to_string(),
+                _ => r.name.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trimming_keeps_each_kept_srv_with_its_glue_only() {
+        let (mut answers, mut extra) = instances(5);
+        // The glue in another order than the answers: kept by name, not position.
+        extra.reverse();
+        trim_in_step(&mut answers, &mut extra, 2);
+        let mut glue = names(&extra);
+        glue.sort();
+        assert_eq!(names(&answers), glue);
+        assert_eq!(answers.len(), 2);
+    }
 }

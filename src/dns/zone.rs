@@ -123,11 +123,7 @@ impl Zone {
         if !self.domain.zone_of(&lower) {
             return None;
         }
-        let labels: Vec<String> = lower
-            .iter()
-            .take(lower.num_labels() as usize - self.domain.num_labels() as usize)
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect();
+        let labels = self.labels(&lower);
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
         Some(match names::parse(&labels) {
             ZoneName::Apex => match qtype {
@@ -161,6 +157,45 @@ impl Zone {
             }
             ZoneName::Unknown => self.negative(ResponseCode::NXDomain),
         })
+    }
+
+    /// Whether `qname` is inside the zone (static records outside it are answered,
+    /// but are not "in the zone").
+    pub fn contains(&self, qname: &Name) -> bool {
+        self.domain.zone_of(&qname.to_lowercase())
+    }
+
+    /// Whether this agent answers `qname` (in the zone) itself: the apex, a static
+    /// record, a vault service name or an address label of a datacenter it knows. The
+    /// rest of the zone is someone else's (a Consul agent's, during a migration):
+    /// with `dns.zone_fallback` it is forwarded there, without it NXDOMAIN.
+    pub fn owns(&self, qname: &Name) -> bool {
+        let mut lower = qname.to_lowercase();
+        lower.set_fqdn(true);
+        if self.statics.contains_key(&lower) {
+            return true;
+        }
+        let labels = self.labels(&lower);
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        match names::parse(&labels) {
+            ZoneName::Apex => true,
+            ZoneName::Service { service, dc, .. } => {
+                service == "vault" && self.knows_dc(dc.as_deref())
+            }
+            ZoneName::Addr { dc, .. } => self.knows_dc(dc.as_deref()),
+            ZoneName::Unknown => false,
+        }
+    }
+
+    /// The labels of `lower` (in the zone) left of the domain, leftmost first.
+    fn labels(&self, lower: &Name) -> Vec<String> {
+        let inside =
+            (lower.num_labels() as usize).saturating_sub(self.domain.num_labels() as usize);
+        lower
+            .iter()
+            .take(inside)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
     }
 
     fn knows_dc(&self, dc: Option<&str>) -> bool {
