@@ -13,6 +13,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod logfmt;
 pub mod net;
 pub mod panic;
 pub mod proxy;

@@ -149,7 +149,7 @@ fn init_tracing(filter: Option<&str>, format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(false);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(vault_locator::logfmt::Logfmt).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -268,3 +268,22 @@ fn the_builder_writes_the_file_a_test_would() {
          [replication]\nclusters = [\"dc1\"]\n"
     );
 }
+
+/// `status`' own codes never collide with clap's usage error (2) or a bad config (64).
+#[test]
+fn status_exit_codes_are_distinct_from_usage_errors() {
+    let out = run_cli(&["status", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    // Nobody listens on this admin address: unreachable, 1.
+    let out = run_cli(&["status", "--admin", "127.45.2.1:9"]);
+    assert_eq!(out.status.code(), Some(1));
+    let codes = [
+        vault_locator::cli::status::EXIT_UNREACHABLE,
+        vault_locator::cli::status::EXIT_NOT_PRIMARY,
+        vault_locator::cli::status::EXIT_PRIMARY_UNKNOWN,
+        vault_locator::cli::status::EXIT_UNHEALTHY,
+    ];
+    for code in codes {
+        assert!(![0, 2, 64].contains(&code), "{code}");
+    }
+}

@@ -219,7 +219,7 @@ async fn metrics_and_status_follow_a_real_cluster() {
         "status reports the cluster unhealthy",
         || async {
             let out = run_cli(&["status", "--admin", &agent.admin.to_string()]);
-            (out.status.code() == Some(2)).then_some(())
+            (out.status.code() == Some(5)).then_some(())
         },
     )
     .await;

@@ -193,6 +193,8 @@ async fn hostile_answers_are_named_and_bounded() {
             "{name}: a WARN names the node and the reason:\n{log}"
         );
     }
+    // Reasons with spaces and quotes, URLs, durations: every line is still logfmt.
+    support::agent::assert_logfmt(&agent.log());
 
     // Memory stays flat while the huge and trickling nodes are polled on.
     let rss = || {

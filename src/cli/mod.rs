@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// One line per event, key=value fields.
+    /// One logfmt line per event (`ts= level= target= msg=` and the fields).
     Text,
     /// One JSON object per line.
     Json,
@@ -50,7 +50,7 @@ pub enum Command {
         log_format: LogFormat,
     },
     /// Show what a running agent believes: each cluster's leader, members and roles.
-    /// Exits 0 when every cluster has a leader and a fresh view, 2 when one does not (or
+    /// Exits 0 when every cluster has a leader and a fresh view, 5 when one does not (or
     /// a replication set has two primaries), 1 when the agent cannot be reached.
     Status {
         /// Config file to find the admin address in (default: as for `run`).

@@ -6,7 +6,8 @@ use std::fmt::Write;
 use crate::admin::{ClusterStatus, Status};
 
 /// A cluster without a leader or a fresh view, or a replication set with two primaries.
-pub const EXIT_UNHEALTHY: u8 = 2;
+/// Not 2: that is clap's usage error, which a monitoring check must tell apart.
+pub const EXIT_UNHEALTHY: u8 = 5;
 /// The agent could not be reached, or did not answer with a status report.
 pub const EXIT_UNREACHABLE: u8 = 1;
 /// `--is-primary`: the local datacenter is not the primary of that kind.

@@ -81,14 +81,18 @@ pub(super) fn record(cluster: &str, view: &ClusterView, events: &[ViewEvent]) {
         metrics::gauge!(telemetry::NO_LEADER, "cluster" => cluster.clone(), "reason" => kind)
             .set(f64::from(u8::from(why == Some(kind))));
     }
-    let changes = events
-        .iter()
-        .filter(|e| matches!(e, ViewEvent::LeaderChanged { .. }))
-        .count();
+    let changes = leader_changes(events);
     if changes > 0 {
-        metrics::counter!(telemetry::LEADER_CHANGES, "cluster" => cluster)
-            .increment(changes as u64);
+        metrics::counter!(telemetry::LEADER_CHANGES, "cluster" => cluster).increment(changes);
     }
+}
+
+/// How many leaders the events confirm: a failover (leader, then none, then a new one)
+/// is one change, not two; the leaderless period shows in `vault_cluster_has_leader`
+/// and `vault_cluster_no_leader`.
+fn leader_changes(events: &[ViewEvent]) -> u64 {
+    let confirmed = |e: &&ViewEvent| matches!(e, ViewEvent::LeaderChanged { new: Some(_), .. });
+    events.iter().filter(confirmed).count() as u64
 }
 
 /// One line per event: leader changes at INFO, no answers at WARN with each node's
@@ -143,4 +147,25 @@ pub(super) fn log_events(
 /// Millisecond precision is plenty for a log line.
 fn round_ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failover_is_one_leader_change() {
+        let change = |old: Option<&str>, new: Option<&str>| ViewEvent::LeaderChanged {
+            old: old.map(Into::into),
+            new: new.map(Into::into),
+            leaderless_for: None,
+            reason: String::new(),
+        };
+        let lost = change(Some("a"), None);
+        let elected = change(None, Some("b"));
+        assert_eq!(leader_changes(std::slice::from_ref(&lost)), 0);
+        assert_eq!(leader_changes(&[lost, elected.clone()]), 1);
+        assert_eq!(leader_changes(&[change(Some("a"), Some("b"))]), 1);
+        assert_eq!(leader_changes(&[ViewEvent::BecameStale, elected]), 1);
+    }
 }

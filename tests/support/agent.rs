@@ -196,3 +196,53 @@ fn with_admin(config: &str, admin: SocketAddr) -> String {
         format!("{config}\n[admin]\nlisten = \"{admin}\"\n")
     }
 }
+
+/// Panics unless every line of `log` is logfmt (`key=value` pairs separated by one
+/// space, each value bare or quoted with `\"` escapes) starting `ts= level= target=`.
+pub fn assert_logfmt(log: &str) {
+    for line in log.lines() {
+        let mut keys = Vec::new();
+        let mut rest = line;
+        while !rest.is_empty() {
+            let (key, value) = rest
+                .split_once('=')
+                .unwrap_or_else(|| panic!("no key=value at {rest:?} in:\n{line}"));
+            assert!(
+                !key.is_empty() && !key.contains([' ', '"']),
+                "bad key {key:?} in:\n{line}"
+            );
+            keys.push(key);
+            let after = match value.strip_prefix('"') {
+                Some(quoted) => {
+                    let mut escaped = false;
+                    let end = quoted.char_indices().find(|&(_, c)| {
+                        let closes = c == '"' && !escaped;
+                        escaped = c == '\\' && !escaped;
+                        closes
+                    });
+                    let (end, _) = end.unwrap_or_else(|| panic!("unclosed quote in:\n{line}"));
+                    &quoted[end + 1..]
+                }
+                None => {
+                    let end = value.find(' ').unwrap_or(value.len());
+                    let bare = &value[..end];
+                    assert!(
+                        !bare.is_empty() && !bare.contains(['"', '=']),
+                        "bad bare value {bare:?} in:\n{line}"
+                    );
+                    &value[end..]
+                }
+            };
+            assert!(
+                after.is_empty() || after.starts_with(' '),
+                "no space after a value in:\n{line}"
+            );
+            rest = after.strip_prefix(' ').unwrap_or(after);
+        }
+        assert_eq!(
+            keys.get(..3),
+            Some(&["ts", "level", "target"][..]),
+            "{line}"
+        );
+    }
+}
