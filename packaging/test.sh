@@ -5,35 +5,64 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root_dir="$(pwd)"
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 passed=0; failed=0
 check() { # check DESCRIPTION COMMAND...
     local what=$1; shift
-    if "$@" >/tmp/vl-check.out 2>&1; then
+    if "$@" >"$work/check.out" 2>&1; then
         passed=$((passed+1)); echo "ok   $what"
     else
-        failed=$((failed+1)); echo "FAIL $what"; sed 's/^/     /' /tmp/vl-check.out | tail -20
+        failed=$((failed+1)); echo "FAIL $what"; sed 's/^/     /' "$work/check.out" | tail -20
     fi
 }
 has() { grep -qE -- "$2" "$1"; }
 
 command -v rpm >/dev/null || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; }
-python3 -m pip --version >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
-command -v ansible-playbook >/dev/null && command -v ansible-lint >/dev/null \
-    || python3 -m pip install -q ansible-core ansible-lint
+# ansible-core and ansible-lint in a virtual environment of this checkout's (a stock
+# Debian 12 python3 refuses global pip installs: PEP 668), made once and reused.
+venv="$root_dir/target/packaging-venv"
+if [ ! -x "$venv/bin/ansible-lint" ]; then
+    python3 -m venv "$venv" 2>/dev/null \
+        || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q ansible-core ansible-lint
+fi
+export PATH="$venv/bin:$PATH"
+# promtool, for the alert rules: Debian's prometheus package, its service kept from
+# starting while it installs (policy-rc.d says no; a policy already there is kept).
+if ! command -v promtool >/dev/null; then
+    policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1; fi
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1
+    [ "$made_policy" = 1 ] && rm -f "$policy"
+fi
 
-packaging/build.sh >/tmp/vl-build.log 2>&1 || { cat /tmp/vl-build.log; echo "0 passed, 1 failed"; exit 1; }
+packaging/build.sh >"$work/build.log" 2>&1 || { cat "$work/build.log"; echo "0 passed, 1 failed"; exit 1; }
 deb=$(ls -1t target/debian/vault-locator_*.deb | head -1)
 rpmf=$(ls -1t target/generate-rpm/vault-locator-*.rpm | head -1)
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 
 # --- .deb contents, conffiles, scripts
 dpkg-deb -c "$deb" > "$work/deb.list"
 for p in ./usr/bin/vault-locator ./usr/lib/systemd/system/vault-locator.service \
          ./usr/lib/sysusers.d/vault-locator.conf ./etc/vault-locator/config.toml \
          ./etc/systemd/resolved.conf.d/vault-locator.conf \
-         ./etc/dnssec-trust-anchors.d/vault-locator.negative; do
+         ./etc/dnssec-trust-anchors.d/vault-locator.negative \
+         ./usr/share/vault-locator/vault-locator.rules.yml \
+         ./usr/share/vault-locator/vault-locator.dashboard.json; do
     check "deb ships $p" has "$work/deb.list" " $p\$"
 done
+
+# --- alert rules and dashboard
+mon=packaging/monitoring
+check "promtool check rules" promtool check rules "$mon/vault-locator.rules.yml"
+check "promtool test rules (the alerts fire on the cases they are for)" \
+    bash -c "cd '$mon' && promtool test rules vault-locator.rules.test.yml"
+check "the dashboard is JSON" python3 -m json.tool "$mon/vault-locator.dashboard.json"
+# Every metric the rules and the dashboard use is one the agent exports.
+grep -oE '"vault_locator_[a-z_]+"' src/telemetry.rs | tr -d '"' | sort -u > "$work/metrics.known"
+grep -ohE 'vault_locator_[a-z_]+' "$mon/vault-locator.rules.yml" "$mon/vault-locator.dashboard.json" \
+    | sed -E 's/_(bucket|sum|count)$//' | sort -u > "$work/metrics.used"
+check "rules and dashboard use only exported metrics" \
+    bash -c "comm -23 '$work/metrics.used' '$work/metrics.known' | tee /dev/stderr | (! grep -q .)"
 dpkg-deb -e "$deb" "$work/control"
 check "deb marks the config as a conffile" has "$work/control/conffiles" '^/etc/vault-locator/config.toml$'
 check "deb postinst creates the user and enables on install" \
@@ -46,7 +75,9 @@ check "deb postrm drops the config only on purge" has "$work/control/postrm" 'pu
 rpm -qlp "$rpmf" > "$work/rpm.list" 2>/dev/null
 for p in /usr/bin/vault-locator /usr/lib/systemd/system/vault-locator.service \
          /usr/lib/sysusers.d/vault-locator.conf /etc/vault-locator/config.toml \
-         /etc/systemd/resolved.conf.d/vault-locator.conf; do
+         /etc/systemd/resolved.conf.d/vault-locator.conf \
+         /usr/share/vault-locator/vault-locator.rules.yml \
+         /usr/share/vault-locator/vault-locator.dashboard.json; do
     check "rpm ships $p" has "$work/rpm.list" "^$p\$"
 done
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmf" > "$work/rpm.flags" 2>/dev/null
