@@ -47,9 +47,23 @@ for p in ./usr/bin/vault-locator ./usr/lib/systemd/system/vault-locator.service 
          ./etc/systemd/resolved.conf.d/vault-locator.conf \
          ./etc/dnssec-trust-anchors.d/vault-locator.negative \
          ./usr/share/vault-locator/vault-locator.rules.yml \
-         ./usr/share/vault-locator/vault-locator.dashboard.json; do
+         ./usr/share/vault-locator/vault-locator.dashboard.json \
+         ./usr/share/man/man1/vault-locator.1.gz ./usr/share/man/man1/vault-locator-run.1.gz \
+         ./usr/share/bash-completion/completions/vault-locator \
+         ./usr/share/zsh/vendor-completions/_vault-locator \
+         ./usr/share/fish/vendor_completions.d/vault-locator.fish \
+         ./usr/share/doc/vault-locator/copyright ./usr/share/doc/vault-locator/CHANGELOG.md; do
     check "deb ships $p" has "$work/deb.list" " $p\$"
 done
+
+# --- the man page renders, the completions load
+check "the man page renders" bash -c "dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/share/man/man1/vault-locator.1.gz | gunzip | grep -q 'vault-locator'"
+check "the bash completion loads and completes the subcommands" bash -c "
+    dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/share/bash-completion/completions/vault-locator > '$work/completion.bash'
+    source '$work/completion.bash'; COMP_WORDS=(vault-locator st); COMP_CWORD=1; COMP_LINE='vault-locator st'; COMP_POINT=\${#COMP_LINE}
+    _vault__locator vault-locator st vault-locator; printf '%s\n' \"\${COMPREPLY[@]}\" | grep -qx status"
+check "LICENSE is the licence Cargo.toml names (MPL-2.0)" \
+    bash -c "grep -q '^license = \"MPL-2.0\"' Cargo.toml && head -1 LICENSE | grep -q 'Mozilla Public License Version 2.0'"
 
 # --- alert rules and dashboard
 mon=packaging/monitoring
@@ -77,7 +91,9 @@ for p in /usr/bin/vault-locator /usr/lib/systemd/system/vault-locator.service \
          /usr/lib/sysusers.d/vault-locator.conf /etc/vault-locator/config.toml \
          /etc/systemd/resolved.conf.d/vault-locator.conf \
          /usr/share/vault-locator/vault-locator.rules.yml \
-         /usr/share/vault-locator/vault-locator.dashboard.json; do
+         /usr/share/vault-locator/vault-locator.dashboard.json \
+         /usr/share/man/man1/vault-locator.1.gz /usr/share/licenses/vault-locator/LICENSE \
+         /usr/share/bash-completion/completions/vault-locator; do
     check "rpm ships $p" has "$work/rpm.list" "^$p\$"
 done
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmf" > "$work/rpm.flags" 2>/dev/null
@@ -141,6 +157,9 @@ cat > "$work/play.yml" <<YML
             answer: true
             routes:
               raft_storage_v1: reject
+        vault_locator_replication_clusters: [us-east-1, us-west-2]
+        vault_locator_dns_zone_fallback: ["127.0.0.1:8601"]
+        vault_locator_dns_udp_answer_limit: 5
 YML
 export ANSIBLE_ROLES_PATH="$root_dir/packaging/ansible/roles" ANSIBLE_NOCOLOR=1 ANSIBLE_LOCALHOST_WARNING=false
 # The Python that runs Ansible, not whatever interpreter discovery finds first.
@@ -149,6 +168,12 @@ ansible-playbook -i localhost, -c local "$work/play.yml" > "$work/run1.log" 2>&1
 check "ansible role runs" has "$work/run1.log" 'failed=0'
 check "the role renders a config check-config accepts" \
     "$troot/usr/bin/vault-locator" check-config --config "$aroot/etc/vault-locator/config.toml"
+check "the role renders every key it has a variable for" bash -c "
+    c='$aroot/etc/vault-locator/config.toml'
+    grep -q '^zone_fallback = \[\"127.0.0.1:8601\"\]' \$c && grep -q '^udp_answer_limit = 5' \$c &&
+    grep -q '^\[replication\]' \$c && grep -q '^ready_timeout = ' \$c && grep -q '^lameduck = ' \$c"
+check "no systemd-resolved in the root: its restart is skipped, not failed" \
+    bash -c "! grep -q 'RUNNING HANDLER \[vault_locator : Restart systemd-resolved\].*failed' '$work/run1.log'"
 ansible-playbook -i localhost, -c local "$work/play.yml" > "$work/run2.log" 2>&1
 check "ansible role is idempotent (second run: changed=0)" has "$work/run2.log" 'changed=0.*failed=0'
 check "ansible-lint passes" bash -c "cd '$root_dir/packaging/ansible' && ansible-lint roles/vault_locator playbook.yml"
