@@ -6,11 +6,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm
-cargo build --release --locked --bin vault-locator
-strip target/release/vault-locator 2>/dev/null || true
-# Man pages and completions from the clap definitions (packaging/gen-docs.rs).
+# The packaged binary links against glibc 2.28 at most, so the packages install on
+# RHEL/Rocky 8 and Debian 10+, whatever this host's glibc is: cargo-zigbuild, with zig
+# from the ziglang wheel in a virtual environment under target/ (PEP 668).
+venv=target/zig-venv
+if ! "$venv/bin/python" -m ziglang version >/dev/null 2>&1; then
+    python3 -m venv "$venv" 2>/dev/null \
+        || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q ziglang
+fi
+command -v cargo-zigbuild >/dev/null || cargo install --locked cargo-zigbuild
+PATH="$PWD/$venv/bin:$PATH" cargo zigbuild --release --locked --bin vault-locator \
+    --target x86_64-unknown-linux-gnu.2.28
+mkdir -p target/package
+cp target/x86_64-unknown-linux-gnu/release/vault-locator target/package/vault-locator
+strip target/package/vault-locator 2>/dev/null || true
+# Man pages and completions from the clap definitions (packaging/gen-docs.rs; a debug
+# build is enough, and the tests have built most of it).
 rm -rf target/assets
-cargo run --release --locked --quiet --example gen-docs -- target/assets >/dev/null
+cargo run --locked --quiet --example gen-docs -- target/assets >/dev/null
 gzip -9n target/assets/*.1
 cargo deb --no-build --no-strip
 cargo generate-rpm

@@ -56,6 +56,13 @@ for p in ./usr/bin/vault-locator ./usr/lib/systemd/system/vault-locator.service 
     check "deb ships $p" has "$work/deb.list" " $p\$"
 done
 
+# --- the binary runs on glibc 2.28 (RHEL/Rocky 8) and later
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/vault-locator > "$work/packaged-bin"
+glibc=$(objdump -T "$work/packaged-bin" | grep -oE 'GLIBC_[0-9.]+' | sort -uV | tail -1)
+echo "     highest glibc symbol version: $glibc"
+check "packaged binary needs glibc <= 2.28 (got $glibc)" \
+    bash -c "[ \"\$(printf '%s\n' GLIBC_2.28 '$glibc' | sort -V | tail -1)\" = GLIBC_2.28 ]"
+
 # --- the man page renders, the completions load
 check "the man page renders" bash -c "dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/share/man/man1/vault-locator.1.gz | gunzip | grep -q 'vault-locator'"
 check "the bash completion loads and completes the subcommands" bash -c "
