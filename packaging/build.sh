@@ -26,6 +26,7 @@ strip target/package/vault-locator 2>/dev/null || true
 rm -rf target/assets
 cargo run --locked --quiet --example gen-docs -- target/assets >/dev/null
 gzip -9n target/assets/*.1
+gzip -9nc CHANGELOG.md > target/assets/changelog.gz
 cargo deb --no-build --no-strip
 cargo generate-rpm
 ls -1 target/debian/*.deb target/generate-rpm/*.rpm
