@@ -116,7 +116,10 @@ impl DnsServer {
                 super::udp::serve_blocking(socket, handler, stop, rt)
             }));
         }
+        // biased: once `shutdown` is cancelled the receive loops end too (within
+        // STOP_CHECK); polled in this order, their ending is never mistaken for a loss.
         let result = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => {
                 self.server.shutdown_gracefully().await?;
                 Ok(())
