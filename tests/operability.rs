@@ -183,14 +183,18 @@ async fn metrics_and_status_follow_a_real_cluster() {
     cluster.kill(leader);
     let new = cluster.wait_leader(Duration::from_secs(60)).await;
     let new_api = format!("http://{}:8200", cluster.ip(new));
+    // The table lists every member, so the new leader's address is in it from the
+    // start: wait for the leader column (the line that starts with the cluster).
     eventually(
         Duration::from_secs(20),
         "status shows the new leader",
         || async {
             let out = run_cli(&["status", "--admin", &agent.admin.to_string()]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains(&new_api)
-                .then_some(())
+            let table = String::from_utf8_lossy(&out.stdout).into_owned();
+            let led = table
+                .lines()
+                .any(|l| l.starts_with("dc1 ") && l.contains(&new_api));
+            led.then_some(())
         },
     )
     .await;
