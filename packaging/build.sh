@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds target/debian/vault-locator_*.deb and target/generate-rpm/vault-locator-*.rpm
-# from a clean checkout, installing cargo-deb and cargo-generate-rpm when missing, with
-# the man pages and shell completions generated from the CLI definitions.
+# Builds target/debian/vault-locator_*.deb (cargo-deb) and target/rpm/vault-locator-*.rpm
+# (rpmbuild, from packaging/rpm/vault-locator.spec) from a clean checkout, installing
+# cargo-deb and rpm when missing, with the man pages and shell completions generated
+# from the CLI definitions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
-command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm
+command -v rpmbuild >/dev/null || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; }
 # The packaged binary links against glibc 2.28 at most, so the packages install on
 # RHEL/Rocky 8 and Debian 10+, whatever this host's glibc is: cargo-zigbuild, with zig
 # from the ziglang wheel in a virtual environment under target/ (PEP 668).
@@ -28,5 +29,10 @@ cargo run --locked --quiet --example gen-docs -- target/assets >/dev/null
 gzip -9n target/assets/*.1
 gzip -9nc CHANGELOG.md > target/assets/changelog.gz
 cargo deb --no-build --no-strip
-cargo generate-rpm
-ls -1 target/debian/*.deb target/generate-rpm/*.rpm
+version=$(cargo metadata --no-deps --format-version 1 --locked \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
+rm -rf target/rpm target/rpmbuild
+rpmbuild -bb --quiet --define "_topdir $PWD/target/rpmbuild" --define "_sourcedir $PWD" \
+    --define "_rpmdir $PWD/target/rpm" --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
+    --define "pkg_version $version" packaging/rpm/vault-locator.spec
+ls -1 target/debian/*.deb target/rpm/*.rpm

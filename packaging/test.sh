@@ -38,7 +38,7 @@ fi
 
 packaging/build.sh >"$work/build.log" 2>&1 || { cat "$work/build.log"; echo "0 passed, 1 failed"; exit 1; }
 deb=$(ls -1t target/debian/vault-locator_*.deb | head -1)
-rpmf=$(ls -1t target/generate-rpm/vault-locator-*.rpm | head -1)
+rpmf=$(ls -1t target/rpm/vault-locator-*.rpm | head -1)
 
 # --- .deb contents, conffiles, scripts
 dpkg-deb -c "$deb" > "$work/deb.list"
@@ -116,6 +116,19 @@ rpm -qp --scripts "$rpmf" > "$work/rpm.scripts" 2>/dev/null
 check "rpm %post enables on install" has "$work/rpm.scripts" 'enable --now vault-locator'
 check "rpm %preun disables on removal" has "$work/rpm.scripts" 'disable --now vault-locator'
 check "rpm %postun restarts on upgrade" has "$work/rpm.scripts" 'try-restart vault-locator'
+for p in /usr/share/man/man1/vault-locator-run.1.gz /usr/share/zsh/site-functions/_vault-locator \
+         /usr/share/fish/vendor_completions.d/vault-locator.fish; do
+    check "rpm ships $p" has "$work/rpm.list" "^$p\$"
+done
+rpm -qip "$rpmf" > "$work/rpm.info" 2>/dev/null
+for tag in Packager Group License; do
+    check "rpm has a $tag" has "$work/rpm.info" "^$tag +: [^ ]"
+done
+check "rpm has a changelog" bash -c "rpm -qp --changelog '$rpmf' 2>/dev/null | grep -q '^\* '"
+
+# --- rpmlint: clean (each filter, with its reason, in packaging/rpm/rpmlint.toml)
+command -v rpmlint >/dev/null || { apt-get update -qq && apt-get install -y -qq rpmlint >/dev/null; }
+check "rpmlint reports nothing on the .rpm" bash -c "rpmlint -c packaging/rpm/rpmlint.toml '$rpmf' 2>&1 | tee /dev/stderr | grep -q ' 0 errors, 0 warnings'"
 
 # --- install the .deb into a throwaway root
 troot="$work/root"
