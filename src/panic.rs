@@ -63,7 +63,30 @@ pub fn supervise<F>(
 where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let handle = tokio::spawn(fut);
+    supervise_on(
+        &tokio::runtime::Handle::current(),
+        tasks,
+        part,
+        stop,
+        fatal,
+        fut,
+    )
+}
+
+/// [`supervise`], with the part running on `runtime` (the polling thread's, say); the
+/// supervision itself runs on the current runtime, where `tasks` is waited for.
+pub fn supervise_on<F>(
+    runtime: &tokio::runtime::Handle,
+    tasks: &tokio_util::task::TaskTracker,
+    part: String,
+    stop: tokio_util::sync::CancellationToken,
+    fatal: FatalSender,
+    fut: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let handle = runtime.spawn(fut);
     tasks.spawn(async move {
         let why = match handle.await {
             Ok(Err(e)) => Some(format!("failed: {e:#}")),

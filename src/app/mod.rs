@@ -17,6 +17,7 @@
 //! connections `drain_timeout`; watchers stop last.
 
 mod parts;
+mod poller;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct Supervisor {
     /// A long-lived part that panics or stops on its own reports here: that is fatal
     /// (see `panic`).
     fatal_tx: FatalSender,
+    /// The thread the watchers poll on.
+    poller: poller::Poller,
 }
 
 /// What a reload found it must change, every part of it built, bound and checked:
@@ -91,13 +94,11 @@ impl Supervisor {
             Instant::now(),
         ));
         let plan = first_plan(&config).await?;
+        let poller = poller::Poller::start()
+            .map_err(|e| anyhow::anyhow!("cannot start the polling thread: {e}"))?;
         let (tasks, watcher_tasks) = (TaskTracker::new(), TaskTracker::new());
         let close_all = CancellationToken::new();
-        let watchers: HashMap<String, RunningWatcher> = plan
-            .prepared
-            .into_iter()
-            .map(|p| (p.config.name.clone(), p.start(&watcher_tasks, &fatal_tx)))
-            .collect();
+        let watchers = start_watchers(plan.prepared, &poller, &watcher_tasks, &fatal_tx);
         let replication = plan
             .new_replication
             .map(|(r, set)| start_replication(r, set, &watcher_tasks, &fatal_tx));
@@ -129,6 +130,7 @@ impl Supervisor {
             close_all,
             side,
             fatal_tx,
+            poller,
         };
         info!(
             clusters = supervisor.config.clusters.len(),
@@ -243,10 +245,13 @@ impl Supervisor {
             }
         }
         let retired_watchers: Vec<RunningWatcher> = self.watchers.drain().map(|(_, w)| w).collect();
-        for p in plan.prepared {
-            let name = p.config.name.clone();
-            watchers.insert(name, p.start(&self.watcher_tasks, &self.fatal_tx));
-        }
+        let started = start_watchers(
+            plan.prepared,
+            &self.poller,
+            &self.watcher_tasks,
+            &self.fatal_tx,
+        );
+        watchers.extend(started);
         let retired_replication = if plan.keep_replication {
             None
         } else {
@@ -425,4 +430,20 @@ fn publish(
         proxies.iter().flat_map(|p| p.sides.clone()).collect(),
         replication.as_ref().map(|r| r.handle.clone()),
     );
+}
+
+/// Starts each prepared watcher on the polling thread, by cluster name.
+fn start_watchers(
+    prepared: Vec<PreparedWatcher>,
+    poller: &poller::Poller,
+    tasks: &TaskTracker,
+    fatal: &FatalSender,
+) -> HashMap<String, RunningWatcher> {
+    prepared
+        .into_iter()
+        .map(|p| {
+            let running = p.start(poller.handle(), tasks, fatal);
+            (running.config.name.clone(), running)
+        })
+        .collect()
 }

@@ -20,7 +20,7 @@ use crate::dns::handler::Handler;
 use crate::dns::server::DnsServer;
 use crate::dns::zone::Zone;
 use crate::net::Proto;
-use crate::panic::{supervise, FatalSender};
+use crate::panic::{supervise, supervise_on, FatalSender};
 use crate::proxy::{Proxy, Side};
 use crate::systemd;
 use crate::vault::feed::ClusterFeed;
@@ -109,10 +109,17 @@ pub(super) struct PreparedWatcher {
 }
 
 impl PreparedWatcher {
-    pub(super) fn start(self, tasks: &TaskTracker, fatal: &FatalSender) -> RunningWatcher {
+    /// Starts polling on the polling thread (`poller`, see `app::poller`).
+    pub(super) fn start(
+        self,
+        poller: &tokio::runtime::Handle,
+        tasks: &TaskTracker,
+        fatal: &FatalSender,
+    ) -> RunningWatcher {
         let stop = CancellationToken::new();
         let run = self.watcher.run(stop.clone());
-        supervise(
+        supervise_on(
+            poller,
             tasks,
             format!("watcher of cluster {}", self.config.name),
             stop.clone(),

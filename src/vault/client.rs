@@ -1,9 +1,9 @@
 //! HTTP client for the two unauthenticated endpoints every Vault and OpenBao node
 //! answers for itself: `/v1/sys/health` (what am I) and `/v1/sys/leader` (who leads).
 //!
-//! Each poll of a node issues both requests concurrently, each under its own timeout,
-//! and turns the answers into a [`NodeReport`]. Nothing here decides what the cluster
-//! looks like; that is [`super::view`]'s job.
+//! Each request runs under the cluster's timeouts and becomes a typed answer; which
+//! endpoints one poll asks is [`super::poll`]'s choice, and what the answers mean for
+//! the cluster is [`super::rules`]'.
 
 use std::time::Duration;
 
@@ -37,6 +37,10 @@ pub enum NodeState {
 pub struct LeaderReport {
     /// False for a server without HA storage: it leads itself, if it is active.
     pub ha_enabled: bool,
+    /// The answering node is the active one (Vault and OpenBao both send `is_self`).
+    pub is_self: bool,
+    /// The answering node is a performance standby (Vault Enterprise; false elsewhere).
+    pub performance_standby: bool,
     /// The leader's `api_addr`, empty when the node does not know one.
     pub leader_address: String,
     /// The leader's `cluster_addr`, empty when unknown.
@@ -47,6 +51,8 @@ impl Default for LeaderReport {
     fn default() -> Self {
         Self {
             ha_enabled: true,
+            is_self: false,
+            performance_standby: false,
             leader_address: String::new(),
             leader_cluster_address: String::new(),
         }
@@ -148,6 +154,10 @@ struct LeaderBody {
     #[serde(default = "yes")]
     ha_enabled: bool,
     #[serde(default)]
+    is_self: bool,
+    #[serde(default)]
+    performance_standby: bool,
+    #[serde(default)]
     leader_address: String,
     #[serde(default)]
     leader_cluster_address: String,
@@ -179,7 +189,7 @@ impl VaultClient {
             // Never go through an HTTP proxy from the environment: nodes are reached
             // directly, and a proxy would answer for itself.
             .no_proxy()
-            .pool_max_idle_per_host(2)
+            .pool_max_idle_per_host(1)
             .user_agent(concat!("vault-locator/", env!("CARGO_PKG_VERSION")))
             .use_preconfigured_tls(tls)
             .build()?;
@@ -190,17 +200,8 @@ impl VaultClient {
         })
     }
 
-    /// Polls one node: health and leader, concurrently.
-    pub async fn poll(&self, node: &Url) -> NodeReport {
-        let (health, leader) = tokio::join!(self.health(node), self.leader(node));
-        NodeReport {
-            replication: health.as_ref().map(|h| h.replication).unwrap_or_default(),
-            health: health.map(|h| h.state),
-            leader,
-        }
-    }
-
-    async fn health(&self, node: &Url) -> Result<Health, PollError> {
+    /// `/v1/sys/health`: the node's own state and its cluster's replication modes.
+    pub async fn health(&self, node: &Url) -> Result<Health, PollError> {
         let url = format!(
             "{}/v1/sys/health?{HEALTH_QUERY}",
             node.as_str().trim_end_matches('/')
@@ -209,7 +210,8 @@ impl VaultClient {
         parse_health(status, &body)
     }
 
-    async fn leader(&self, node: &Url) -> Result<Option<LeaderReport>, PollError> {
+    /// `/v1/sys/leader`: who leads, as the node sees it, and whether that is itself.
+    pub async fn leader(&self, node: &Url) -> Result<Option<LeaderReport>, PollError> {
         let url = format!("{}/v1/sys/leader", node.as_str().trim_end_matches('/'));
         let (status, body) = self.get(&url).await?;
         parse_leader(status, &body)
@@ -287,6 +289,8 @@ pub fn parse_leader(status: u16, body: &[u8]) -> Result<Option<LeaderReport>, Po
     let l: LeaderBody = serde_json::from_slice(body).map_err(|e| PollError::Body(e.to_string()))?;
     Ok(Some(LeaderReport {
         ha_enabled: l.ha_enabled,
+        is_self: l.is_self,
+        performance_standby: l.performance_standby,
         leader_address: l.leader_address,
         leader_cluster_address: l.leader_cluster_address,
     }))

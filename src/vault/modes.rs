@@ -75,6 +75,14 @@ impl Modes {
             Kind::Dr => self.dr,
         }
     }
+
+    /// Whether these modes can change while the server runs: it replicates (Vault
+    /// Enterprise). `Unavailable` (OpenBao, Vault Community) and `Unknown` (a server
+    /// older than replication) stay what they are until the server is replaced.
+    pub fn can_change(&self) -> bool {
+        let real = |m: Mode| !matches!(m, Mode::Unavailable | Mode::Unknown);
+        real(self.perf) || real(self.dr)
+    }
 }
 
 /// The two kinds of replication, each with its virtual cluster.

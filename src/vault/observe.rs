@@ -52,39 +52,77 @@ pub(super) fn count_errors(cluster: &str, polled: &Polled) {
     }
 }
 
-/// Metrics for one view (the view's age is computed at scrape time).
-pub(super) fn record(cluster: &str, view: &ClusterView, events: &[ViewEvent]) {
+/// What the gauges of one view show: set again only when it changes (a round that
+/// repeats the last one, the common case, costs no registry lookups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Gauges {
+    reachable: usize,
+    unreachable: usize,
+    stale: bool,
+    has_leader: bool,
+    modes: [replication::Mode; 2],
+    no_leader: Option<&'static str>,
+}
+
+impl Gauges {
+    fn of(view: &ClusterView) -> Self {
+        let reachable = view
+            .members
+            .iter()
+            .filter(|m| m.role != view::Role::Unreachable && !view.stale)
+            .count();
+        let [perf, dr] = replication::Kind::ALL;
+        Self {
+            reachable,
+            unreachable: view.members.len() - reachable,
+            stale: view.stale,
+            has_leader: view.leader.is_some(),
+            modes: [
+                replication::cluster_mode(view, perf),
+                replication::cluster_mode(view, dr),
+            ],
+            no_leader: view.no_leader.as_ref().map(NoLeader::kind),
+        }
+    }
+}
+
+/// Metrics for one view (the view's age is computed at scrape time); `shown` is what
+/// the gauges show now, None before the first view.
+pub(super) fn record(
+    cluster: &str,
+    view: &ClusterView,
+    events: &[ViewEvent],
+    shown: &mut Option<Gauges>,
+) {
+    let changes = leader_changes(events);
+    if changes > 0 {
+        metrics::counter!(telemetry::LEADER_CHANGES, "cluster" => cluster.to_string())
+            .increment(changes);
+    }
+    let gauges = Gauges::of(view);
+    if shown.as_ref() == Some(&gauges) {
+        return;
+    }
     let cluster = cluster.to_string();
-    let reachable = view
-        .members
-        .iter()
-        .filter(|m| m.role != view::Role::Unreachable && !view.stale)
-        .count();
-    let unreachable = view.members.len() - reachable;
     metrics::gauge!(telemetry::NODES, "cluster" => cluster.clone(), "state" => "reachable")
-        .set(reachable as f64);
+        .set(gauges.reachable as f64);
     metrics::gauge!(telemetry::NODES, "cluster" => cluster.clone(), "state" => "unreachable")
-        .set(unreachable as f64);
+        .set(gauges.unreachable as f64);
     metrics::gauge!(telemetry::STALE, "cluster" => cluster.clone())
-        .set(f64::from(u8::from(view.stale)));
+        .set(f64::from(u8::from(gauges.stale)));
     metrics::gauge!(telemetry::HAS_LEADER, "cluster" => cluster.clone())
-        .set(f64::from(u8::from(view.leader.is_some())));
-    for kind in replication::Kind::ALL {
-        let mode = replication::cluster_mode(view, kind);
+        .set(f64::from(u8::from(gauges.has_leader)));
+    for (kind, mode) in replication::Kind::ALL.into_iter().zip(gauges.modes) {
         for m in replication::Mode::ALL {
             metrics::gauge!(telemetry::REPLICATION_MODE, "cluster" => cluster.clone(), "kind" => kind.as_str(), "mode" => m.as_str())
                 .set(f64::from(u8::from(m == mode)));
         }
     }
-    let why = view.no_leader.as_ref().map(NoLeader::kind);
     for kind in NoLeader::KINDS {
         metrics::gauge!(telemetry::NO_LEADER, "cluster" => cluster.clone(), "reason" => kind)
-            .set(f64::from(u8::from(why == Some(kind))));
+            .set(f64::from(u8::from(gauges.no_leader == Some(kind))));
     }
-    let changes = leader_changes(events);
-    if changes > 0 {
-        metrics::counter!(telemetry::LEADER_CHANGES, "cluster" => cluster).increment(changes);
-    }
+    *shown = Some(gauges);
 }
 
 /// How many leaders the events confirm: a failover (leader, then none, then a new one)

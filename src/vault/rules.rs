@@ -43,6 +43,9 @@ pub struct Polled {
     pub report: NodeReport,
     /// When the report arrived.
     pub at: Instant,
+    /// When the health in `report` was heard (it may be carried over from an earlier
+    /// poll: see `poll`); None when there is none.
+    pub health_heard: Option<Instant>,
     pub wall: SystemTime,
 }
 
@@ -50,6 +53,12 @@ impl Polled {
     /// Whether the node answered either endpoint.
     pub fn answered(&self) -> bool {
         self.report.health.is_ok() || self.report.leader.is_ok()
+    }
+
+    /// Whether `other` says what this report says (times aside): the view built from
+    /// it would answer the same.
+    pub fn says_the_same(&self, other: &Polled) -> bool {
+        self.report == other.report && self.addrs == other.addrs && self.port == other.port
     }
 
     /// A report without an answer (`why`), at `at`, keeping the addresses of the node's
@@ -65,6 +74,7 @@ impl Polled {
                 leader: Err(why),
             },
             at,
+            health_heard: None,
             // Never read: only answered reports carry a time.
             wall: SystemTime::UNIX_EPOCH,
         }
@@ -362,8 +372,10 @@ mod tests {
         let url: Url = format!("http://127.0.0.{i}:8200").parse().unwrap();
         let leader = match (&health, leader) {
             (Err(e), _) => Err(e.clone()),
-            (Ok(_), l) => Ok(Some(LeaderReport {
+            (Ok(state), l) => Ok(Some(LeaderReport {
                 ha_enabled: true,
+                is_self: *state == NodeState::Active,
+                performance_standby: false,
                 leader_address: l.unwrap_or("").to_string(),
                 leader_cluster_address: l
                     .map(|l| l.replace("http:", "https:").replace(":8200", ":8201"))
@@ -380,6 +392,7 @@ mod tests {
                 leader,
             },
             at: Instant::now(),
+            health_heard: Some(Instant::now()),
             wall: SystemTime::now(),
         }
     }

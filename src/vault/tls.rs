@@ -76,30 +76,55 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> 
     Ok(certs)
 }
 
+/// How long one read of the system trust store serves: long enough for one start or
+/// reload (validation, then every cluster's watcher), short enough that the next
+/// reload reads the store again (an updated ca-certificates is picked up by a reload).
+const SYSTEM_ROOTS_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The system trust store, shared by every cluster without a `ca_file`. Read once per
+/// SYSTEM_ROOTS_FRESH rather than once per cluster: each read parses ~150 certificates
+/// into a few hundred KiB, which 30 clusters (and their validation) would hold 30 times.
+fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Arc<RootCertStore>)>> =
+        std::sync::Mutex::new(None);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((read, roots)) = cache.as_ref() {
+        if read.elapsed() < SYSTEM_ROOTS_FRESH {
+            return Ok(roots.clone());
+        }
+    }
+    let native = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        let why = native
+            .errors
+            .first()
+            .map_or("none found".to_string(), |e| e.to_string());
+        return Err(TlsError::Roots(why));
+    }
+    let roots = Arc::new(roots);
+    *cache = Some((std::time::Instant::now(), roots.clone()));
+    Ok(roots)
+}
+
 /// The rustls config a cluster's polls use.
 pub fn client_config(tls: &ClusterTls) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = RootCertStore::empty();
-    match &tls.ca {
+    let roots = match &tls.ca {
         Some(ca) => {
+            let mut roots = RootCertStore::empty();
             for cert in certificates(&ca.pem).map_err(TlsError::Ca)? {
                 roots
                     .add(cert)
                     .map_err(|e| TlsError::Ca(format!("unusable certificate: {e}")))?;
             }
+            Arc::new(roots)
         }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                let why = native
-                    .errors
-                    .first()
-                    .map_or("none found".to_string(), |e| e.to_string());
-                return Err(TlsError::Roots(why));
-            }
-        }
-    }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        None => system_roots()?,
+    };
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| TlsError::Ca(e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = match &tls.server_name {

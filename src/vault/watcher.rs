@@ -1,8 +1,9 @@
 //! The polling loop: one task per cluster, publishing a `ClusterView` through
 //! `tokio::sync::watch`.
 //!
-//! Every node is polled on its own schedule (both endpoints concurrently, under the
-//! cluster's `request_timeout`, the TCP connect under `connect_timeout`), and the
+//! Every node is polled on its own schedule (`/v1/sys/leader` every round, the health
+//! when `poll::HealthCadence` or a changed answer calls for it, under the cluster's
+//! `request_timeout`, the TCP connect under `connect_timeout`), and the
 //! cluster's view is rebuilt from every node's latest report whenever a report arrives,
 //! and at least every `poll_interval` so that reports age out (see
 //! [`super::rules::current`]). A node whose packets vanish holds back only its own
@@ -10,7 +11,9 @@
 //! Nodes are polled every `poll_interval`, or `failover_poll_interval` while there is
 //! no leader (see `poll::Cadence`). At the normal rate a node has one poll at a time, and
 //! one that overran is followed at once by the next; while leaderless, new polls go out
-//! on time even while earlier ones hang (up to `poll::MAX_HEDGED` per node).
+//! on time even while earlier ones hang (up to `poll::MAX_HEDGED` per node). Each
+//! node's interval is jittered, and a node that keeps failing is backed off
+//! (`poll::Schedule`).
 //!
 //! A new view wakes the consumers (DNS caches, proxy connections) only when it answers
 //! differently ([`ClusterView::answers_like`]); otherwise it replaces the published
@@ -20,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::{Abortable, FutureExt};
+use futures_util::future::{AbortRegistration, Abortable, Aborted, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +35,7 @@ use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::observe;
-use super::poll::{lookup, poll_node, resolve_url, Cadence, Schedule};
+use super::poll::{lookup, on_grid, poll_node, resolve_url, Cadence, HealthCadence, Schedule};
 use super::rules::{current, elect, next_view, Polled};
 use super::view::{ClusterAddr, ClusterView, Leader, NoLeader};
 use crate::telemetry;
@@ -69,6 +72,8 @@ struct Memory {
     disagreement: Option<Vec<String>>,
     /// The last leader resolved from a name: `(api_addr, addrs, port)`.
     resolved: Option<(String, Vec<IpAddr>, u16)>,
+    /// What the cluster's gauges show.
+    gauges: Option<observe::Gauges>,
 }
 
 impl Watcher {
@@ -152,7 +157,8 @@ impl Watcher {
         let started = tokio::time::Instant::now();
         let cadence = Cadence::new(&self.config);
         let mut interval = cadence.interval(&self.tx.borrow(), Instant::now());
-        let mut schedule = Schedule::new(nodes.len());
+        let health = HealthCadence::new(&self.config);
+        let mut schedule = Schedule::new(nodes.len(), self.config.poll_interval);
         let mut in_flight = FuturesUnordered::new();
         let mut next_rebuild = started + self.config.poll_interval;
         let mut memory = Memory {
@@ -164,8 +170,9 @@ impl Watcher {
             let fast = interval < self.config.poll_interval;
             let due = schedule.due(nodes, now, interval, fast, next_rebuild);
             for (i, registration) in due.start {
-                let poll = poll_node(&self.client, &nodes[i], self.config.request_timeout);
-                in_flight.push(Abortable::new(poll, registration).map(move |r| (i, now, r)));
+                let prior = schedule.latest[i].clone();
+                let with_health = health.with_leader(prior.as_ref(), Instant::now());
+                in_flight.push(self.poll(i, prior, with_health, registration, now));
             }
             for polled in &due.abandoned {
                 observe::count_errors(&self.config.name, polled);
@@ -196,9 +203,42 @@ impl Watcher {
             let view = self
                 .rebuild(&schedule.latest, &mut memory, warming_up)
                 .await;
-            next_rebuild = tokio::time::Instant::now() + self.config.poll_interval;
+            next_rebuild = self.next_rebuild();
             interval = cadence.interval(&view, Instant::now());
+            if matches!(view.no_leader, Some(NoLeader::Unconfirmed { .. })) {
+                schedule.recheck_backed_off();
+            }
         }
+    }
+
+    /// Node `i`'s poll as the loop runs it: given up on through `registration`, its
+    /// outcome tagged with the node and the poll's `start`.
+    fn poll(
+        &self,
+        i: usize,
+        prior: Option<Polled>,
+        with_health: bool,
+        registration: AbortRegistration,
+        start: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = (usize, tokio::time::Instant, Result<Polled, Aborted>)> + '_
+    {
+        let timeout = self.config.request_timeout;
+        let poll = poll_node(
+            &self.client,
+            &self.config.nodes[i],
+            timeout,
+            prior,
+            with_health,
+        );
+        Abortable::new(poll, registration).map(move |r| (i, start, r))
+    }
+
+    /// When the view is rebuilt if no report changes it first: one poll interval on,
+    /// on the round grid, so that this rebuild shares the wake-up that starts the next
+    /// round (see `poll::phase`).
+    fn next_rebuild(&self) -> tokio::time::Instant {
+        let interval = self.config.poll_interval;
+        on_grid(tokio::time::Instant::now() + interval / 2, interval)
     }
 
     /// Builds, logs, records and publishes the view from every node's latest report;
@@ -245,7 +285,7 @@ impl Watcher {
             &events,
             &view,
         );
-        observe::record(&self.config.name, &view, &events);
+        observe::record(&self.config.name, &view, &events, &mut memory.gauges);
         let view = Arc::new(view);
         self.tx.send_if_modified(|published| {
             let wake = !published.answers_like(&view);

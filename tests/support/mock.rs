@@ -34,6 +34,8 @@ pub struct MockNode {
     /// health answer; None leaves both fields out (an older server).
     replication: Arc<Mutex<Option<(String, String)>>>,
     requests: Arc<AtomicUsize>,
+    /// Of those, the ones to `/v1/sys/health`.
+    health_requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,6 +49,8 @@ impl MockNode {
         let modes = replication.clone();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
+        let health_requests = Arc::new(AtomicUsize::new(0));
+        let health_counter = health_requests.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
@@ -54,6 +58,7 @@ impl MockNode {
                 };
                 let b = b.clone();
                 let counter = counter.clone();
+                let health_counter = health_counter.clone();
                 let modes = modes.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -73,6 +78,9 @@ impl MockNode {
                     counter.fetch_add(1, Ordering::Relaxed);
                     let request = String::from_utf8_lossy(&buf);
                     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    if path.starts_with("/v1/sys/health") {
+                        health_counter.fetch_add(1, Ordering::Relaxed);
+                    }
                     let behavior = b.lock().unwrap().clone();
                     let modes = modes.lock().unwrap().clone();
                     let (status, body) = match behavior {
@@ -158,6 +166,7 @@ impl MockNode {
             behavior,
             replication,
             requests,
+            health_requests,
             task,
         }
     }
@@ -182,6 +191,11 @@ impl MockNode {
     /// HTTP requests answered or stalled so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Of `requests()`, those to `/v1/sys/health`.
+    pub fn health_requests(&self) -> usize {
+        self.health_requests.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, behavior: Behavior) {
