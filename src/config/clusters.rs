@@ -7,7 +7,10 @@ use std::time::Duration;
 use hickory_proto::rr::Name;
 use url::Url;
 
-use super::file::{FileCluster, FileReplication, FAILOVER_POLL_INTERVAL, NODE_CONNECT_TIMEOUT};
+use super::file::{
+    FileCluster, FileReplication, FAILOVER_POLL_INTERVAL, LOAD_BALANCED_FAILOVER_POLL_INTERVAL,
+    NODE_CONNECT_TIMEOUT,
+};
 use super::validate::{parse_domain, Check, Checked};
 use super::{ClusterConfig, ClusterTls, PemFile, ReplicationConfig};
 use crate::dns::names::check_buildable;
@@ -126,7 +129,13 @@ impl Check<'_> {
         }
         // Unset, each is its default, or its ceiling when that is lower.
         let fast = c.failover_poll_interval;
-        let fast = fast.unwrap_or_else(|| FAILOVER_POLL_INTERVAL.min(c.poll_interval));
+        let fast = fast.unwrap_or_else(|| {
+            let default = match c.load_balanced {
+                true => LOAD_BALANCED_FAILOVER_POLL_INTERVAL,
+                false => FAILOVER_POLL_INTERVAL,
+            };
+            default.min(c.poll_interval)
+        });
         let most = (MIN_POLL, c.poll_interval);
         self.between(key("failover_poll_interval"), fast, most, FAST_POLL_CEILING)?;
         if c.request_timeout.is_zero() {

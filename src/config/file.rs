@@ -117,7 +117,8 @@ pub(super) struct FileCluster {
     pub nodes: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Unset: [`FAILOVER_POLL_INTERVAL`], or `poll_interval` if that is faster.
+    /// Unset: [`FAILOVER_POLL_INTERVAL`] ([`LOAD_BALANCED_FAILOVER_POLL_INTERVAL`] for a
+    /// load-balanced peer), or `poll_interval` if that is faster.
     #[serde(with = "humantime_serde")]
     pub failover_poll_interval: Option<Duration>,
     #[serde(with = "humantime_serde")]
@@ -138,8 +139,15 @@ pub(super) struct FileCluster {
     pub tls_skip_verify: Option<bool>,
 }
 
-/// The failover poll when unset (capped by the cluster's `poll_interval`).
+/// The failover poll when unset (capped by the cluster's `poll_interval`): the local
+/// cluster's new leader is answered within about this much of its election.
 pub(super) const FAILOVER_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// ... and for a load-balanced peer region. Every agent of every other region polls a
+/// peer's load balancer, so its election multiplies the load on the new leader by
+/// poll_interval / this (bench/RESULTS.md, "Fleet scale": 29 peers' agents at 50 ms
+/// sent 5 times what they do at 250 ms); a peer's leader is needed for replication and
+/// token fetches, which retry, not for the local cluster's own requests.
+pub(super) const LOAD_BALANCED_FAILOVER_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The node connect timeout when unset (capped by the cluster's `request_timeout`).
 pub(super) const NODE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -150,7 +158,10 @@ impl Default for FileCluster {
             nodes: Vec::new(),
             poll_interval: Duration::from_secs(1),
             failover_poll_interval: None,
-            failover_poll_for: Duration::from_secs(60),
+            // An election takes seconds (raft's election timeout, OpenBao's step-down);
+            // a cluster leaderless for longer is sealed or cut off, and fast polls
+            // would only load it.
+            failover_poll_for: Duration::from_secs(30),
             request_timeout: Duration::from_secs(2),
             connect_timeout: None,
             serve_stale_for: Duration::from_secs(30),

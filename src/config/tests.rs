@@ -52,13 +52,23 @@ fn issue_example_is_accepted_as_written() {
 }
 
 #[test]
-fn failover_polling_defaults_to_50ms_or_the_poll_interval_if_faster() {
+fn failover_polling_defaults_to_50ms_250ms_behind_a_load_balancer_or_the_poll_interval() {
     let c = Config::parse(ISSUE_EXAMPLE, "x.toml").unwrap();
     assert_eq!(
         c.clusters[0].failover_poll_interval,
         Duration::from_millis(50)
     );
-    assert_eq!(c.clusters[0].failover_poll_for, Duration::from_secs(60));
+    assert_eq!(c.clusters[0].failover_poll_for, Duration::from_secs(30));
+    let peer = ISSUE_EXAMPLE.replace(
+        "poll_interval = \"250ms\"",
+        "poll_interval = \"1s\"\nload_balanced = true",
+    );
+    let c = Config::parse(&peer, "x.toml").unwrap();
+    assert!(c.clusters[0].load_balanced);
+    assert_eq!(
+        c.clusters[0].failover_poll_interval,
+        Duration::from_millis(250)
+    );
     let fast = ISSUE_EXAMPLE.replace("\"250ms\"", "\"20ms\"");
     let c = Config::parse(&fast, "x.toml").unwrap();
     assert_eq!(
