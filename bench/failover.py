@@ -147,6 +147,7 @@ def main():
     print(f"## Failover ({time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores, OpenBao 3 nodes, performance_multiplier = 1)")
     print()
     print(f"`bench/failover.py`: {ROUNDS} rounds of kill -9 of the active node and one `sys/step-down`.")
+    print(f"Agent: `{os.path.relpath(AGENT, vaultlab.ROOT)}` (VAULT_LOCATOR picks another build).")
     print(f"vault-locator polls every {POLL} (failover_poll_interval 50ms while leaderless); HAProxy `option httpchk GET /v1/sys/health`, inter 1s fall 2 rise 1.")
     print("Delays are measured from the moment a surviving node first reports the new leader;")
     print("each path has its own probe thread (an openssl handshake per HAProxy/proxy probe).")

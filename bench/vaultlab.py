@@ -6,7 +6,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAO = os.path.join(ROOT, ".tools/bin/bao")
-AGENT = os.path.join(ROOT, "target/release/vault-locator")
+# VAULT_LOCATOR: another build to measure (a baseline, say), in the same run as HAProxy.
+AGENT = os.environ.get("VAULT_LOCATOR", os.path.join(ROOT, "target/release/vault-locator"))
 
 
 def http(method, url, body=None, token=None, timeout=2):

@@ -149,7 +149,7 @@ async fn steady_rounds_ask_the_leader_every_round_and_the_health_rarely() {
     let (mocks, _agent) = led_cluster("127.39.2").await;
     let split = split_during(&mocks, Duration::from_secs(3)).await;
     for (i, (leader, health)) in split.iter().enumerate() {
-        // 3 s at 50 ms is 60 rounds (jittered); a round that overran makes fewer.
+        // 3 s at 50 ms is 60 rounds; a round that overran makes fewer.
         assert!(
             *leader >= 30,
             "node {i}: {leader} leader requests in 60 rounds"
@@ -179,8 +179,8 @@ async fn steady_rounds_ask_the_leader_every_round_and_the_health_rarely() {
     }
 }
 
-/// A node that keeps failing is backed off even while its cluster is polled fast, and
-/// its return is noticed within the back-off cap (10 poll intervals: 2 s here).
+/// A node that keeps failing is backed off even while its cluster is polled fast (to
+/// the poll interval), and its return is noticed within it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_node_is_backed_off_and_its_return_is_noticed() {
     let live = MockNode::start(addr("127.39.3.1:8200"), leaderless()).await;
@@ -200,8 +200,9 @@ async fn a_failing_node_is_backed_off_and_its_return_is_noticed() {
     .await;
 
     // Leaderless, so polled every 20 ms: 150 rounds in 3 s for the live node; the
-    // failing one, backed off after 5 failures, at 0.4, 0.8, 1.6, 2 s (two requests
-    // each: a 500 from the leader endpoint asks the health too).
+    // failing one, backed off after 5 failures, every poll interval (200 ms) while the
+    // cluster is leaderless: 15 polls, two requests each (a 500 from the leader
+    // endpoint asks the health too), against 300 without the back-off.
     let (live_before, failing_before) = (live.requests(), failing.requests());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (live_n, failing_n) = (
@@ -210,7 +211,7 @@ async fn a_failing_node_is_backed_off_and_its_return_is_noticed() {
     );
     assert!(live_n >= 50, "the live node: {live_n} requests in 3 s");
     assert!(
-        failing_n <= 12,
+        failing_n <= 40,
         "the failing node: {failing_n} requests in 3 s of a 20 ms cadence"
     );
 

@@ -13,8 +13,9 @@
 //! that speaks for its cluster's replication modes (the active node, or any node of a
 //! load-balanced peer) when those can change (Vault Enterprise); and at once after a
 //! leader answer that differs from the node's previous one (its role, its leader, or
-//! its seal may have changed), so a role change costs one request's latency, never a
-//! round. A five-node OpenBao cluster costs 1.03 requests per node per round, a
+//! its seal may have changed): a role the leader answer tells (`is_self`) is reported
+//! at once and the health left to its next refresh, anything else (sealed, an error
+//! status) asks the health at once. No refresh while the cluster is leaderless. A five-node OpenBao cluster costs 1.03 requests per node per round, a
 //! five-node Enterprise one 1.13.
 
 use std::net::{IpAddr, SocketAddr};
@@ -42,8 +43,9 @@ use super::view::ClusterView;
 const MAX_HEDGED: usize = 4;
 
 /// Polls in a row without an answer after which a node is backed off: polled every
-/// 2, 4, 8 ... poll intervals, up to `BACKOFF_CAP` of them, instead of at the cadence's
-/// rate (a dead host is not polled every 50 ms through a whole failover). Above
+/// 2, 4, 8 ... poll intervals, up to `BACKOFF_CAP` of them, and every poll interval
+/// while its cluster is leaderless (a dead host is not polled every 50 ms through a
+/// whole failover). Above
 /// MAX_HEDGED, so a node whose first polls hang while it becomes active (above) is
 /// still hedged; its answer ends the back-off at once.
 const BACKOFF_AFTER: u32 = 5;
@@ -99,6 +101,8 @@ fn keep_newest(
 struct NodePolls {
     last_start: Option<tokio::time::Instant>,
     failures: u32,
+    /// Some node names this one the leader: never backed off.
+    named: bool,
     flights: std::collections::VecDeque<(tokio::time::Instant, AbortHandle)>,
 }
 
@@ -121,12 +125,18 @@ impl HealthCadence {
     }
 
     /// Whether a poll starting at `now` asks the health after the leader, given the
-    /// node's latest report.
-    pub fn with_leader(&self, prior: Option<&Polled>, now: Instant) -> bool {
+    /// node's latest report. Never while the cluster is leaderless (`fast`) and the
+    /// node has a health: an election is when the nodes are busiest, and when a vote
+    /// must not wait behind a health answer (measured: kill -9 and step-down answered
+    /// 30-80 ms later with it).
+    pub fn with_leader(&self, prior: Option<&Polled>, now: Instant, fast: bool) -> bool {
         let Some((Ok(state), Some(heard))) = prior.map(|p| (&p.report.health, p.health_heard))
         else {
             return true;
         };
+        if fast {
+            return false;
+        }
         let age = now.saturating_duration_since(heard);
         let speaks = self.load_balanced || *state == NodeState::Active;
         if speaks && prior.is_some_and(|p| p.report.replication.can_change()) {
@@ -144,6 +154,27 @@ fn leader_moved(prior: Option<&Polled>, leader: &Result<Option<LeaderReport>, Po
     match leader {
         Err(PollError::Connect(_) | PollError::Timeout(_) | PollError::Tls(_)) => false,
         _ => prior.is_none_or(|p| p.report.health.is_err() || p.report.leader != *leader),
+    }
+}
+
+/// The node's role as a leader answer that moved says it (`is_self`,
+/// `performance_standby`), when its previous report had a health to keep the modes of:
+/// a standby's health carries its cluster's modes too, so a failover never shows a
+/// primary's new active node with unknown modes. None: ask the health now.
+fn role_from(
+    prior: Option<&Polled>,
+    leader: &Result<Option<LeaderReport>, PollError>,
+) -> Option<NodeState> {
+    let known = prior.is_some_and(|p| p.report.health.is_ok());
+    match leader {
+        Ok(Some(l)) if known && l.ha_enabled => Some(if l.is_self {
+            NodeState::Active
+        } else if l.performance_standby {
+            NodeState::PerfStandby
+        } else {
+            NodeState::Standby
+        }),
+        _ => None,
     }
 }
 
@@ -165,18 +196,28 @@ pub(super) async fn poll_node(
         leader,
         Err(PollError::Connect(_) | PollError::Timeout(_) | PollError::Tls(_))
     );
-    let health = match (with_health && reachable) || leader_moved(prior.as_ref(), &leader) {
+    // A role change read off the leader answer is reported at once; the health, which
+    // a node becoming active can hold for seconds, follows at its next refresh.
+    let moved = leader_moved(prior.as_ref(), &leader);
+    let role = if moved && !with_health {
+        role_from(prior.as_ref(), &leader)
+    } else {
+        None
+    };
+    let health = match role.is_none() && ((with_health && reachable) || moved) {
         true => Some(client.health(url).await),
         false => None,
     };
     let at = Instant::now();
-    let (health, replication, health_heard) = match (health, prior, &leader) {
-        (Some(Ok(h)), _, _) => (Ok(h.state), h.replication, Some(at)),
-        (Some(Err(e)), _, _) => (Err(e), Modes::default(), None),
-        (None, _, Err(e)) => (Err(e.clone()), Modes::default(), None),
-        (None, Some(p), Ok(_)) => (p.report.health, p.report.replication, p.health_heard),
+    let (health, replication, health_heard) = match (health, role, prior, &leader) {
+        (Some(Ok(h)), ..) => (Ok(h.state), h.replication, Some(at)),
+        (Some(Err(e)), ..) => (Err(e), Modes::default(), None),
+        (None, _, _, Err(e)) => (Err(e.clone()), Modes::default(), None),
+        // The health keeps its age: its next refresh asks.
+        (None, Some(state), Some(p), Ok(_)) => (Ok(state), p.report.replication, p.health_heard),
+        (None, None, Some(p), Ok(_)) => (p.report.health, p.report.replication, p.health_heard),
         // Not reached: a node without a prior report is asked its health.
-        (None, None, Ok(_)) => (Err(PollError::NotYet), Modes::default(), None),
+        (None, _, None, Ok(_)) => (Err(PollError::NotYet), Modes::default(), None),
     };
     Polled {
         url: url.clone(),
@@ -303,8 +344,13 @@ impl Schedule {
 
     /// Node `i`'s gap between poll starts at the cadence's `interval` (that, or its
     /// back-off), and the interval of the grid its polls fall on.
+    /// While the cluster is leaderless a backed-off node is polled every poll interval:
+    /// not at the fast rate, and not at its longer back-off either, since a node that
+    /// came back may hold the vote the election needs.
     fn gap(&self, i: usize, interval: Duration) -> (Duration, Duration) {
-        match self.polls[i].failures.checked_sub(BACKOFF_AFTER) {
+        let over = self.polls[i].failures.checked_sub(BACKOFF_AFTER);
+        match over.filter(|_| self.backed_off(i)) {
+            Some(_) if interval < self.normal => (self.normal, self.normal),
             Some(over) => {
                 let steps = 2u32.saturating_pow(over + 1).min(BACKOFF_CAP);
                 (self.normal * steps, self.normal)
@@ -326,9 +372,19 @@ impl Schedule {
         on_grid(last + gap - grid / 2, grid)
     }
 
-    /// Whether node `i` is backed off (see BACKOFF_AFTER).
+    /// Whether node `i` is backed off (see BACKOFF_AFTER): never while some node names
+    /// it the leader (a new leader's polls can hang for seconds while it becomes
+    /// active: the hedging above is for exactly that node).
     fn backed_off(&self, i: usize) -> bool {
-        self.polls[i].failures >= BACKOFF_AFTER
+        let node = &self.polls[i];
+        node.failures >= BACKOFF_AFTER && !node.named
+    }
+
+    /// Which nodes some node names the leader (`rules::named`).
+    pub fn mark_named(&mut self, named: &[bool]) {
+        for (node, named) in self.polls.iter_mut().zip(named) {
+            node.named = *named;
+        }
     }
 
     /// The polls due at `now`. Normal cadence: one poll per node at a time; one that
@@ -418,9 +474,10 @@ impl Schedule {
         kept && !repeats
     }
 
-    /// The majority names a leader that no node confirms: most likely a backed-off
-    /// node that is back and elected. Each backed-off node is polled again within its
-    /// first back-off step (two poll intervals), not its longest.
+    /// The majority names a leader that no node confirms, by an address `mark_named`
+    /// cannot match to a node's URL (a host name, say): most likely a backed-off node
+    /// that is back and elected. Each backed-off node is polled again within its first
+    /// back-off step (two poll intervals), not its longest.
     pub fn recheck_backed_off(&mut self) {
         for node in &mut self.polls {
             node.failures = node.failures.min(BACKOFF_AFTER);
@@ -528,7 +585,7 @@ mod tests {
         use super::super::modes::Mode;
         let mut config = crate::vault::watcher::tests::cluster(); // poll_interval 1 s
         let health = |c: &ClusterConfig, p: Option<&Polled>| {
-            HealthCadence::new(c).with_leader(p, Instant::now())
+            HealthCadence::new(c).with_leader(p, Instant::now(), false)
         };
         let bao = Modes {
             perf: Mode::Unavailable,
@@ -591,11 +648,67 @@ mod tests {
         assert!(leader_moved(None, &same));
     }
 
+    #[test]
+    fn a_role_the_leader_answer_tells_is_taken_at_once_keeping_the_modes() {
+        use super::super::modes::Mode;
+        let ent = Modes {
+            perf: Mode::Primary,
+            dr: Mode::Disabled,
+        };
+        let standby = prior(NodeState::Standby, ent, Duration::ZERO);
+        let said = |is_self: bool, perf: bool| {
+            Ok(Some(LeaderReport {
+                is_self,
+                performance_standby: perf,
+                leader_address: "http://127.0.0.1:8200".into(),
+                ..LeaderReport::default()
+            }))
+        };
+        assert_eq!(
+            role_from(Some(&standby), &said(true, false)),
+            Some(NodeState::Active)
+        );
+        assert_eq!(
+            role_from(Some(&standby), &said(false, true)),
+            Some(NodeState::PerfStandby)
+        );
+        assert_eq!(
+            role_from(Some(&standby), &said(false, false)),
+            Some(NodeState::Standby)
+        );
+        // Sealed, an error, no HA, or no health before (no modes to keep): ask it now.
+        assert_eq!(role_from(Some(&standby), &Ok(None)), None);
+        assert_eq!(
+            role_from(Some(&standby), &Err(PollError::Status(500))),
+            None
+        );
+        let solo = Ok(Some(LeaderReport {
+            ha_enabled: false,
+            ..LeaderReport::default()
+        }));
+        assert_eq!(role_from(Some(&standby), &solo), None);
+        let mut down = standby.clone();
+        down.report.health = Err(PollError::Connect("refused".into()));
+        assert_eq!(role_from(Some(&down), &said(true, false)), None);
+        assert_eq!(role_from(None, &said(true, false)), None);
+    }
+
     /// Starts every due poll at `now` and lands it at once as `answered` or not;
     /// returns how many started.
     fn round(s: &mut Schedule, nodes: &[Url], now: tokio::time::Instant, answered: bool) -> usize {
-        let interval = Duration::from_millis(50); // the fast cadence
-        let due = s.due(nodes, now, interval, true, now + Duration::from_secs(60));
+        round_at(s, nodes, now, answered, true)
+    }
+
+    /// `round` at the fast cadence (50 ms, leaderless) or the normal one (1 s).
+    fn round_at(
+        s: &mut Schedule,
+        nodes: &[Url],
+        now: tokio::time::Instant,
+        answered: bool,
+        fast: bool,
+    ) -> usize {
+        let interval = Duration::from_millis(if fast { 50 } else { 1000 });
+        let due = s.due(nodes, now, interval, fast, now + Duration::from_secs(60));
         let started = due.start.len();
         for (i, _) in due.start {
             s.landed(i, now);
@@ -613,55 +726,89 @@ mod tests {
         started
     }
 
+    /// Polls from `from` for `span` in 10 ms steps; returns when polls started.
+    fn run(
+        s: &mut Schedule,
+        nodes: &[Url],
+        from: tokio::time::Instant,
+        span: Duration,
+        answered: bool,
+        fast: bool,
+    ) -> Vec<tokio::time::Instant> {
+        let mut starts = Vec::new();
+        let mut t = from;
+        while t < from + span {
+            if round_at(s, nodes, t, answered, fast) > 0 {
+                starts.push(t);
+            }
+            t += Duration::from_millis(10);
+        }
+        starts
+    }
+
+    fn gaps(starts: &[tokio::time::Instant]) -> Vec<f64> {
+        starts
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failing_node_is_backed_off_and_polled_again_within_the_cap() {
         let nodes: Vec<Url> = vec!["http://127.0.0.1:8200".parse().unwrap()];
-        let normal = Duration::from_secs(1);
-        let mut s = Schedule::new(1, normal);
+        let mut s = Schedule::new(1, Duration::from_secs(1));
+        let near = |got: f64, want: f64| (got - want).abs() <= 0.52; // on the 1 s grid
+                                                                     // Steady cadence: every second until BACKOFF_AFTER failures, then 2, 4, 8, 10,
+                                                                     // 10 ... seconds.
         let t0 = tokio::time::Instant::now();
-        let ms = Duration::from_millis;
-        // Failing, at the fast cadence: polled every ~50 ms until BACKOFF_AFTER failures,
-        // then at 2, 4, 8, 10, 10 ... poll intervals (on the grid).
-        let mut starts = Vec::new();
-        let mut t = t0;
-        while t < t0 + Duration::from_secs(60) {
-            if round(&mut s, &nodes, t, false) > 0 {
-                starts.push(t - t0);
-            }
-            t += ms(10);
-        }
-        let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-        let fast = BACKOFF_AFTER as usize - 1;
-        assert!(gaps[1..fast].iter().all(|g| *g <= ms(85)), "{gaps:?}");
-        let backed: Vec<f64> = gaps[fast..].iter().map(|g| g.as_secs_f64()).collect();
-        // Each on the 1 s grid: within half a poll interval (and the 10 ms step here).
-        let want = [2.0, 4.0, 8.0, 10.0, 10.0];
-        for (got, want) in backed.iter().zip(want) {
+        let steady = gaps(&run(
+            &mut s,
+            &nodes,
+            t0,
+            Duration::from_secs(60),
+            false,
+            false,
+        ));
+        let first = BACKOFF_AFTER as usize - 1;
+        assert!(steady[..first].iter().all(|g| near(*g, 1.0)), "{steady:?}");
+        for (got, want) in steady[first..].iter().zip([2.0, 4.0, 8.0, 10.0, 10.0]) {
             assert!(
-                (got - want).abs() <= 0.52,
-                "back-off gaps {backed:?}, want about {want}"
+                near(*got, want),
+                "back-off gaps {steady:?}, want about {want}"
             );
         }
         assert!(
-            backed.iter().all(|g| *g <= 10.52),
-            "never past the cap: {backed:?}"
+            steady.iter().all(|g| *g <= 10.52),
+            "past the cap: {steady:?}"
         );
-        // Its return is seen within the cap, and the answer ends the back-off.
-        let back = t;
-        while round(&mut s, &nodes, t, true) == 0 {
-            t += ms(10);
-        }
-        assert!(t - back <= ms(10_520), "returned after {:?}", t - back);
-        let next = t;
-        t += ms(10);
-        while round(&mut s, &nodes, t, true) == 0 {
-            t += ms(10);
-        }
-        // Within the next fast interval, on its grid.
+        // Leaderless (fast cadence): polled every poll interval, neither every 50 ms nor
+        // at its back-off (the election may need its vote once it is back).
+        let t1 = t0 + Duration::from_secs(60);
+        let leaderless = gaps(&run(
+            &mut s,
+            &nodes,
+            t1,
+            Duration::from_secs(6),
+            false,
+            true,
+        ));
+        assert!(leaderless.len() >= 4, "{leaderless:?}");
+        assert!(leaderless.iter().all(|g| near(*g, 1.0)), "{leaderless:?}");
+        // Steady again, still failing: back at the cap; its return is seen within it.
+        let t2 = t1 + Duration::from_secs(6);
+        run(&mut s, &nodes, t2, Duration::from_secs(25), false, false);
+        let back = t2 + Duration::from_secs(25);
+        let answered = run(&mut s, &nodes, back, Duration::from_secs(15), true, false);
         assert!(
-            t - next <= ms(85),
-            "fast again once it answers: {:?}",
-            t - next
+            answered[0] - back <= Duration::from_millis(10_520),
+            "{:?}",
+            answered[0] - back
+        );
+        // The answer ends the back-off: every second again.
+        assert!(
+            gaps(&answered).iter().all(|g| near(*g, 1.0)),
+            "{:?}",
+            gaps(&answered)
         );
     }
 
@@ -676,11 +823,30 @@ mod tests {
             t += Duration::from_millis(10);
         }
         let last = s.polls[0].last_start.unwrap();
-        let fast = Duration::from_millis(50);
-        assert!(s.next_due(0, last, fast) - last > Duration::from_secs(9));
+        let normal = Duration::from_secs(1); // steady: the back-off is at its cap
+        assert!(s.next_due(0, last, normal) - last > Duration::from_secs(9));
         s.recheck_backed_off();
-        let wait = s.next_due(0, last, fast) - last;
+        let wait = s.next_due(0, last, normal) - last;
         assert!(wait <= Duration::from_millis(2500), "{wait:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_node_that_others_name_the_leader_is_never_backed_off() {
+        // The new leader that hangs its polls while it becomes active (the hedging case).
+        let nodes: Vec<Url> = vec!["http://127.0.0.1:8200".parse().unwrap()];
+        let mut s = Schedule::new(1, Duration::from_secs(1));
+        s.mark_named(&[true]);
+        let t0 = tokio::time::Instant::now();
+        let (mut t, mut polls) = (t0, 0);
+        while t < t0 + Duration::from_secs(2) {
+            polls += round(&mut s, &nodes, t, false);
+            t += Duration::from_millis(10);
+        }
+        assert!(polls >= 30, "{polls} polls in 2 s at 50 ms");
+        // No longer named: the failures it had count at once.
+        s.mark_named(&[false]);
+        let last = s.polls[0].last_start.unwrap();
+        assert!(s.next_due(0, last, Duration::from_secs(1)) - last > Duration::from_secs(9));
     }
 
     #[tokio::test(start_paused = true)]

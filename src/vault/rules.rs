@@ -114,6 +114,27 @@ pub fn current(
         .collect()
 }
 
+/// For each node, whether some node's latest report names it as the leader (by its
+/// configured URL): a leader being elected or becoming active, whose polls may hang
+/// or fail for a while, must not be backed off (see `poll::Schedule`).
+pub fn named(latest: &[Option<Polled>]) -> Vec<bool> {
+    let votes: Vec<&str> = latest
+        .iter()
+        .flatten()
+        .filter_map(|p| match &p.report.leader {
+            Ok(Some(l)) => Some(l.leader_address.trim().trim_end_matches('/')),
+            _ => None,
+        })
+        .collect();
+    latest
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .is_some_and(|p| votes.contains(&p.own_api_addr().as_str()))
+        })
+        .collect()
+}
+
 /// The outcome of counting leader reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Election {
@@ -429,6 +450,18 @@ mod tests {
 
     const L1: &str = "http://127.0.0.1:8200";
     const L2: &str = "http://127.0.0.2:8200";
+
+    #[test]
+    fn a_node_is_named_when_some_report_names_its_url() {
+        let latest = vec![
+            Some(node(1, NodeState::Standby, Some("http://127.0.0.2:8200/"))),
+            Some(node(2, NodeState::Standby, Some(L1))),
+            Some(down(3)),
+            None,
+        ];
+        // Node 1 (L1) and node 2 (trailing slash and all) are named; 3 and 4 are not.
+        assert_eq!(named(&latest), vec![true, true, false, false]);
+    }
 
     #[test]
     fn healthy_cluster_has_one_leader_and_roles() {

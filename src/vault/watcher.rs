@@ -12,7 +12,7 @@
 //! no leader (see `poll::Cadence`). At the normal rate a node has one poll at a time, and
 //! one that overran is followed at once by the next; while leaderless, new polls go out
 //! on time even while earlier ones hang (up to `poll::MAX_HEDGED` per node). Each
-//! node's interval is jittered, and a node that keeps failing is backed off
+//! round falls on the agent's grid, and a node that keeps failing is backed off
 //! (`poll::Schedule`).
 //!
 //! A new view wakes the consumers (DNS caches, proxy connections) only when it answers
@@ -36,7 +36,7 @@ use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::observe;
 use super::poll::{lookup, on_grid, poll_node, resolve_url, Cadence, HealthCadence, Schedule};
-use super::rules::{current, elect, next_view, Polled};
+use super::rules::{current, elect, named, next_view, Polled};
 use super::view::{ClusterAddr, ClusterView, Leader, NoLeader};
 use crate::telemetry;
 
@@ -171,7 +171,7 @@ impl Watcher {
             let due = schedule.due(nodes, now, interval, fast, next_rebuild);
             for (i, registration) in due.start {
                 let prior = schedule.latest[i].clone();
-                let with_health = health.with_leader(prior.as_ref(), Instant::now());
+                let with_health = health.with_leader(prior.as_ref(), Instant::now(), fast);
                 in_flight.push(self.poll(i, prior, with_health, registration, now));
             }
             for polled in &due.abandoned {
@@ -205,6 +205,7 @@ impl Watcher {
                 .await;
             next_rebuild = self.next_rebuild();
             interval = cadence.interval(&view, Instant::now());
+            schedule.mark_named(&named(&schedule.latest));
             if matches!(view.no_leader, Some(NoLeader::Unconfirmed { .. })) {
                 schedule.recheck_backed_off();
             }
