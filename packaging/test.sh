@@ -18,13 +18,14 @@ check() { # check DESCRIPTION COMMAND...
 has() { grep -qE -- "$2" "$1"; }
 
 command -v rpm >/dev/null || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; }
-# ansible-core and ansible-lint in a virtual environment of this checkout's (a stock
-# Debian 12 python3 refuses global pip installs: PEP 668), made once and reused.
+# Ansible (the full package: its community.general collection has the chroot
+# connection used below) and ansible-lint in a virtual environment of this checkout's
+# (a stock Debian 12 python3 refuses global pip installs: PEP 668), made once and reused.
 venv="$root_dir/target/packaging-venv"
-if [ ! -x "$venv/bin/ansible-lint" ]; then
+if [ ! -x "$venv/bin/ansible-lint" ] || [ ! -d "$venv/lib/python3.11/site-packages/ansible_collections/community/general" ]; then
     python3 -m venv "$venv" 2>/dev/null \
         || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
-    "$venv/bin/pip" install -q ansible-core ansible-lint
+    "$venv/bin/pip" install -q ansible ansible-lint
 fi
 export PATH="$venv/bin:$PATH"
 # promtool, for the alert rules: Debian's prometheus package, its service kept from
@@ -204,6 +205,54 @@ check "no systemd-resolved in the root: its restart is skipped, not failed" \
 ansible-playbook -i localhost, -c local "$work/play.yml" > "$work/run2.log" 2>&1
 check "ansible role is idempotent (second run: changed=0)" has "$work/run2.log" 'changed=0.*failed=0'
 check "ansible-lint passes" bash -c "cd '$root_dir/packaging/ansible' && ansible-lint roles/vault_locator playbook.yml"
+
+# --- the role on a clean Debian 12: installs the .deb from a local path (apt deb=),
+# gives the config the service's group, skips systemd-resolved where it is absent.
+# Needs root (debootstrap, chroot); the pristine root is made once under target/ and
+# copied for each run.
+if [ "$(id -u)" = 0 ]; then
+    pristine="$root_dir/target/chroot-bookworm"
+    if [ ! -x "$pristine/usr/bin/python3" ]; then
+        command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
+        rm -rf "$pristine"
+        debootstrap --variant=minbase --include=python3,python3-apt,init-system-helpers \
+            bookworm "$pristine" http://deb.debian.org/debian > "$work/debootstrap.log" 2>&1 \
+            || { tail -20 "$work/debootstrap.log"; rm -rf "$pristine"; }
+    fi
+    host="$work/bookworm"
+    cp -a "$pristine" "$host"
+    cp "$deb" "$host/tmp/vault-locator.deb"
+    cat > "$work/install.yml" <<YML
+- name: Install vault-locator from a local .deb on a clean Debian 12
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: vault_locator
+      vars:
+        vault_locator_package: /tmp/vault-locator.deb
+        vault_locator_manage_service: false
+        vault_locator_datacenter: us-east-1
+        vault_locator_clusters:
+          - name: us-east-1
+            nodes: ["http://10.0.1.10:8200"]
+YML
+    chroot_play() {
+        ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3 \
+            ansible-playbook -i "$host," -c community.general.chroot "$work/install.yml"
+    }
+    chroot_play > "$work/install1.log" 2>&1
+    check "role on clean Debian 12: runs" has "$work/install1.log" 'failed=0'
+    check "role on clean Debian 12: installs the .deb from its path" \
+        bash -c "chroot '$host' dpkg-query -W -f '\${Status}' vault-locator | grep -q 'install ok installed'"
+    check "role on clean Debian 12: config is root:vault-locator 0640" \
+        bash -c "[ \"\$(chroot '$host' stat -c '%U:%G %a' /etc/vault-locator/config.toml)\" = 'root:vault-locator 640' ]"
+    check "role on clean Debian 12: no systemd-resolved, no restart of it" \
+        bash -c "grep -A1 'RUNNING HANDLER \\[vault_locator : Restart systemd-resolved\\]' '$work/install1.log' | grep -q '^skipping'"
+    chroot_play > "$work/install2.log" 2>&1
+    check "role on clean Debian 12: idempotent, install included (changed=0)" has "$work/install2.log" 'changed=0.*failed=0'
+else
+    echo "skip the role on a clean Debian 12 (needs root: debootstrap, chroot)"
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

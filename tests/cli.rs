@@ -32,6 +32,35 @@ fn check_config_accepts_and_summarises() {
     assert!(stdout.contains("REFUSED"), "{stdout}");
 }
 
+/// A host without trust roots (a minimal image without ca-certificates): a plain-http
+/// cluster needs none and is accepted; an https one without `ca_file` is refused,
+/// naming why. Found by packaging/test.sh's role run on a clean Debian 12.
+#[test]
+fn trust_roots_are_needed_only_for_https_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-roots.pem").display().to_string();
+    let check = |text: &str| {
+        let path = write(&dir, "c.toml", text);
+        std::process::Command::new(support::agent::bin())
+            .args(["check-config", "--config", &path])
+            .env("SSL_CERT_FILE", &missing)
+            .env("SSL_CERT_DIR", &missing)
+            .output()
+            .unwrap()
+    };
+    let out = check(&good());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let https = good().replace("http://127.0.0.1:8200", "https://127.0.0.1:8200");
+    assert_ne!(https, good());
+    let out = check(&https);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("clusters[0].ca_file") && stderr.contains("system roots"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn shipped_example_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.toml");

@@ -267,6 +267,7 @@ impl Check<'_> {
             client_cert: read("client_cert_file", &c.client_cert_file)?,
             client_key: read("client_key_file", &c.client_key_file)?,
             server_name: c.tls_server_name.as_ref().map(|n| n.to_ascii_lowercase()),
+            https_nodes: any_https(&c.nodes),
         };
         match (&tls.client_cert, &tls.client_key) {
             (Some(_), None) => {
@@ -387,4 +388,11 @@ fn parse_node_url(s: &str, domain: &Name) -> Result<Url, String> {
         Some(_) => {}
     }
     Ok(url)
+}
+
+/// Whether some of these node URLs is polled over https (then TLS roots are needed).
+fn any_https(nodes: &[String]) -> bool {
+    nodes
+        .iter()
+        .any(|n| n.trim().to_ascii_lowercase().starts_with("https:"))
 }

@@ -7,6 +7,7 @@ pub mod heartbeat;
 pub mod modes;
 mod observe;
 mod poll;
+mod probe;
 pub mod replication;
 pub mod rules;
 pub mod tls;

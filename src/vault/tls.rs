@@ -43,6 +43,10 @@ pub struct ClusterTls {
     /// `tls_server_name`: the name to verify node certificates for, instead of the
     /// address in the node's URL.
     pub server_name: Option<String>,
+    /// Some node is polled over https. Without one no TLS is ever spoken, so no trust
+    /// roots are read: a plain-http cluster works on a host without ca-certificates
+    /// (a minimal image; found by packaging/test.sh's clean Debian 12).
+    pub https_nodes: bool,
 }
 
 /// Why a cluster's TLS settings cannot be used; each names the setting it is about.
@@ -122,7 +126,9 @@ pub fn client_config(tls: &ClusterTls) -> Result<rustls::ClientConfig, TlsError>
             }
             Arc::new(roots)
         }
-        None => system_roots()?,
+        None if tls.https_nodes => system_roots()?,
+        // No node speaks TLS: nothing to trust, no roots to read.
+        None => return finish(tls, Arc::new(NoHttps)),
     };
     let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
@@ -135,6 +141,15 @@ pub fn client_config(tls: &ClusterTls) -> Result<rustls::ClientConfig, TlsError>
         }),
         None => webpki,
     };
+    finish(tls, verifier)
+}
+
+/// The rest of a cluster's rustls config around its certificate `verifier`: the
+/// protocol versions and the client certificate.
+fn finish(
+    tls: &ClusterTls,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Ca(e.to_string()))?
@@ -207,6 +222,57 @@ impl ServerCertVerifier for VerifyAs {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// The certificate verifier of a cluster with no https node: TLS is never spoken to
+/// its nodes, so it trusts nothing (and reads no trust roots, which a minimal host may
+/// not have).
+#[derive(Debug)]
+struct NoHttps;
+
+impl NoHttps {
+    fn refuse<T>() -> Result<T, rustls::Error> {
+        Err(rustls::Error::General(
+            "no node of this cluster is configured for https".into(),
+        ))
+    }
+}
+
+impl ServerCertVerifier for NoHttps {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _dialled: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Self::refuse()
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Self::refuse()
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Self::refuse()
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

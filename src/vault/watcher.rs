@@ -2,7 +2,7 @@
 //! `tokio::sync::watch`.
 //!
 //! Every node is polled on its own schedule (`/v1/sys/leader` every round, the health
-//! when `poll::HealthCadence` or a changed answer calls for it, under the cluster's
+//! when `probe::HealthCadence` or a changed answer calls for it, under the cluster's
 //! `request_timeout`, the TCP connect under `connect_timeout`), and the
 //! cluster's view is rebuilt from every node's latest report whenever a report arrives,
 //! and at least every `poll_interval` so that reports age out (see
@@ -35,7 +35,8 @@ use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::observe;
-use super::poll::{lookup, on_grid, poll_node, resolve_url, Cadence, HealthCadence, Schedule};
+use super::poll::{on_grid, Cadence, Schedule};
+use super::probe::{lookup, poll_node, resolve_url, HealthCadence};
 use super::rules::{current, elect, named, next_view, Polled};
 use super::view::{ClusterAddr, ClusterView, Leader, NoLeader};
 use crate::telemetry;
@@ -156,7 +157,6 @@ impl Watcher {
         let nodes = &self.config.nodes;
         let started = tokio::time::Instant::now();
         let cadence = Cadence::new(&self.config);
-        let mut interval = cadence.interval(&self.tx.borrow(), Instant::now());
         let health = HealthCadence::new(&self.config);
         let mut schedule = Schedule::new(nodes.len(), self.config.poll_interval);
         let mut in_flight = FuturesUnordered::new();
@@ -167,6 +167,9 @@ impl Watcher {
         };
         loop {
             let now = tokio::time::Instant::now();
+            // Every turn, not only after a rebuild: a report that repeats the last one
+            // rebuilds nothing, and the fast window must still end on time.
+            let interval = cadence.interval(&self.tx.borrow(), Instant::now());
             let fast = interval < self.config.poll_interval;
             let due = schedule.due(nodes, now, interval, fast, next_rebuild);
             for (i, registration) in due.start {
@@ -204,7 +207,6 @@ impl Watcher {
                 .rebuild(&schedule.latest, &mut memory, warming_up)
                 .await;
             next_rebuild = self.next_rebuild();
-            interval = cadence.interval(&view, Instant::now());
             schedule.mark_named(&named(&schedule.latest));
             if matches!(view.no_leader, Some(NoLeader::Unconfirmed { .. })) {
                 schedule.recheck_backed_off();
