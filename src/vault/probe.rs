@@ -32,7 +32,7 @@ const SPEAKER_EVERY: u32 = 2;
 /// Every node's health is asked at least every this many rounds.
 const HEALTH_REFRESH: u32 = 30;
 
-/// When a poll asks `/v1/sys/health` beside `/v1/sys/leader` (see the module docs).
+/// When a poll asks `/v1/sys/health` after `/v1/sys/leader` (see the module docs).
 pub(super) struct HealthCadence {
     speaker: Duration,
     refresh: Duration,
@@ -77,10 +77,17 @@ impl HealthCadence {
 /// differently from last time (or had no health then). An unreachable node is not
 /// asked again: the health request would fail the same way.
 fn leader_moved(prior: Option<&Polled>, leader: &Result<Option<LeaderReport>, PollError>) -> bool {
-    match leader {
-        Err(PollError::Connect(_) | PollError::Timeout(_) | PollError::Tls(_)) => false,
-        _ => prior.is_none_or(|p| p.report.health.is_err() || p.report.leader != *leader),
-    }
+    !unreachable(leader)
+        && prior.is_none_or(|p| p.report.health.is_err() || p.report.leader != *leader)
+}
+
+/// The leader request never reached the node (no connection, no answer in time, no
+/// TLS session): a health request would fail the same way.
+fn unreachable(leader: &Result<Option<LeaderReport>, PollError>) -> bool {
+    matches!(
+        leader,
+        Err(PollError::Connect(_) | PollError::Timeout(_) | PollError::Tls(_))
+    )
 }
 
 /// The node's role as a leader answer that moved says it (`is_self`,
@@ -118,10 +125,7 @@ pub(super) async fn poll_node(
 ) -> Polled {
     let (addrs, port) = resolve_url(url, timeout).await;
     let leader = client.leader(url).await;
-    let reachable = !matches!(
-        leader,
-        Err(PollError::Connect(_) | PollError::Timeout(_) | PollError::Tls(_))
-    );
+    let reachable = !unreachable(&leader);
     // A role change read off the leader answer is reported at once; the health, which
     // a node becoming active can hold for seconds, follows at its next refresh.
     let moved = leader_moved(prior.as_ref(), &leader);

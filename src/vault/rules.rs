@@ -44,7 +44,7 @@ pub struct Polled {
     /// When the report arrived.
     pub at: Instant,
     /// When the health in `report` was heard (it may be carried over from an earlier
-    /// poll: see `poll`); None when there is none.
+    /// poll: see `probe`); None when there is none.
     pub health_heard: Option<Instant>,
     pub wall: SystemTime,
 }

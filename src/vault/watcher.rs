@@ -4,8 +4,8 @@
 //! Every node is polled on its own schedule (`/v1/sys/leader` every round, the health
 //! when `probe::HealthCadence` or a changed answer calls for it, under the cluster's
 //! `request_timeout`, the TCP connect under `connect_timeout`), and the
-//! cluster's view is rebuilt from every node's latest report whenever a report arrives,
-//! and at least every `poll_interval` so that reports age out (see
+//! cluster's view is rebuilt from every node's latest report whenever a report changes
+//! what its node says, and at least every `poll_interval` so that reports age out (see
 //! [`super::rules::current`]). A node whose packets vanish holds back only its own
 //! reports: the others keep arriving, and the fast failover cadence keeps running.
 //! Nodes are polled every `poll_interval`, or `failover_poll_interval` while there is
