@@ -19,7 +19,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, trace};
 use url::Url;
 
 use super::client::{LeaderReport, NodeReport, NodeState, PollError, VaultClient};
@@ -139,6 +139,14 @@ pub(super) async fn poll_node(
         false => None,
     };
     let at = Instant::now();
+    // What each poll heard, for following an election poll by poll (README, "Logs").
+    trace!(
+        node = %url,
+        ?leader,
+        role_from_leader = ?role,
+        health = ?health.as_ref().map(|h| h.as_ref().map(|h| h.state)),
+        "polled"
+    );
     let (health, replication, health_heard) = match (health, role, prior, &leader) {
         (Some(Ok(h)), ..) => (Ok(h.state), h.replication, Some(at)),
         (Some(Err(e)), ..) => (Err(e), Modes::default(), None),

@@ -160,7 +160,7 @@ impl Watcher {
         let health = HealthCadence::new(&self.config);
         let mut schedule = Schedule::new(nodes.len(), self.config.poll_interval);
         let mut in_flight = FuturesUnordered::new();
-        let mut next_rebuild = started + self.config.poll_interval;
+        let mut next_rebuild = self.next_rebuild();
         let mut memory = Memory {
             failing: vec![None; nodes.len()],
             ..Memory::default()
