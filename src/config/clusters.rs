@@ -70,7 +70,7 @@ impl Check<'_> {
             nodes.push(url);
         }
         let timings = self.timings(&c, &key)?;
-        let tls = self.cluster_tls(&c, &key)?;
+        let tls = self.cluster_tls(&c, &nodes, &key)?;
         Ok(ClusterConfig {
             name,
             nodes,
@@ -241,7 +241,12 @@ impl Check<'_> {
     /// A cluster's TLS files, read (once: the watcher uses these bytes) and checked:
     /// each readable PEM, the key the certificate's, the whole config buildable
     /// (`vault::tls::client_config`).
-    fn cluster_tls(&self, c: &FileCluster, key: &dyn Fn(&str) -> String) -> Checked<ClusterTls> {
+    fn cluster_tls(
+        &self,
+        c: &FileCluster,
+        nodes: &[Url],
+        key: &dyn Fn(&str) -> String,
+    ) -> Checked<ClusterTls> {
         if c.tls_skip_verify.is_some() {
             return self.fail(
                 key("tls_skip_verify"),
@@ -267,8 +272,22 @@ impl Check<'_> {
             client_cert: read("client_cert_file", &c.client_cert_file)?,
             client_key: read("client_key_file", &c.client_key_file)?,
             server_name: c.tls_server_name.as_ref().map(|n| n.to_ascii_lowercase()),
-            https_nodes: any_https(&c.nodes),
+            // TLS roots are needed only when some node is polled over https.
+            https_nodes: nodes.iter().any(|u| u.scheme() == "https"),
         };
+        self.tls_pairs_and_name(&tls, key)?;
+        match client_config(&tls) {
+            Ok(_) => Ok(tls),
+            Err(e) => {
+                let (k, reason) = tls_reason(e, &tls);
+                self.fail(key(k), reason)
+            }
+        }
+    }
+
+    /// A client certificate comes with its key and the key with its certificate, and
+    /// `tls_server_name` is a name rustls can verify against.
+    fn tls_pairs_and_name(&self, tls: &ClusterTls, key: &dyn Fn(&str) -> String) -> Checked<()> {
         match (&tls.client_cert, &tls.client_key) {
             (Some(_), None) => {
                 return self.fail(
@@ -292,13 +311,7 @@ impl Check<'_> {
                 );
             }
         }
-        match client_config(&tls) {
-            Ok(_) => Ok(tls),
-            Err(e) => {
-                let (k, reason) = tls_reason(e, &tls);
-                self.fail(key(k), reason)
-            }
-        }
+        Ok(())
     }
 }
 
@@ -388,11 +401,4 @@ fn parse_node_url(s: &str, domain: &Name) -> Result<Url, String> {
         Some(_) => {}
     }
     Ok(url)
-}
-
-/// Whether some of these node URLs is polled over https (then TLS roots are needed).
-fn any_https(nodes: &[String]) -> bool {
-    nodes
-        .iter()
-        .any(|n| n.trim().to_ascii_lowercase().starts_with("https:"))
 }
