@@ -371,12 +371,12 @@ mod tests {
         );
     }
 
-    /// Starts every due poll at `now` and lands it at once as `answered` or not;
-    /// returns how many started.
     use crate::vault::client::NodeState;
     use crate::vault::modes::Modes;
     use crate::vault::probe::tests::prior;
 
+    /// Starts every due poll at `now` and lands it at once as `answered` or not;
+    /// returns how many started.
     fn round(s: &mut Schedule, nodes: &[Url], now: tokio::time::Instant, answered: bool) -> usize {
         round_at(s, nodes, now, answered, true)
     }
