@@ -28,6 +28,15 @@ pub const CLIENT_CERT_EXPIRY: &str = "vault_locator_client_cert_expiry_timestamp
 /// How many clusters of the replication set count as primaries of a kind (0, 1, or 2+:
 /// two primaries, answered as none).
 pub const REPLICATION_PRIMARIES: &str = "vault_locator_replication_primaries"; // {kind}
+/// A secondary streams WALs from its primary (`state` `stream-wals`): 1, else 0.
+pub const REPLICATION_STREAMING: &str = "vault_locator_replication_streaming"; // {cluster, kind}
+/// How many WAL entries a secondary is behind its primary.
+pub const REPLICATION_WAL_LAG: &str = "vault_locator_replication_wal_lag"; // {cluster, kind}
+/// Age of a secondary's last heartbeat, as its primary lists it.
+pub const REPLICATION_HEARTBEAT_AGE: &str = "vault_locator_replication_heartbeat_age_seconds"; // {cluster, kind, secondary}
+/// 1 when a secondary's stream dials something that reaches its primary, 0 when it
+/// does not (see `vault::stream_health`).
+pub const REPLICATION_DIAL_OK: &str = "vault_locator_replication_stream_address_ok"; // {cluster, kind}
 
 // Proxy (`side` is "cluster" or "api").
 pub const PROXY_CONNECTIONS: &str = "vault_locator_proxy_connections_total"; // {cluster, side, alpn, result}

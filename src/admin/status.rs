@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::vault::feed::ClusterFeed;
 use crate::vault::replication::{self, Kind, Mode, Modes, NoPrimary};
+use crate::vault::stream_health::StreamHealth;
 use crate::vault::view::Freshness;
 
 /// `GET /status`.
@@ -30,6 +31,9 @@ pub struct ReplicationStatus {
     pub clusters: Vec<String>,
     /// One per kind: perf, then dr.
     pub primaries: Vec<PrimaryStatus>,
+    /// Each replicating cluster's streams, perf then DR (Vault Enterprise only).
+    #[serde(default)]
+    pub streams: Vec<StreamHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,8 +47,19 @@ pub struct PrimaryStatus {
     pub state: PrimaryState,
     /// The clusters counted as primaries.
     pub counted: Vec<String>,
+    /// `counted` by replication set (one per DR set for DR); a set of two or more is
+    /// a split brain.
+    #[serde(default)]
+    pub sets: Vec<Vec<String>>,
     /// Why, with every cluster's mode.
     pub why: String,
+}
+
+impl PrimaryStatus {
+    /// Two primaries of this kind in one replication set, named or not.
+    pub fn split(&self) -> bool {
+        self.state == PrimaryState::Several || self.sets.iter().any(|s| s.len() > 1)
+    }
 }
 
 impl ReplicationStatus {
@@ -60,14 +75,16 @@ impl ReplicationStatus {
                     primary: d.primary.as_ref().ok().cloned(),
                     state: match &d.primary {
                         Ok(_) => PrimaryState::One,
-                        Err(NoPrimary::None) => PrimaryState::None,
+                        Err(NoPrimary::None | NoPrimary::OtherSets(_)) => PrimaryState::None,
                         Err(NoPrimary::Several(_)) => PrimaryState::Several,
                         Err(NoPrimary::WarmingUp(_)) => PrimaryState::WarmingUp,
                     },
                     counted: d.counted.clone(),
+                    sets: d.sets.clone(),
                     why: d.to_string(),
                 })
                 .collect(),
+            streams: state.streams.clone(),
         }
     }
 }
@@ -93,12 +110,11 @@ pub struct ModesStatus {
 }
 
 impl ModesStatus {
-    fn of(&self, kind: Kind) -> Mode {
+    fn modes(&self) -> Modes {
         Modes {
             perf: self.perf,
             dr: self.dr,
         }
-        .of(kind)
     }
 }
 
@@ -206,27 +222,35 @@ impl Status {
     /// primaries.
     pub fn healthy(&self) -> bool {
         self.clusters.iter().all(ClusterStatus::healthy)
-            && self
+            && !self
                 .replication
                 .iter()
                 .flat_map(|r| &r.primaries)
-                .all(|p| p.state != PrimaryState::Several)
+                .any(PrimaryStatus::split)
     }
 
     /// `status --is-primary KIND`: whether the local datacenter is the primary of that
     /// kind now. None when that cannot be told: no fresh view of the local cluster, its
     /// mode unknown, or two primaries in the set.
     pub fn is_primary(&self, kind: Kind) -> Option<bool> {
+        // Split within the set the local cluster is in (or the label's): cannot tell.
+        let local_name = self.datacenter.as_str();
         let several = self
             .replication
             .iter()
             .flat_map(|r| &r.primaries)
-            .any(|p| p.kind == kind.as_str() && p.state == PrimaryState::Several);
+            .filter(|p| p.kind == kind.as_str())
+            .any(|p| {
+                p.state == PrimaryState::Several
+                    || p.sets
+                        .iter()
+                        .any(|s| s.len() > 1 && s.iter().any(|c| c == local_name))
+            });
         let local = self.clusters.iter().find(|c| c.name == self.datacenter)?;
-        let mode = local.replication.of(kind);
-        if several || local.state != Freshness::Fresh || mode == Mode::Unknown {
+        let modes = local.replication.modes();
+        if several || local.state != Freshness::Fresh || modes.of(kind) == Mode::Unknown {
             return None;
         }
-        Some(mode == Mode::Primary)
+        Some(modes.is_primary(kind))
     }
 }

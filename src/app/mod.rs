@@ -173,17 +173,9 @@ impl Supervisor {
                     .map(|p| (p.config.name.clone(), p.handle.feed.clone())),
             )
             .collect();
-        // The set keeps running when neither it nor any of its clusters' watchers
-        // changed; otherwise a new one reads the new feeds (and decides at once, from
-        // their seeded views).
-        let keep_replication = match (&self.replication, &new.replication) {
-            (Some(old), Some(r)) => old.config == *r && r.clusters.iter().all(|c| kept.contains(c)),
-            _ => false,
-        };
+        let keep_replication = keeps_replication(self.replication.as_ref(), new, &kept);
         let new_replication = match &new.replication {
-            Some(r) if !keep_replication => {
-                Some(prepare_replication(r, &views, new.admin.ready_timeout))
-            }
+            Some(r) if !keep_replication => Some(prepare_replication(r, new, &views)),
             _ => None,
         };
         match (&new_replication, &self.replication) {
@@ -387,7 +379,7 @@ async fn first_plan(config: &Config) -> anyhow::Result<Plan> {
     let new_replication = config
         .replication
         .as_ref()
-        .map(|r| prepare_replication(r, &views, config.admin.ready_timeout));
+        .map(|r| prepare_replication(r, config, &views));
     if let Some((r, _)) = &new_replication {
         add_virtual_feeds(&mut views, &r.handle);
     }

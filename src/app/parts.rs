@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
@@ -25,6 +24,7 @@ use crate::proxy::{Proxy, Side};
 use crate::systemd;
 use crate::vault::feed::ClusterFeed;
 use crate::vault::replication::{ReplicationHandle, ReplicationSet};
+use crate::vault::stream_health::StreamTargets;
 use crate::vault::watcher::Watcher;
 
 pub(super) struct RunningWatcher {
@@ -57,6 +57,9 @@ pub(super) struct RunningProxy {
 /// The replication set's task and the virtual clusters it feeds.
 pub(super) struct RunningReplication {
     pub(super) config: ReplicationConfig,
+    /// What the set judged the streams' addresses against (a reload that changes the
+    /// domain or a proxy starts a new set).
+    pub(super) targets: StreamTargets,
     pub(super) handle: ReplicationHandle,
     pub(super) stop: CancellationToken,
 }
@@ -174,23 +177,61 @@ pub(super) fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<BoundProxy> {
 /// The set's task, built (its first decisions made) but not yet running.
 pub(super) fn prepare_replication(
     config: &ReplicationConfig,
+    agent: &Config,
     views: &HashMap<String, ClusterFeed>,
-    warm_up: Duration,
 ) -> (RunningReplication, ReplicationSet) {
     let feeds = config
         .clusters
         .iter()
         .map(|c| (c.clone(), views[c].clone()))
         .collect();
-    let (set, handle) = ReplicationSet::new(feeds, warm_up);
+    let targets = stream_targets(agent);
+    let warm_up = agent.admin.ready_timeout;
+    let (set, handle) = ReplicationSet::new(feeds, warm_up, targets.clone());
     (
         RunningReplication {
             config: config.clone(),
+            targets,
             handle,
             stop: CancellationToken::new(),
         },
         set,
     )
+}
+
+/// Whether a reload keeps the running replication set: neither it, nor what it judges
+/// the streams against, nor any of its clusters' watchers (`kept`) changed. Otherwise a
+/// new one reads the new feeds (and decides at once, from their seeded views).
+pub(super) fn keeps_replication(
+    running: Option<&RunningReplication>,
+    new: &Config,
+    kept: &[String],
+) -> bool {
+    match (running, &new.replication) {
+        (Some(old), Some(r)) => {
+            old.config == *r
+                && old.targets == stream_targets(new)
+                && r.clusters.iter().all(|c| kept.contains(c))
+        }
+        _ => false,
+    }
+}
+
+/// What the agent answers, as the replication set judges where streams dial.
+pub(super) fn stream_targets(config: &Config) -> StreamTargets {
+    StreamTargets {
+        domain: config
+            .domain
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase(),
+        datacenter: config.datacenter.clone(),
+        proxies: config
+            .proxies
+            .iter()
+            .map(|p| (p.listen, p.cluster.clone()))
+            .collect(),
+    }
 }
 
 /// The virtual clusters' feeds, beside the real ones: DNS and proxies look them up by

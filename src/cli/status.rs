@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::admin::{ClusterStatus, Status};
+use crate::vault::stream_health::StreamHealth;
 
 /// A cluster without a leader or a fresh view, or a replication set with two primaries.
 /// Not 2: that is clap's usage error, which a monitoring check must tell apart.
@@ -106,6 +107,9 @@ fn render_table(status: &Status) -> String {
             let primary = p.primary.as_deref().unwrap_or("(none)");
             let _ = writeln!(out, "  {:<14} {:<14} {}", p.label, primary, p.why);
         }
+        for h in &r.streams {
+            render_stream(&mut out, h);
+        }
     }
     for p in &status.proxies {
         let answered = if p.answer { ", answered in DNS" } else { "" };
@@ -147,5 +151,55 @@ fn render_cluster(out: &mut String, c: &ClusterStatus) {
     for m in &c.members {
         let error = m.error.as_deref().unwrap_or("");
         let _ = writeln!(out, "  {:<40} {:<14} {error}", m.url, m.role);
+    }
+}
+
+/// A replicating cluster's stream of one kind: its state, and on a primary a line per
+/// secondary; every warning about where it dials on its own line.
+fn render_stream(out: &mut String, h: &StreamHealth) {
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut line = format!(
+        "  stream {} {}: {} state {} connection {}",
+        h.kind,
+        h.cluster,
+        h.mode,
+        or_dash(&h.state),
+        or_dash(&h.connection_state)
+    );
+    if let Some(p) = &h.primary {
+        let _ = write!(line, ", from {p}");
+    }
+    if let Some(lag) = h.wal_lag {
+        let _ = write!(line, ", {lag} WALs behind");
+    }
+    if let Some(age) = h.read_age_seconds {
+        let _ = write!(line, " (read {age:.0}s ago)");
+    }
+    if let Some(e) = &h.error {
+        let _ = write!(line, " (latest read failed: {e})");
+    }
+    let _ = writeln!(out, "{line}");
+    for s in &h.secondaries {
+        let heartbeat = s
+            .heartbeat_age_seconds
+            .map_or("-".to_string(), |a| format!("{a:.0}s ago"));
+        let lag = s
+            .wal_lag
+            .map_or(String::new(), |l| format!(", {l} WALs behind"));
+        let _ = writeln!(
+            out,
+            "    secondary {}: {}, heartbeat {heartbeat}{lag}",
+            s.name(),
+            or_dash(&s.connection_status)
+        );
+    }
+    for w in &h.warnings {
+        let _ = writeln!(out, "    WARNING: {w}");
     }
 }

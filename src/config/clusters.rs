@@ -70,6 +70,9 @@ impl Check<'_> {
             nodes.push(url);
         }
         let timings = self.timings(&c, &key)?;
+        if c.cluster_port == 0 {
+            return self.fail(key("cluster_port"), "must be a port number (1-65535)");
+        }
         let tls = self.cluster_tls(&c, &nodes, &key)?;
         Ok(ClusterConfig {
             name,
@@ -81,6 +84,7 @@ impl Check<'_> {
             connect_timeout: timings.connect_timeout,
             serve_stale_for: c.serve_stale_for,
             load_balanced: c.load_balanced,
+            cluster_port: c.cluster_port,
             tls,
         })
     }

@@ -131,6 +131,9 @@ pub(super) struct FileCluster {
     #[serde(with = "humantime_serde")]
     pub serve_stale_for: Duration,
     pub load_balanced: bool,
+    /// The leader's cluster port when its nodes report no `leader_cluster_address`
+    /// (redacted listeners, servers without HA).
+    pub cluster_port: u16,
     pub ca_file: Option<PathBuf>,
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
@@ -166,6 +169,7 @@ impl Default for FileCluster {
             connect_timeout: None,
             serve_stale_for: Duration::from_secs(30),
             load_balanced: false,
+            cluster_port: crate::vault::view::CLUSTER_PORT,
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,

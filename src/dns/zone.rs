@@ -248,8 +248,8 @@ impl Zone {
             .leader
             .iter()
             .flat_map(|l| l.addrs.iter().map(|a| (*a, l.port)));
-        let of_role = |role| {
-            view.members_with(role)
+        let of_role = |role: Role| {
+            view.members_with_tag(role)
                 .flat_map(|m| m.addrs.iter().map(|a| (*a, m.port)))
         };
         let proxy = self.proxy_answers.get(dc).map(|l| (l.ip(), l.port()));

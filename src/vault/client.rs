@@ -14,10 +14,13 @@ use super::modes::{Mode, Modes};
 
 /// Query string for `/v1/sys/health` that pins every state to its documented code, so
 /// the code can be cross-checked against the body whatever a node's defaults are
-/// (Vault: 200 active, 429 standby, 473 perf standby, 503 sealed, 501 uninitialized).
-/// OpenBao ignores the parameters it does not know.
+/// (Vault: 200 active, 429 standby, 473 perf standby, 472 DR secondary, 503 sealed, 501
+/// uninitialized; 1.19+: 474 a standby whose HA connection is unhealthy, 530 a node
+/// removed from the raft cluster, `removedcode` and `haunhealthycode` in Vault's
+/// `http/sys_health.go`). OpenBao ignores the parameters it does not know.
 const HEALTH_QUERY: &str = "standbyok=false&perfstandbyok=false&activecode=200&standbycode=429\
-     &performancestandbycode=473&sealedcode=503&uninitcode=501&drsecondarycode=472";
+     &performancestandbycode=473&sealedcode=503&uninitcode=501&drsecondarycode=472\
+     &haunhealthycode=474&removedcode=530";
 
 /// Largest body we read from a node; health and leader answers are a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -27,9 +30,15 @@ const MAX_BODY: usize = 64 * 1024;
 pub enum NodeState {
     Active,
     Standby,
+    /// A standby that cannot reach its active node (Vault 1.19+: 474,
+    /// `ha_connection_healthy: false`).
+    StandbyHaUnhealthy,
     PerfStandby,
     Sealed,
     Uninitialized,
+    /// Removed from the raft cluster (Vault 1.19+: 530, `removed_from_cluster: true`):
+    /// no longer a member, whatever it still says about the leader.
+    Removed,
 }
 
 /// What `/v1/sys/leader` said.
@@ -129,6 +138,13 @@ struct HealthBody {
     enterprise: Option<bool>,
     #[serde(default)]
     version: Option<String>,
+    /// Vault 1.19+: a node removed from the raft cluster answers 530 with this true.
+    #[serde(default)]
+    removed_from_cluster: bool,
+    /// Vault 1.19+, standbys: false when the standby's heartbeats to the active node
+    /// fail (474).
+    #[serde(default)]
+    ha_connection_healthy: Option<bool>,
 }
 
 impl HealthBody {
@@ -217,6 +233,13 @@ impl VaultClient {
         parse_leader(status, &body)
     }
 
+    /// Any other GET of a node (`path` from `/v1/...`): the status and the body, for
+    /// the caller to read (the replication status, see `stream::parse`).
+    pub async fn get_path(&self, node: &Url, path: &str) -> Result<(u16, Vec<u8>), PollError> {
+        self.get(&format!("{}{path}", node.as_str().trim_end_matches('/')))
+            .await
+    }
+
     async fn get(&self, url: &str) -> Result<(u16, Vec<u8>), PollError> {
         let (timeout, connect_timeout) = (self.timeout, self.connect_timeout);
         let classify = move |e: reqwest::Error| {
@@ -250,7 +273,7 @@ impl VaultClient {
 
 /// Reads a `/v1/sys/health` answer (status code and body).
 pub fn parse_health(status: u16, body: &[u8]) -> Result<Health, PollError> {
-    if !matches!(status, 200 | 429 | 472 | 473 | 474 | 501 | 503) {
+    if !matches!(status, 200 | 429 | 472 | 473 | 474 | 501 | 503 | 530) {
         return Err(PollError::Status(status));
     }
     let h: HealthBody = serde_json::from_slice(body).map_err(|e| PollError::Body(e.to_string()))?;
@@ -264,10 +287,16 @@ pub fn parse_health(status: u16, body: &[u8]) -> Result<Health, PollError> {
         perf: mode(&h.replication_performance_mode),
         dr: mode(&h.replication_dr_mode),
     };
+    // Vault's own precedence (`http/sys_health.go`): uninitialised, removed, sealed,
+    // HA-unhealthy standby, DR secondary, perf standby, standby, active.
     let state = if !h.initialized {
         NodeState::Uninitialized
+    } else if h.removed_from_cluster || status == 530 {
+        NodeState::Removed
     } else if h.sealed {
         NodeState::Sealed
+    } else if h.standby && (h.ha_connection_healthy == Some(false) || status == 474) {
+        NodeState::StandbyHaUnhealthy
     } else if h.performance_standby || status == 473 {
         NodeState::PerfStandby
     } else if h.standby {

@@ -28,6 +28,9 @@ pub struct ClusterConfig {
     /// The nodes are load-balancer addresses: they tell us the leader, but are not
     /// members themselves.
     pub load_balanced: bool,
+    /// The port of the leader's cluster address when its nodes report none (a listener
+    /// with `redact_addresses`, a server without HA): Vault's 8201 unless set.
+    pub cluster_port: u16,
     /// TLS for https nodes.
     pub tls: ClusterTls,
 }

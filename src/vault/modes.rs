@@ -76,6 +76,21 @@ impl Modes {
         }
     }
 
+    /// Whether a cluster with these modes is the primary of `kind`. A DR secondary
+    /// (or one being made one) is never a performance primary, whatever its performance
+    /// mode says: it mirrors its DR primary's (Vault 1.5.4+prem answered
+    /// `replication_dr_mode: "secondary"` beside `replication_performance_mode:
+    /// "primary"`, DataDog/integrations-core#7819). Once promoted, it is.
+    pub fn is_primary(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Perf => {
+                self.perf == Mode::Primary
+                    && !matches!(self.dr, Mode::Secondary | Mode::Bootstrapping)
+            }
+            Kind::Dr => self.dr == Mode::Primary,
+        }
+    }
+
     /// Whether these modes can change while the server runs: it replicates (Vault
     /// Enterprise). `Unavailable` (OpenBao, Vault Community) and `Unknown` (a server
     /// older than replication) stay what they are until the server is replaced.

@@ -145,14 +145,48 @@ pub struct Election {
 }
 
 /// Counts `leader_address` reports, one per node in `polled` (one entry per configured
-/// node, see [`current`]). See the module docs for the quorum rule.
+/// node, see [`current`]). See the module docs for the quorum rule, and
+/// [`redacted_claim`] for clusters whose listeners redact the addresses.
 pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
+    let (tally, heard) = tally(polled);
+    let configured = polled.len();
+    let votes: usize = tally.iter().map(|t| t.2).sum();
+    // Members must be a majority of the configured list; load balancers only of the
+    // reports that arrived.
+    let quorum_of = if load_balanced { votes } else { configured };
+    let disagreement =
+        (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect());
+    let winner = match tally.iter().find(|(_, _, n)| *n * 2 > quorum_of) {
+        Some((a, c, _)) => Ok((a.clone(), c.clone())),
+        None if !load_balanced && heard * 2 <= configured => Err(NoLeader::Unheard {
+            unheard: configured - heard,
+            configured,
+        }),
+        None if tally.is_empty() && !load_balanced => redacted_claim(polled, configured),
+        None => Err(NoLeader::NoMajority {
+            reports: tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect(),
+            configured,
+        }),
+    };
+    Election {
+        winner,
+        disagreement,
+    }
+}
+
+/// Each leader address named, with its cluster address and how many members name it;
+/// and how many members answered at all (a removed node is no member: what it still
+/// says about the leader is from before its removal).
+fn tally(polled: &[Polled]) -> (Vec<(String, String, usize)>, usize) {
     let mut tally: Vec<(String, String, usize)> = Vec::new();
     let mut heard = 0;
     for p in polled {
         let Ok(Some(report)) = &p.report.leader else {
             continue;
         };
+        if p.report.health == Ok(NodeState::Removed) {
+            continue;
+        }
         heard += 1;
         let (addr, cluster_addr) = if !report.ha_enabled {
             // Not part of an HA cluster: an active node leads itself, others lead nobody.
@@ -179,27 +213,33 @@ pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
             None => tally.push((addr, cluster_addr, 1)),
         }
     }
-    let configured = polled.len();
-    let votes: usize = tally.iter().map(|t| t.2).sum();
-    // Members must be a majority of the configured list; load balancers only of the
-    // reports that arrived.
-    let quorum_of = if load_balanced { votes } else { configured };
-    let disagreement =
-        (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect());
-    let winner = match tally.iter().find(|(_, _, n)| *n * 2 > quorum_of) {
-        Some((a, c, _)) => Ok((a.clone(), c.clone())),
-        None if !load_balanced && heard * 2 <= configured => Err(NoLeader::Unheard {
-            unheard: configured - heard,
+    (tally, heard)
+}
+
+/// **Redacted addresses** (Vault 1.17+ `redact_addresses` on the listener: every
+/// `leader_address` is empty to callers without a token). When a majority of the
+/// configured members answers and none of them names any leader, the active node is
+/// the one member that says `is_self: true`: its address is its configured URL, its
+/// cluster address left to the cluster's `cluster_port`. Two claimants name nobody.
+///
+/// Weaker than the vote: a claim is one node's word about itself. A leader cut off from
+/// its quorum keeps claiming until raft makes it step down, so while it is still heard
+/// and the new leader is not, it is named. Without redaction the majority's vote rules
+/// that out; here only "no other member claims" guards it. Load-balanced peers
+/// never get here: a claim through a load balancer names the balancer.
+fn redacted_claim(polled: &[Polled], configured: usize) -> Result<(String, String), NoLeader> {
+    let claimants: Vec<String> = polled
+        .iter()
+        .filter(|p| p.report.health != Ok(NodeState::Removed))
+        .filter(|p| matches!(&p.report.leader, Ok(Some(l)) if l.ha_enabled && l.is_self))
+        .map(Polled::own_api_addr)
+        .collect();
+    match claimants.as_slice() {
+        [one] => Ok((one.clone(), String::new())),
+        several => Err(NoLeader::NoMajority {
+            reports: several.iter().map(|a| (a.clone(), 1)).collect(),
             configured,
         }),
-        None => Err(NoLeader::NoMajority {
-            reports: tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect(),
-            configured,
-        }),
-    };
-    Election {
-        winner,
-        disagreement,
     }
 }
 
@@ -257,6 +297,7 @@ pub fn next_view(
         leader_changed: prev.leader_changed.clone(),
         leaderless_since: prev.leaderless_since,
         serve_stale_for: prev.serve_stale_for,
+        streams: prev.streams.clone(),
     };
     events.extend(leader_change(prev, &mut view, wall, now));
     (view, events)

@@ -4,21 +4,31 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use url::Url;
 
 use super::client::NodeState;
 use super::modes::Modes;
+use super::stream::StreamReport;
 
 /// A node's role as the DNS answers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Active,
     Standby,
+    /// A standby whose heartbeats to the active node fail (Vault 1.19+, health 474).
+    /// It stays under `standby.`: Vault's own Consul registration tags a node by its
+    /// HA state alone, and the node is unsealed and answers reads it can serve; /status
+    /// and the log say what is wrong with it.
+    StandbyHaUnhealthy,
     PerfStandby,
     Sealed,
     Uninitialized,
+    /// Removed from the raft cluster (Vault 1.19+, health 530): not a member any more,
+    /// never named, its votes not counted.
+    Removed,
     Unreachable,
 }
 
@@ -27,16 +37,26 @@ impl Role {
         match self {
             Role::Active => "active",
             Role::Standby => "standby",
+            Role::StandbyHaUnhealthy => "standby (HA connection unhealthy)",
             Role::PerfStandby => "perf-standby",
             Role::Sealed => "sealed",
             Role::Uninitialized => "uninitialized",
+            Role::Removed => "removed from the cluster",
             Role::Unreachable => "unreachable",
         }
     }
 
     /// Unsealed and initialized: what Consul would list as a healthy `vault` instance.
     pub fn is_serving(self) -> bool {
-        matches!(self, Role::Active | Role::Standby | Role::PerfStandby)
+        matches!(
+            self,
+            Role::Active | Role::Standby | Role::StandbyHaUnhealthy | Role::PerfStandby
+        )
+    }
+
+    /// Listed under Consul's `standby` tag.
+    pub fn is_standby(self) -> bool {
+        matches!(self, Role::Standby | Role::StandbyHaUnhealthy)
     }
 }
 
@@ -45,6 +65,8 @@ impl From<NodeState> for Role {
         match s {
             NodeState::Active => Role::Active,
             NodeState::Standby => Role::Standby,
+            NodeState::StandbyHaUnhealthy => Role::StandbyHaUnhealthy,
+            NodeState::Removed => Role::Removed,
             NodeState::PerfStandby => Role::PerfStandby,
             NodeState::Sealed => Role::Sealed,
             NodeState::Uninitialized => Role::Uninitialized,
@@ -235,6 +257,10 @@ pub struct ClusterView {
     /// travels with the view, so a view passed on (a replication set's virtual cluster)
     /// keeps its own cluster's window.
     pub serve_stale_for: Duration,
+    /// The latest answer of the active node's replication status (Vault Enterprise
+    /// only; see `stream`). Not part of what the view answers: DNS and the proxy never
+    /// read it, so a new one replaces the published view silently.
+    pub streams: Option<Arc<StreamReport>>,
 }
 
 /// `serve_stale_for` until a watcher sets its cluster's own (the config default).
@@ -283,6 +309,7 @@ impl ClusterView {
             leader_changed: None,
             leaderless_since: None,
             serve_stale_for: DEFAULT_SERVE_STALE_FOR,
+            streams: None,
         }
     }
 
@@ -301,6 +328,16 @@ impl ClusterView {
     pub fn members_with(&self, role: Role) -> impl Iterator<Item = &Member> {
         let lb = self.load_balanced;
         self.members.iter().filter(move |m| !lb && m.role == role)
+    }
+
+    /// Members listed under `role`'s Consul tag: [`Self::members_with`], except that
+    /// `standby` lists every standby ([`Role::is_standby`]).
+    pub fn members_with_tag(&self, role: Role) -> impl Iterator<Item = &Member> {
+        let lb = self.load_balanced;
+        let standby = role == Role::Standby;
+        self.members
+            .iter()
+            .filter(move |m| !lb && (m.role == role || (standby && m.role.is_standby())))
     }
 
     /// Whether `other` would answer anything differently: the leader, a member's role or

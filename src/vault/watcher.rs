@@ -27,7 +27,7 @@ use futures_util::future::{AbortRegistration, Abortable, Aborted, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 use url::Url;
 
 use super::client::VaultClient;
@@ -38,7 +38,8 @@ use super::observe;
 use super::poll::{on_grid, Cadence, Schedule};
 use super::probe::{lookup, poll_node, resolve_url, HealthCadence};
 use super::rules::{current, elect, named, next_view, Polled};
-use super::view::{ClusterAddr, ClusterView, Leader, NoLeader};
+use super::stream::{self, StreamReport, STATUS_EVERY};
+use super::view::{ClusterAddr, ClusterView, Leader, NoLeader, Role};
 use crate::telemetry;
 
 /// Errors that keep a watcher from starting.
@@ -152,7 +153,9 @@ impl Watcher {
 
     /// Polls until `shutdown` is cancelled: each node on its own schedule, the view
     /// rebuilt on every answer that changes a node's report and at least every poll
-    /// interval.
+    /// interval, and the replication status asked beside.
+    // Long because it is the one select loop over the polls, the rebuild timer and the
+    // replication status asks; each branch hands its work to a method.
     pub async fn run(self, shutdown: CancellationToken) {
         let nodes = &self.config.nodes;
         let started = tokio::time::Instant::now();
@@ -165,6 +168,10 @@ impl Watcher {
             failing: vec![None; nodes.len()],
             ..Memory::default()
         };
+        // The replication status, asked of the active node every `STATUS_EVERY` (Vault
+        // Enterprise only), beside the polls and never holding them back.
+        let mut streams_poll = None;
+        let mut streams_due = tokio::time::Instant::now();
         loop {
             let now = tokio::time::Instant::now();
             // Every turn, not only after a rebuild: a report that repeats the last one
@@ -180,9 +187,24 @@ impl Watcher {
             for polled in &due.abandoned {
                 observe::count_errors(&self.config.name, polled);
             }
+            let ask_streams = match &streams_poll {
+                None => streams_node(&self.tx.borrow()),
+                Some(_) => None,
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
+                report = async { streams_poll.as_mut().expect("guarded").await }, if streams_poll.is_some() => {
+                    streams_poll = None;
+                    streams_due = tokio::time::Instant::now() + STATUS_EVERY;
+                    self.publish_streams(report);
+                    continue;
+                }
+                _ = tokio::time::sleep_until(streams_due), if ask_streams.is_some() => {
+                    let (url, path) = ask_streams.expect("guarded");
+                    streams_poll = Some(Box::pin(self.ask_streams(url, path)));
+                    continue;
+                }
                 Some((i, start, result)) = in_flight.next() => {
                     schedule.landed(i, start);
                     let Ok(polled) = result else {
@@ -234,6 +256,35 @@ impl Watcher {
             with_health,
         );
         Abortable::new(poll, registration).map(move |r| (i, start, r))
+    }
+
+    /// Puts the latest replication status into the published view without waking
+    /// anyone: nothing that answers changed (see `ClusterView::streams`).
+    fn publish_streams(&self, report: StreamReport) {
+        self.tx.send_if_modified(|published| {
+            let mut view = (**published).clone();
+            view.streams = Some(Arc::new(report));
+            *published = Arc::new(view);
+            false
+        });
+    }
+
+    /// One ask of a cluster's replication status.
+    async fn ask_streams(&self, node: Url, path: &'static str) -> StreamReport {
+        let answer = match self.client.get_path(&node, path).await {
+            Ok((status, body)) => stream::parse(path, status, &body),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &answer {
+            debug!(cluster = %self.config.name, %node, error = %e, "replication status not read");
+        }
+        let previous = self.tx.borrow().streams.clone();
+        StreamReport::next(
+            previous.as_deref(),
+            node.to_string(),
+            answer,
+            std::time::SystemTime::now(),
+        )
     }
 
     /// When the view is rebuilt if no report changes it first: one poll interval on,
@@ -308,6 +359,15 @@ impl Watcher {
         prev: &ClusterView,
         memory: &mut Memory,
     ) -> Result<Leader, NoLeader> {
+        // No reported cluster address (redacted, or no HA): the leader's host on the
+        // cluster's cluster port.
+        let cluster_addr = match Url::parse(&api_addr) {
+            Ok(url) if cluster_addr.is_empty() => url
+                .host_str()
+                .map(|h| format!("https://{h}:{}", self.config.cluster_port))
+                .unwrap_or_default(),
+            _ => cluster_addr,
+        };
         if let Some(l) = prev
             .leader
             .as_ref()
@@ -364,6 +424,20 @@ impl Watcher {
         memory.resolved = Some((api_addr.to_string(), addrs.clone(), port));
         Ok((addrs, port))
     }
+}
+
+/// Whom to ask for the replication status, and which endpoint: the active node of a
+/// cluster that replicates (its modes can change: Vault Enterprise), or any node of a
+/// load-balanced peer (the balancer forwards to a node, which forwards to the active
+/// one). None for OpenBao and Vault Community, and while there is no leader.
+fn streams_node(view: &ClusterView) -> Option<(Url, &'static str)> {
+    view.leader.as_ref()?;
+    let speaker = view
+        .members
+        .iter()
+        .filter(|m| m.replication.can_change())
+        .find(|m| view.load_balanced || m.role == Role::Active)?;
+    Some((speaker.url.clone(), stream::path(speaker.replication.dr)))
 }
 
 #[cfg(test)]

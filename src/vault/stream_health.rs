@@ -1,0 +1,417 @@
+//! How the replication set's streams are doing, judged from every cluster's latest
+//! replication status ([`super::stream`]) and what the agent knows of the clusters.
+//! Pure: the replication set calls [`judge`] whenever it applies its rule, and shows,
+//! logs and measures the result.
+//!
+//! For each cluster and kind it reports the mode, the state and the connection state;
+//! on a secondary whether it streams (`stream-wals`), which cluster of the set it
+//! streams from and how far behind it is (the primary's `last_wal` minus the
+//! secondary's `last_remote_wal`); on a primary each secondary's connection, heartbeat
+//! age, clock skew, canary age and lag.
+//!
+//! **Where the stream dials** (the failure nobody else sees until it bites): a
+//! secondary dials `primary_cluster_addr` for as long as it runs, and the primary's
+//! nodes it learnt from heartbeats (`known_primary_cluster_addrs`). It is warned about
+//! when `primary_cluster_addr` is neither a name this agent answers for the primary
+//! (`active.vault.service.<primary>.consul`, `perf-primary`, a proxy listener of the
+//! primary) nor one of the primary's current nodes, and when no known primary address
+//! is a current node of the primary (every node it would fall back to is gone).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::modes::{Kind, Mode};
+use super::stream::{Stream, Streams};
+use super::view::{ClusterView, CLUSTER_PORT};
+
+/// What the agent answers, for telling whether a stream's address reaches a primary:
+/// the DNS domain (lower case, no trailing dot), the local datacenter (the one names
+/// without a datacenter label mean), and the proxy listeners with the cluster or
+/// virtual cluster each forwards to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamTargets {
+    pub domain: String,
+    pub datacenter: String,
+    pub proxies: Vec<(SocketAddr, String)>,
+}
+
+/// One cluster's stream of one kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamHealth {
+    pub cluster: String,
+    /// "perf" or "dr".
+    pub kind: String,
+    pub mode: Mode,
+    /// A secondary's `state` (`stream-wals`, `merkle-diff`, `merkle-sync`, `idle`);
+    /// a primary's (`running`) or empty.
+    pub state: String,
+    pub connection_state: String,
+    /// A secondary's: streaming WALs from its primary. None on a primary.
+    pub streaming: Option<bool>,
+    /// A secondary's primary among the set's clusters, when the agent can tell.
+    pub primary: Option<String>,
+    /// A secondary's WAL distance behind its primary.
+    pub wal_lag: Option<u64>,
+    pub primary_cluster_addr: String,
+    pub known_primary_cluster_addrs: Vec<String>,
+    /// What is wrong with where the stream dials (see the module docs).
+    pub warnings: Vec<String>,
+    /// A primary's secondaries.
+    pub secondaries: Vec<SecondaryHealth>,
+    /// Seconds since the status was read.
+    pub read_age_seconds: Option<f64>,
+    /// Why the latest ask of the status failed, if it did (the rest is from the last
+    /// answer, `read_age_seconds` old).
+    pub error: Option<String>,
+}
+
+/// One secondary, as its primary lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondaryHealth {
+    /// The secondary's id (`node_id` in the primary's list).
+    pub id: String,
+    /// The cluster of the set it is, when the agent can tell.
+    pub cluster: Option<String>,
+    pub connection_status: String,
+    pub heartbeat_age_seconds: Option<f64>,
+    pub clock_skew_ms: Option<i64>,
+    pub canary_age_ms: Option<i64>,
+    pub wal_lag: Option<u64>,
+}
+
+impl SecondaryHealth {
+    /// The label the secondary's metrics carry: its cluster's name, or its id.
+    pub fn name(&self) -> &str {
+        self.cluster.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// One cluster of the set with its latest streams.
+struct Replicating<'a> {
+    name: &'a str,
+    view: &'a ClusterView,
+    streams: &'a Streams,
+}
+
+/// Every replicating cluster's streams, in configured order, perf then DR. `named`:
+/// each kind whose virtual cluster names a primary now, with that primary.
+pub fn judge(
+    views: &[(String, Arc<ClusterView>)],
+    named: &[(Kind, String)],
+    targets: &StreamTargets,
+    now: SystemTime,
+) -> Vec<StreamHealth> {
+    let set: Vec<Replicating> = views
+        .iter()
+        .filter_map(|(name, view)| {
+            let streams = view.streams.as_ref()?.streams.as_ref()?;
+            Some(Replicating {
+                name,
+                view,
+                streams,
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for kind in Kind::ALL {
+        for c in &set {
+            let stream = c.streams.of(kind);
+            let health = match stream.mode {
+                Mode::Secondary => secondary_health(kind, c, &set, named, targets, now),
+                Mode::Primary => primary_health(kind, c, &set, now),
+                _ => continue,
+            };
+            out.push(health);
+        }
+    }
+    out
+}
+
+/// What every stream's health says alike: the cluster, kind, mode, state and when the
+/// status was read.
+fn base(kind: Kind, c: &Replicating, now: SystemTime) -> StreamHealth {
+    let stream = c.streams.of(kind);
+    let report = c.view.streams.as_deref();
+    StreamHealth {
+        cluster: c.name.to_string(),
+        kind: kind.as_str().to_string(),
+        mode: stream.mode,
+        state: stream.state.clone(),
+        connection_state: stream.connection_state.clone(),
+        streaming: None,
+        primary: None,
+        wal_lag: None,
+        primary_cluster_addr: stream.primary_cluster_addr.clone(),
+        known_primary_cluster_addrs: stream.known_primary_cluster_addrs.clone(),
+        warnings: Vec::new(),
+        secondaries: Vec::new(),
+        read_age_seconds: report.and_then(|r| r.read_at).map(|t| age(now, t)),
+        error: report.and_then(|r| r.error.as_ref()).map(|e| e.to_string()),
+    }
+}
+
+/// A secondary: whether it streams, from which cluster, how far behind, and what is
+/// wrong with where it dials.
+fn secondary_health(
+    kind: Kind,
+    c: &Replicating,
+    set: &[Replicating],
+    named: &[(Kind, String)],
+    targets: &StreamTargets,
+    now: SystemTime,
+) -> StreamHealth {
+    let stream = c.streams.of(kind);
+    let mut health = base(kind, c, now);
+    health.streaming = Some(stream.streaming());
+    if let Some(p) = primary_of(kind, c, set, named) {
+        health.wal_lag = lag(p.streams.of(kind).last_wal, stream.last_remote_wal);
+        health.primary = Some(p.name.to_string());
+        health.warnings = dial_warnings(stream, p, kind, named, targets);
+    }
+    health
+}
+
+/// A primary: each secondary it lists, matched to a cluster of the set where it can be.
+fn primary_health(
+    kind: Kind,
+    c: &Replicating,
+    set: &[Replicating],
+    now: SystemTime,
+) -> StreamHealth {
+    let stream = c.streams.of(kind);
+    let mut health = base(kind, c, now);
+    health.secondaries = stream
+        .secondaries
+        .iter()
+        .map(|s| {
+            let of = secondary_cluster(kind, s, set);
+            SecondaryHealth {
+                id: s.node_id.clone(),
+                cluster: of.map(|o| o.name.to_string()),
+                connection_status: s.connection_status.clone(),
+                heartbeat_age_seconds: s.last_heartbeat.map(|t| age(now, t)),
+                clock_skew_ms: s.clock_skew_ms,
+                canary_age_ms: s.canary_age_ms,
+                wal_lag: of.and_then(|o| lag(stream.last_wal, o.streams.of(kind).last_remote_wal)),
+            }
+        })
+        .collect();
+    health
+}
+
+fn age(now: SystemTime, then: SystemTime) -> f64 {
+    now.duration_since(then).unwrap_or_default().as_secs_f64()
+}
+
+fn lag(primary_wal: Option<u64>, secondary_wal: Option<u64>) -> Option<u64> {
+    Some(primary_wal?.saturating_sub(secondary_wal?))
+}
+
+/// The cluster of the set a secondary streams from: the primary of that kind that
+/// lists the secondary's id, else the one sharing its replication set's id, else (for
+/// performance replication, one per set) the performance primary the rule named.
+fn primary_of<'a>(
+    kind: Kind,
+    secondary: &Replicating,
+    set: &'a [Replicating<'a>],
+    named: &[(Kind, String)],
+) -> Option<&'a Replicating<'a>> {
+    let own = secondary.streams.of(kind);
+    let primaries = || {
+        set.iter()
+            .filter(move |p| p.name != secondary.name && p.streams.of(kind).mode == Mode::Primary)
+    };
+    let lists_it = |p: &&Replicating| {
+        !own.secondary_id.is_empty()
+            && p.streams
+                .of(kind)
+                .secondaries
+                .iter()
+                .any(|s| s.node_id == own.secondary_id)
+    };
+    let shares_id = |p: &&Replicating| {
+        !own.cluster_id.is_empty() && p.streams.of(kind).cluster_id == own.cluster_id
+    };
+    primaries()
+        .find(lists_it)
+        .or_else(|| primaries().find(shares_id))
+        .or_else(|| {
+            let (_, perf) = named
+                .iter()
+                .find(|(k, _)| *k == kind && kind == Kind::Perf)?;
+            primaries().find(|p| p.name == perf)
+        })
+}
+
+/// The cluster of the set that a primary's `secondaries[]` entry is: the one whose
+/// stream has that secondary id, else the one with a node at its address.
+fn secondary_cluster<'a>(
+    kind: Kind,
+    entry: &super::stream::Secondary,
+    set: &'a [Replicating<'a>],
+) -> Option<&'a Replicating<'a>> {
+    let by_id = set.iter().find(|c| {
+        let s = c.streams.of(kind);
+        s.mode == Mode::Secondary && !entry.node_id.is_empty() && s.secondary_id == entry.node_id
+    });
+    by_id.or_else(|| {
+        set.iter().find(|c| {
+            [&entry.cluster_address, &entry.api_address]
+                .into_iter()
+                .filter_map(|a| host_port(a))
+                .any(|(host, _)| is_node_of(&host, c.view))
+        })
+    })
+}
+
+/// What is wrong with where `stream` (a secondary's) dials its primary `p`.
+fn dial_warnings(
+    stream: &Stream,
+    p: &Replicating,
+    kind: Kind,
+    named: &[(Kind, String)],
+    targets: &StreamTargets,
+) -> Vec<String> {
+    // The virtual clusters whose names answer for `p` now.
+    let labels: Vec<&str> = named
+        .iter()
+        .filter(|(_, primary)| primary == p.name)
+        .map(|(k, _)| k.label())
+        .collect();
+    let reaches = |addr: &str| {
+        host_port(addr).is_some_and(|(host, port)| {
+            is_node_of(&host, p.view) || targets.answers_for(&host, port, p.name, &labels)
+        })
+    };
+    let mut warnings = Vec::new();
+    let dialled = stream.primary_cluster_addr.trim();
+    if !dialled.is_empty() && !reaches(dialled) {
+        warnings.push(format!(
+            "primary_cluster_addr {dialled} is neither a name this agent answers for {} nor \
+             one of its nodes: the {} stream breaks when it next redials",
+            p.name,
+            kind.describe()
+        ));
+    }
+    let known = &stream.known_primary_cluster_addrs;
+    if !known.is_empty() && !known.iter().any(|a| reaches(a)) {
+        warnings.push(format!(
+            "none of known_primary_cluster_addrs ({}) is a current node of {}",
+            known.join(", "),
+            p.name
+        ));
+    }
+    warnings
+}
+
+impl StreamTargets {
+    /// Whether `host:port` is something this agent answers for `primary`: a name in
+    /// the zone whose datacenter is `primary` or one of `labels` (the virtual clusters
+    /// naming it now), or a proxy listener forwarding to one of those.
+    fn answers_for(&self, host: &str, port: u16, primary: &str, labels: &[&str]) -> bool {
+        let ours = |dc: &str| dc == primary || labels.contains(&dc);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self
+                .proxies
+                .iter()
+                .any(|(listen, cluster)| *listen == SocketAddr::new(ip, port) && ours(cluster));
+        }
+        let Some(rest) = host.strip_suffix(&format!(".{}", self.domain)) else {
+            return false;
+        };
+        let labels_of_name: Vec<&str> = rest.split('.').collect();
+        // `<...>.service.<dc>`, `<...>.addr.<dc>`, `<node>.node.<dc>`; without the
+        // datacenter label, the local one.
+        let dc = match labels_of_name.as_slice() {
+            [.., kind, dc] if matches!(*kind, "service" | "addr" | "node") => *dc,
+            [.., "service" | "node"] => self.datacenter.as_str(),
+            _ => return false,
+        };
+        ours(dc)
+    }
+}
+
+/// The host (lower case, no trailing dot) and port of an address as Vault writes it
+/// (`https://host:port`, or `host:port`); the port defaults to the cluster port.
+fn host_port(addr: &str) -> Option<(String, u16)> {
+    let with_scheme = if addr.contains("://") {
+        addr.trim().to_string()
+    } else {
+        format!("https://{}", addr.trim())
+    };
+    let url = url::Url::parse(&with_scheme).ok()?;
+    let host = match url.host()? {
+        url::Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    Some((host, url.port().unwrap_or(CLUSTER_PORT)))
+}
+
+/// Whether `host` is one of the cluster's current nodes: a configured node's host or
+/// address, or the host of the leader's reported API or cluster address.
+fn is_node_of(host: &str, view: &ClusterView) -> bool {
+    let ip = host.parse::<IpAddr>().ok();
+    let member = view.members.iter().any(|m| {
+        m.url
+            .host_str()
+            .is_some_and(|h| h.trim_matches(['[', ']']).eq_ignore_ascii_case(host))
+            || ip.is_some_and(|ip| m.addrs.contains(&ip))
+    });
+    let leader = view.leader.as_ref().is_some_and(|l| {
+        [&l.api_addr, &l.cluster_addr]
+            .into_iter()
+            .filter_map(|a| host_port(a))
+            .any(|(h, _)| h == host)
+            || ip.is_some_and(|ip| l.addrs.contains(&ip))
+    });
+    member || leader
+}
+
+/// Sets the streams' metrics and logs what changed since `previous`: a secondary that
+/// stops or starts streaming, a warning about where a stream dials that appears or
+/// clears.
+pub fn record(now: &[StreamHealth], previous: Option<&[StreamHealth]>) {
+    use crate::telemetry;
+    for h in now {
+        let before = previous
+            .into_iter()
+            .flatten()
+            .find(|p| p.cluster == h.cluster && p.kind == h.kind);
+        let (cluster, kind) = (h.cluster.clone(), h.kind.clone());
+        if let Some(streaming) = h.streaming {
+            metrics::gauge!(telemetry::REPLICATION_STREAMING, "cluster" => cluster.clone(), "kind" => kind.clone())
+                .set(f64::from(u8::from(streaming)));
+            let ok = h.warnings.is_empty();
+            metrics::gauge!(telemetry::REPLICATION_DIAL_OK, "cluster" => cluster.clone(), "kind" => kind.clone())
+                .set(f64::from(u8::from(ok)));
+            if before.and_then(|b| b.streaming) != Some(streaming) {
+                if streaming {
+                    tracing::info!(%cluster, %kind, state = %h.state, "replication stream flowing");
+                } else {
+                    tracing::warn!(%cluster, %kind, state = %h.state, connection = %h.connection_state, "replication stream not flowing");
+                }
+            }
+        }
+        if let Some(lag) = h.wal_lag {
+            metrics::gauge!(telemetry::REPLICATION_WAL_LAG, "cluster" => cluster.clone(), "kind" => kind.clone())
+                .set(lag as f64);
+        }
+        for s in &h.secondaries {
+            if let Some(age) = s.heartbeat_age_seconds {
+                metrics::gauge!(telemetry::REPLICATION_HEARTBEAT_AGE, "cluster" => cluster.clone(), "kind" => kind.clone(), "secondary" => s.name().to_string())
+                    .set(age);
+            }
+        }
+        let warned_before = before.map(|b| b.warnings.as_slice()).unwrap_or_default();
+        for w in h.warnings.iter().filter(|w| !warned_before.contains(w)) {
+            tracing::warn!(%cluster, %kind, warning = %w, "replication stream address");
+        }
+        if h.warnings.is_empty() && !warned_before.is_empty() {
+            tracing::info!(%cluster, %kind, "replication stream address reaches its primary again");
+        }
+    }
+}
