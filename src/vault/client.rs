@@ -352,6 +352,31 @@ mod tests {
             Ok(NodeState::Sealed)
         );
         assert_eq!(state(500, &body(false)), Err(PollError::Status(500)));
+        // Vault 1.19+: a standby that lost its active node, a node removed from raft.
+        assert_eq!(
+            state(
+                474,
+                br#"{"initialized":true,"sealed":false,"standby":true,"ha_connection_healthy":false}"#
+            ),
+            Ok(NodeState::StandbyHaUnhealthy)
+        );
+        assert_eq!(
+            state(
+                429,
+                br#"{"initialized":true,"sealed":false,"standby":true,"ha_connection_healthy":true}"#
+            ),
+            Ok(NodeState::Standby)
+        );
+        assert_eq!(
+            state(
+                530,
+                br#"{"initialized":true,"sealed":false,"standby":true,"removed_from_cluster":true}"#
+            ),
+            Ok(NodeState::Removed)
+        );
+        // The codes are asked for, so a node that answers them is read by its code too.
+        assert!(HEALTH_QUERY.contains("removedcode=530"));
+        assert!(HEALTH_QUERY.contains("haunhealthycode=474"));
         assert!(matches!(
             parse_health(200, br#"{"initialized":"yes","sealed":false,"standby":false}"#),
             Err(PollError::Body(e)) if e.contains("invalid type")

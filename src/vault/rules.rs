@@ -608,6 +608,114 @@ mod tests {
     }
 
     #[test]
+    fn a_node_removed_from_the_cluster_casts_no_vote() {
+        // Node 3 was removed (530) and still names its old leader L2; nodes 1 and 2 name
+        // L1. Of three configured, two count: L1 leads; L2 is never counted.
+        let mut removed = node(3, NodeState::Removed, Some(L2));
+        removed.report.health = Ok(NodeState::Removed);
+        let polled = vec![
+            node(1, NodeState::Active, Some(L1)),
+            node(2, NodeState::Standby, Some(L1)),
+            removed.clone(),
+        ];
+        let e = elect(&polled, false);
+        assert_eq!(e.winner.unwrap().0, L1);
+        assert_eq!(
+            e.disagreement, None,
+            "the removed node's vote is not counted"
+        );
+        // It alone naming a leader, with one member down: not heard enough.
+        let polled = vec![node(1, NodeState::Standby, None), down(2), removed];
+        assert!(matches!(
+            elect(&polled, false).winner,
+            Err(NoLeader::Unheard { unheard: 2, .. })
+        ));
+        // And it is never confirmed as a leader (its role is not active).
+        let (v, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![
+                node(1, NodeState::Standby, Some("http://127.0.0.3:8200")),
+                node(2, NodeState::Standby, Some("http://127.0.0.3:8200")),
+                node(3, NodeState::Removed, None),
+            ],
+            Instant::now(),
+        );
+        assert_eq!(v.leader, None);
+        assert_eq!(v.members[2].role, Role::Removed);
+    }
+
+    /// A node behind a listener with `redact_addresses = true`: every address empty,
+    /// `is_self` as it is.
+    fn redacted(i: u8, state: NodeState) -> Polled {
+        let mut p = node(i, state, None);
+        p.report.leader = Ok(Some(LeaderReport {
+            is_self: state == NodeState::Active,
+            ..LeaderReport::default()
+        }));
+        p
+    }
+
+    #[test]
+    fn with_redacted_addresses_the_one_member_that_claims_leads() {
+        use NodeState::{Active, Standby};
+        let polled = vec![
+            redacted(1, Standby),
+            redacted(2, Active),
+            redacted(3, Standby),
+        ];
+        let (v, _) = round(&ClusterView::empty("dc1", false), polled, Instant::now());
+        let l = v.leader.clone().expect("the claimant leads");
+        assert_eq!(l.api_addr, L2, "its configured URL");
+        assert_eq!(l.cluster_addr, "", "left to the cluster's cluster_port");
+        // It follows a change of claimant.
+        let polled = vec![
+            redacted(1, Active),
+            redacted(2, Standby),
+            redacted(3, Standby),
+        ];
+        let (v, _) = round(&v, polled, Instant::now());
+        assert_eq!(v.leader.unwrap().api_addr, L1);
+        // Two claimants: nobody.
+        let polled = vec![
+            redacted(1, Active),
+            redacted(2, Active),
+            redacted(3, Standby),
+        ];
+        let e = elect(&polled, false);
+        assert!(
+            matches!(&e.winner, Err(NoLeader::NoMajority { reports, .. }) if reports.len() == 2),
+            "{e:?}"
+        );
+        // A claim without a quorum answering: nobody (the claimant may be cut off).
+        let polled = vec![redacted(1, Active), down(2), down(3)];
+        assert!(matches!(
+            elect(&polled, false).winner,
+            Err(NoLeader::Unheard { .. })
+        ));
+        // No claimant (an election): none of the members reports a leader.
+        let polled = vec![redacted(1, Standby), redacted(2, Standby)];
+        assert!(matches!(
+            elect(&polled, false).winner,
+            Err(NoLeader::NoMajority { reports, .. }) if reports.is_empty()
+        ));
+        // A removed node's claim is no claim.
+        let mut gone = redacted(3, Active);
+        gone.report.health = Ok(NodeState::Removed);
+        let polled = vec![redacted(1, Active), redacted(2, Standby), gone];
+        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+        // Through a load balancer a claim names the balancer: never believed.
+        let polled = vec![redacted(1, Active)];
+        assert!(elect(&polled, true).winner.is_err());
+        // Where any member names a leader, the vote rules as always.
+        let polled = vec![
+            redacted(1, Active),
+            node(2, Standby, Some(L2)),
+            redacted(3, Standby),
+        ];
+        assert!(elect(&polled, false).winner.is_err());
+    }
+
+    #[test]
     fn a_one_node_cluster_is_its_own_quorum() {
         let (v, _) = round(
             &ClusterView::empty("dc1", false),

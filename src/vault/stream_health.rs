@@ -415,3 +415,237 @@ pub fn record(now: &[StreamHealth], previous: Option<&[StreamHealth]>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::modes::Modes;
+    use crate::vault::stream::{Secondary, StreamReport};
+    use crate::vault::view::{Leader, Member, Role};
+    use std::time::Duration;
+
+    /// A fresh view of `name` with nodes `<net>.1-3:8200`, the first active.
+    fn view(name: &str, net: &str, streams: Streams) -> (String, Arc<ClusterView>) {
+        let mut v = ClusterView::empty(name, false);
+        v.members = (1..=3)
+            .map(|i| Member {
+                url: format!("http://{net}.{i}:8200").parse().unwrap(),
+                addrs: vec![format!("{net}.{i}").parse().unwrap()],
+                port: 8200,
+                role: if i == 1 { Role::Active } else { Role::Standby },
+                replication: Modes::default(),
+                last_confirmed: None,
+                error: None,
+            })
+            .collect();
+        v.leader = Some(Leader::literal(
+            &format!("http://{net}.1:8200"),
+            &format!("https://{net}.1:8201"),
+            vec![format!("{net}.1").parse().unwrap()],
+            8200,
+        ));
+        v.streams = Some(Arc::new(StreamReport {
+            node: format!("http://{net}.1:8200"),
+            streams: Some(streams),
+            read_at: Some(SystemTime::now()),
+            error: None,
+        }));
+        (name.to_string(), Arc::new(v))
+    }
+
+    fn primary(id: &str, last_wal: u64, secondaries: Vec<Secondary>) -> Stream {
+        Stream {
+            mode: Mode::Primary,
+            cluster_id: id.into(),
+            state: "running".into(),
+            last_wal: Some(last_wal),
+            secondaries,
+            ..Stream::default()
+        }
+    }
+
+    fn secondary(
+        id: &str,
+        secondary_id: &str,
+        state: &str,
+        wal: u64,
+        dials: &str,
+        known: &[&str],
+    ) -> Stream {
+        Stream {
+            mode: Mode::Secondary,
+            cluster_id: id.into(),
+            state: state.into(),
+            connection_state: "ready".into(),
+            last_remote_wal: Some(wal),
+            primary_cluster_addr: dials.into(),
+            known_primary_cluster_addrs: known.iter().map(|s| s.to_string()).collect(),
+            secondary_id: secondary_id.into(),
+            ..Stream::default()
+        }
+    }
+
+    fn listed(node_id: &str, heartbeat_ago: u64) -> Secondary {
+        Secondary {
+            node_id: node_id.into(),
+            connection_status: "connected".into(),
+            last_heartbeat: Some(SystemTime::now() - Duration::from_secs(heartbeat_ago)),
+            ..Secondary::default()
+        }
+    }
+
+    fn perf(s: Stream) -> Streams {
+        Streams {
+            perf: s,
+            dr: Stream::default(),
+        }
+    }
+
+    fn targets() -> StreamTargets {
+        StreamTargets {
+            domain: "consul".into(),
+            datacenter: "west".into(),
+            proxies: vec![("127.0.0.5:8201".parse().unwrap(), "perf-primary".into())],
+        }
+    }
+
+    fn judged(views: &[(String, Arc<ClusterView>)], named: &[(Kind, String)]) -> Vec<StreamHealth> {
+        judge(views, named, &targets(), SystemTime::now())
+    }
+
+    #[test]
+    fn a_secondary_streams_from_its_primary_with_its_lag_and_the_primary_lists_it() {
+        let views = [
+            view(
+                "east",
+                "10.1.0",
+                perf(primary("c1", 230, vec![listed("w", 3)])),
+            ),
+            view(
+                "west",
+                "10.2.0",
+                perf(secondary(
+                    "c1",
+                    "w",
+                    "stream-wals",
+                    223,
+                    "https://active.vault.service.east.consul:8201",
+                    &["https://10.1.0.1:8201", "https://10.1.0.2:8201"],
+                )),
+            ),
+        ];
+        let h = judged(&views, &[(Kind::Perf, "east".into())]);
+        assert_eq!(h.len(), 2);
+        let (east, west) = (&h[0], &h[1]);
+        assert_eq!(east.mode, Mode::Primary);
+        assert_eq!(east.streaming, None);
+        let s = &east.secondaries[0];
+        assert_eq!(s.cluster.as_deref(), Some("west"));
+        assert_eq!(s.wal_lag, Some(7));
+        assert!((2.5..10.0).contains(&s.heartbeat_age_seconds.unwrap()));
+        assert_eq!(west.streaming, Some(true));
+        assert_eq!(west.primary.as_deref(), Some("east"));
+        assert_eq!(west.wal_lag, Some(7));
+        assert!(west.warnings.is_empty(), "{:?}", west.warnings);
+        // Idle: not streaming.
+        let views = [
+            views[0].clone(),
+            view(
+                "west",
+                "10.2.0",
+                perf(secondary("c1", "w", "idle", 200, "", &[])),
+            ),
+        ];
+        let h = judged(&views, &[(Kind::Perf, "east".into())]);
+        assert_eq!(h[1].streaming, Some(false));
+        assert_eq!(h[1].wal_lag, Some(30));
+    }
+
+    #[test]
+    fn where_the_stream_dials_is_checked_against_what_the_agent_answers() {
+        let east = view("east", "10.1.0", perf(primary("c1", 1, vec![])));
+        let warnings = |dials: &str, known: &[&str]| {
+            let west = view(
+                "west",
+                "10.2.0",
+                perf(secondary("c1", "w", "stream-wals", 1, dials, known)),
+            );
+            let h = judged(&[east.clone(), west], &[(Kind::Perf, "east".into())]);
+            h[1].warnings.clone()
+        };
+        let node = ["https://10.1.0.2:8201"];
+        // Names this agent answers for east: its own datacenter, the label naming it,
+        // upper case and a trailing dot; a proxy listener forwarding to the label; one
+        // of east's nodes.
+        for fine in [
+            "https://active.vault.service.east.consul:8201",
+            "https://ACTIVE.vault.service.perf-primary.consul.:8201",
+            "https://0a010001.addr.east.consul:8201",
+            "127.0.0.5:8201",
+            "https://10.1.0.3:8201",
+        ] {
+            assert!(warnings(fine, &node).is_empty(), "{fine}");
+        }
+        // Not east: west's own names (the local datacenter without a label), another
+        // port of the proxy's address, a host nobody knows.
+        for wrong in [
+            "https://active.vault.service.consul:8201",
+            "https://active.vault.service.west.consul:8201",
+            "127.0.0.5:8202",
+            "https://vault-old.example:8201",
+        ] {
+            let w = warnings(wrong, &node);
+            assert_eq!(w.len(), 1, "{wrong}: {w:?}");
+            assert!(
+                w[0].contains("neither a name this agent answers for east"),
+                "{w:?}"
+            );
+        }
+        // Every known primary address gone (nodes replaced): warned, even though the
+        // configured address is fine.
+        let w = warnings(
+            "https://active.vault.service.east.consul:8201",
+            &["https://10.1.9.1:8201", "https://10.1.9.2:8201"],
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("none of known_primary_cluster_addrs"),
+            "{w:?}"
+        );
+        // One known address still a node: fine.
+        let w = warnings("", &["https://10.1.9.1:8201", "https://10.1.0.1:8201"]);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn dr_secondaries_find_their_own_dr_primary_by_the_sets_id() {
+        let dr = |s: Stream| Streams {
+            perf: Stream::default(),
+            dr: s,
+        };
+        let views = [
+            view("east", "10.1.0", dr(primary("x", 50, vec![listed("e", 1)]))),
+            view("west", "10.2.0", dr(primary("y", 90, vec![]))),
+            view(
+                "west-dr",
+                "10.3.0",
+                dr(secondary(
+                    "y",
+                    "",
+                    "stream-wals",
+                    80,
+                    "https://active.vault.service.west.consul",
+                    &[],
+                )),
+            ),
+        ];
+        let h = judged(&views, &[(Kind::Dr, "east".into())]);
+        let west_dr = h.iter().find(|h| h.cluster == "west-dr").unwrap();
+        assert_eq!(west_dr.primary.as_deref(), Some("west"));
+        assert_eq!(west_dr.wal_lag, Some(10));
+        assert!(west_dr.warnings.is_empty(), "{:?}", west_dr.warnings);
+        // The east secondary "e" is none of the set's clusters: shown by its id.
+        let east = h.iter().find(|h| h.cluster == "east").unwrap();
+        assert_eq!(east.secondaries[0].name(), "e");
+    }
+}

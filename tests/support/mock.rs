@@ -1,6 +1,16 @@
-//! Mock Vault nodes, for what a real server cannot be made to do: garbage JSON, 500s,
-//! stalls, contradicting leader reports (split brain), and Vault Enterprise's
-//! replication modes.
+//! Stand-in Vault nodes, for what a real server cannot be made to do: garbage JSON,
+//! 500s, stalls, contradicting leader reports (split brain), and Vault Enterprise's
+//! roles. Each path answers as Vault does for the node's role, with its source named
+//! beside the shape (see `../shared/VAULT-ENTERPRISE-SHAPES.md`):
+//!
+//! - `/v1/sys/health`: `health()`, from Vault's `http/sys_health.go` (precedence of the
+//!   codes, fields by version) and the DR secondary captured in
+//!   DataDog/integrations-core#7819.
+//! - `/v1/sys/leader`: `leader()`, from Vault's `http/sys_leader.go`.
+//! - `/v1/sys/replication/status`, `/performance/status`, `/dr/status`: the JSON a
+//!   test sets, wrapped in `{"data": ..}` as `replication/index.mdx` and
+//!   `replication-dr.mdx` show it; `{"data":{"mode":"disabled"}}` per kind when unset.
+//! - anything else: 404 `{"errors":[]}`, Vault's answer for a path it does not serve.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,12 +37,32 @@ pub enum Behavior {
     WrongTypes,
 }
 
+/// What a `Node` is beyond active or standby: Vault Enterprise's roles.
+#[derive(Clone, Debug, Default)]
+pub struct Role {
+    /// `(replication_performance_mode, replication_dr_mode)` its health reports (a
+    /// standby reports its active node's: `ActiveNodeReplicationState`); None leaves
+    /// both out and answers as an OpenBao node does.
+    pub modes: Option<(String, String)>,
+    /// A performance standby (health 473, `performance_standby: true`).
+    pub perf_standby: bool,
+    /// A standby whose heartbeats to the active node fail (1.19+: 474,
+    /// `ha_connection_healthy: false`).
+    pub ha_unhealthy: bool,
+    /// Removed from the raft cluster (1.19+: 530, `removed_from_cluster: true`); it
+    /// still names the leader it knew.
+    pub removed: bool,
+    pub sealed: bool,
+    /// The listener has `redact_addresses = true` (1.17+): leader addresses are "".
+    pub redacted: bool,
+    /// The `data` of `/v1/sys/replication/status` (`{"dr": .., "performance": ..}`).
+    pub replication_status: Option<serde_json::Value>,
+}
+
 pub struct MockNode {
     pub addr: SocketAddr,
     behavior: Arc<Mutex<Behavior>>,
-    /// `(replication_performance_mode, replication_dr_mode)` a `Node` reports in its
-    /// health answer; None leaves both fields out (an older server).
-    replication: Arc<Mutex<Option<(String, String)>>>,
+    role: Arc<Mutex<Role>>,
     requests: Arc<AtomicUsize>,
     /// Of those, the ones to `/v1/sys/health`.
     health_requests: Arc<AtomicUsize>,
@@ -45,8 +75,8 @@ impl MockNode {
         let addr = listener.local_addr().unwrap();
         let behavior = Arc::new(Mutex::new(behavior));
         let b = behavior.clone();
-        let replication: Arc<Mutex<Option<(String, String)>>> = Arc::default();
-        let modes = replication.clone();
+        let role: Arc<Mutex<Role>> = Arc::default();
+        let roles = role.clone();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
         let health_requests = Arc::new(AtomicUsize::new(0));
@@ -59,7 +89,7 @@ impl MockNode {
                 let b = b.clone();
                 let counter = counter.clone();
                 let health_counter = health_counter.clone();
-                let modes = modes.clone();
+                let roles = roles.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -82,7 +112,7 @@ impl MockNode {
                         health_counter.fetch_add(1, Ordering::Relaxed);
                     }
                     let behavior = b.lock().unwrap().clone();
-                    let modes = modes.lock().unwrap().clone();
+                    let role = roles.lock().unwrap().clone();
                     let (status, body) = match behavior {
                         Behavior::Stall => {
                             std::future::pending::<()>().await;
@@ -125,32 +155,7 @@ impl MockNode {
                         ),
                         Behavior::Garbage => (200, "<html>not json".to_string()),
                         Behavior::ServerError => (500, "{\"errors\":[\"boom\"]}".to_string()),
-                        Behavior::Node { active, leader } => {
-                            if path.starts_with("/v1/sys/health") {
-                                let replication = modes
-                                    .map(|(perf, dr)| {
-                                        format!(
-                                            r#","version":"1.17.3+ent","enterprise":true,"replication_performance_mode":"{perf}","replication_dr_mode":"{dr}""#
-                                        )
-                                    })
-                                    .unwrap_or_default();
-                                (
-                                    if active { 200 } else { 429 },
-                                    format!(
-                                        r#"{{"initialized":true,"sealed":false,"standby":{}{replication}}}"#,
-                                        !active
-                                    ),
-                                )
-                            } else {
-                                (
-                                    200,
-                                    format!(
-                                        r#"{{"ha_enabled":true,"is_self":{active},"leader_address":"{leader}","leader_cluster_address":"{}"}}"#,
-                                        leader.replace(":8200", ":8201")
-                                    ),
-                                )
-                            }
-                        }
+                        Behavior::Node { active, leader } => answer(&path, active, &leader, &role),
                     };
                     let response = format!(
                         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -164,7 +169,7 @@ impl MockNode {
         MockNode {
             addr,
             behavior,
-            replication,
+            role,
             requests,
             health_requests,
             task,
@@ -205,8 +210,143 @@ impl MockNode {
     /// The replication modes this node reports from now on (Vault Enterprise's
     /// `replication_performance_mode`, `replication_dr_mode`).
     pub fn set_replication(&self, perf: &str, dr: &str) {
-        *self.replication.lock().unwrap() = Some((perf.to_string(), dr.to_string()));
+        self.role.lock().unwrap().modes = Some((perf.to_string(), dr.to_string()));
     }
+
+    /// Changes what the node is beyond active or standby.
+    pub fn set_role(&self, change: impl FnOnce(&mut Role)) {
+        change(&mut self.role.lock().unwrap());
+    }
+}
+
+/// A `Node`'s answer on `path`: see the module docs for the sources.
+fn answer(path: &str, active: bool, leader: &str, role: &Role) -> (u16, String) {
+    if path.starts_with("/v1/sys/health") {
+        health(active, role)
+    } else if path.starts_with("/v1/sys/leader") {
+        leader_answer(active, leader, role)
+    } else if path.starts_with("/v1/sys/replication/") && role.modes.is_some() {
+        replication_status(path, role)
+    } else {
+        (404, r#"{"errors":[]}"#.to_string())
+    }
+}
+
+/// `/v1/sys/health` as `http/sys_health.go` builds it: the code by Vault's precedence
+/// (501 uninitialised, 530 removed, 503 sealed, 474 HA-unhealthy standby, 472 DR
+/// secondary (active and standbys), 473 perf standby, 429 standby, 200 active);
+/// `last_wal` on an unsealed active node only; `cluster_name`/`cluster_id` left out
+/// while sealed. Enterprise bodies carry the 1.16+ and 1.19+ fields.
+fn health(active: bool, role: &Role) -> (u16, String) {
+    let standby = !active;
+    let Some((perf, dr)) = &role.modes else {
+        // OpenBao 2.x / Vault Community shape (tests/openbao_*.rs read the real one).
+        let code = if role.sealed {
+            503
+        } else if active {
+            200
+        } else {
+            429
+        };
+        return (
+            code,
+            format!(
+                r#"{{"initialized":true,"sealed":{},"standby":{standby}}}"#,
+                role.sealed
+            ),
+        );
+    };
+    let dr_secondary = dr == "secondary";
+    let code = if role.removed {
+        530
+    } else if role.sealed {
+        503
+    } else if standby && role.ha_unhealthy {
+        474
+    } else if dr_secondary {
+        472
+    } else if standby && role.perf_standby {
+        473
+    } else if standby {
+        429
+    } else {
+        200
+    };
+    let cluster = if role.sealed {
+        String::new()
+    } else {
+        r#","cluster_name":"vault-cluster-5e9c","cluster_id":"d4ff959c-38e1-f4b1-9d3e-3c2f06b1e1a1""#.into()
+    };
+    let last_wal = if active && !role.sealed {
+        r#","last_wal":92935320"#
+    } else {
+        ""
+    };
+    let standby_fields = if standby {
+        format!(
+            r#","ha_connection_healthy":{},"last_request_forwarding_heartbeat_ms":{}"#,
+            !role.ha_unhealthy,
+            if role.ha_unhealthy { 61234 } else { 412 }
+        )
+    } else {
+        String::new()
+    };
+    (
+        code,
+        format!(
+            r#"{{"initialized":true,"sealed":{},"standby":{standby},"performance_standby":{},"replication_performance_mode":"{perf}","replication_dr_mode":"{dr}","server_time_utc":1733480000,"version":"1.19.2+ent","enterprise":true,"echo_duration_ms":1,"clock_skew_ms":0,"replication_primary_canary_age_ms":420,"removed_from_cluster":{}{cluster}{last_wal}{standby_fields}}}"#,
+            role.sealed,
+            standby && role.perf_standby,
+            role.removed
+        ),
+    )
+}
+
+/// `/v1/sys/leader` as `http/sys_leader.go` answers it (every field present, Vault does
+/// not omit empty ones); 503 while sealed; empty addresses behind a redacting
+/// listener.
+fn leader_answer(active: bool, leader: &str, role: &Role) -> (u16, String) {
+    if role.sealed {
+        return (503, r#"{"errors":["Vault is sealed"]}"#.into());
+    }
+    let (address, cluster_address) = if role.redacted {
+        (String::new(), String::new())
+    } else {
+        (leader.to_string(), leader.replace(":8200", ":8201"))
+    };
+    if role.modes.is_none() {
+        return (
+            200,
+            format!(
+                r#"{{"ha_enabled":true,"is_self":{active},"leader_address":"{address}","leader_cluster_address":"{cluster_address}"}}"#
+            ),
+        );
+    }
+    (
+        200,
+        format!(
+            r#"{{"ha_enabled":true,"is_self":{active},"active_time":"2024-12-06T10:00:00Z","leader_address":"{address}","leader_cluster_address":"{cluster_address}","performance_standby":{},"performance_standby_last_remote_wal":0,"last_wal":92935320,"raft_committed_index":1204,"raft_applied_index":1204}}"#,
+            !active && role.perf_standby
+        ),
+    )
+}
+
+/// The replication status endpoints (`replication/index.mdx`, `replication-dr.mdx`):
+/// the combined one wraps both kinds, the per-kind ones that kind alone.
+fn replication_status(path: &str, role: &Role) -> (u16, String) {
+    let disabled = serde_json::json!({"mode": "disabled"});
+    let data = role
+        .replication_status
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({"dr": disabled, "performance": disabled}));
+    let body = if path.starts_with("/v1/sys/replication/dr/status") {
+        data.get("dr").cloned().unwrap_or(disabled)
+    } else if path.starts_with("/v1/sys/replication/performance/status") {
+        data.get("performance").cloned().unwrap_or(disabled)
+    } else {
+        data
+    };
+    (200, serde_json::json!({ "data": body }).to_string())
 }
 
 impl Drop for MockNode {
