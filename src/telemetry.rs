@@ -25,8 +25,8 @@ pub const REPLICATION_MODE: &str = "vault_locator_vault_cluster_replication_mode
 /// When the client certificate a cluster's polls present stops being valid (Unix
 /// time); set from the file the running config read, so a rotation shows at once.
 pub const CLIENT_CERT_EXPIRY: &str = "vault_locator_client_cert_expiry_timestamp_seconds"; // {cluster}
-/// How many clusters of the replication set count as primaries of a kind (0, 1, or 2+:
-/// two primaries, answered as none).
+/// The most clusters counted as primaries of a kind within one replication set (one
+/// set for performance replication, one per DR set for DR): 0, 1, or 2+ (a split brain).
 pub const REPLICATION_PRIMARIES: &str = "vault_locator_replication_primaries"; // {kind}
 /// A secondary streams WALs from its primary (`state` `stream-wals`): 1, else 0.
 pub const REPLICATION_STREAMING: &str = "vault_locator_replication_streaming"; // {cluster, kind}

@@ -182,6 +182,24 @@ fn empty_node_list_is_rejected() {
 }
 
 #[test]
+fn cluster_port_defaults_to_vaults_and_must_be_a_port() {
+    let c = Config::parse(ISSUE_EXAMPLE, "x.toml").unwrap();
+    assert_eq!(c.clusters[0].cluster_port, 8201);
+    let with = |port: &str| {
+        ISSUE_EXAMPLE.replace(
+            "poll_interval = \"250ms\"",
+            &format!("poll_interval = \"250ms\"\ncluster_port = {port}"),
+        )
+    };
+    let c = Config::parse(&with("8301"), "x.toml").unwrap();
+    assert_eq!(c.clusters[0].cluster_port, 8301);
+    let e = parse_err(&with("0"));
+    assert_eq!(e.key, "clusters[0].cluster_port");
+    let e = parse_err(&with("70000"));
+    assert!(e.key.contains("cluster_port"), "{e}");
+}
+
+#[test]
 fn datacenter_must_name_a_cluster() {
     let e = change("datacenter = \"us-east-1\"", "datacenter = \"eu\"");
     assert_eq!(e.key, "datacenter");

@@ -453,6 +453,46 @@ pub(crate) mod tests {
         config.clusters[0].clone()
     }
 
+    #[test]
+    fn only_a_replicating_clusters_active_node_is_asked_its_streams() {
+        use crate::vault::modes::{Mode, Modes};
+        use crate::vault::view::Member;
+        let member = |i: u8, role: Role, perf: Mode, dr: Mode| Member {
+            url: format!("http://127.0.0.{i}:8200").parse().unwrap(),
+            addrs: vec![],
+            port: 8200,
+            role,
+            replication: Modes { perf, dr },
+            last_confirmed: None,
+            error: None,
+        };
+        let mut view = ClusterView::empty("dc1", false);
+        view.leader = Some(Leader::literal("http://127.0.0.2:8200", "", vec![], 8200));
+        // OpenBao (and Vault Community): never asked.
+        view.members = vec![
+            member(1, Role::Standby, Mode::Unavailable, Mode::Unavailable),
+            member(2, Role::Active, Mode::Unavailable, Mode::Unavailable),
+        ];
+        assert_eq!(streams_node(&view), None);
+        // Vault Enterprise: the active node, the combined endpoint.
+        view.members = vec![
+            member(1, Role::Standby, Mode::Primary, Mode::Disabled),
+            member(2, Role::Active, Mode::Primary, Mode::Disabled),
+        ];
+        let (url, path) = streams_node(&view).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.2:8200/");
+        assert_eq!(path, "/v1/sys/replication/status");
+        // A DR secondary: its own DR endpoint.
+        view.members[1].replication.dr = Mode::Secondary;
+        assert_eq!(
+            streams_node(&view).unwrap().1,
+            "/v1/sys/replication/dr/status"
+        );
+        // No leader: nobody.
+        view.leader = None;
+        assert_eq!(streams_node(&view), None);
+    }
+
     /// The leader is resolved once, here: a `cluster_addr` with a host name becomes the
     /// socket address the proxy connects to; one that cannot be used becomes none.
     #[tokio::test]
