@@ -254,3 +254,71 @@ impl Status {
         Some(modes.is_primary(kind))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status whose local cluster `dc` is fresh with `perf` and `dr`, and whose set
+    /// has `dr_sets` (the DR primaries counted, by set).
+    fn local(perf: Mode, dr: Mode, dr_sets: Vec<Vec<String>>) -> Status {
+        let primary = |kind: Kind, sets: Vec<Vec<String>>| PrimaryStatus {
+            kind: kind.as_str().into(),
+            label: kind.label().into(),
+            primary: None,
+            state: PrimaryState::None,
+            counted: sets.concat(),
+            sets,
+            why: String::new(),
+        };
+        Status {
+            version: String::new(),
+            ready: true,
+            datacenter: "dc".into(),
+            clusters: vec![ClusterStatus {
+                name: "dc".into(),
+                state: Freshness::Fresh,
+                leader: None,
+                no_leader: None,
+                view_age_seconds: None,
+                last_leader_change: None,
+                load_balanced: false,
+                replication: ModesStatus { perf, dr },
+                members: vec![],
+            }],
+            replication: Some(ReplicationStatus {
+                clusters: vec!["dc".into()],
+                primaries: vec![primary(Kind::Perf, vec![]), primary(Kind::Dr, dr_sets)],
+                streams: vec![],
+            }),
+            proxies: vec![],
+        }
+    }
+
+    #[test]
+    fn a_dr_secondary_is_never_the_performance_primary() {
+        use Mode::{Primary, Secondary};
+        let s = local(Primary, Secondary, vec![]);
+        assert_eq!(
+            s.is_primary(Kind::Perf),
+            Some(false),
+            "mirrored, not its own"
+        );
+        assert_eq!(s.is_primary(Kind::Dr), Some(false));
+        let promoted = local(Primary, Primary, vec![vec!["dc".into()]]);
+        assert_eq!(promoted.is_primary(Kind::Perf), Some(true));
+        assert_eq!(promoted.is_primary(Kind::Dr), Some(true));
+        // Its DR set split (the old primary back): cannot tell, and unhealthy.
+        let split = local(Primary, Primary, vec![vec!["dc".into(), "old".into()]]);
+        assert_eq!(split.is_primary(Kind::Dr), None);
+        assert!(split.replication.as_ref().unwrap().primaries[1].split());
+        // Another DR set with its own primary is no split.
+        let other = local(
+            Primary,
+            Primary,
+            vec![vec!["dc".into()], vec!["west".into()]],
+        );
+        assert_eq!(other.is_primary(Kind::Dr), Some(true));
+        assert!(!other.replication.as_ref().unwrap().primaries[1].split());
+    }
+}

@@ -252,3 +252,79 @@ fn decide_all(
         decisions,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::view::{Leader, Member, Role};
+
+    /// A fresh view of `name` whose one node is active with `modes`.
+    fn view(name: &str, i: u8, perf: Mode, dr: Mode) -> Arc<ClusterView> {
+        let mut v = ClusterView::empty(name, false);
+        v.last_confirmed = Some(Instant::now());
+        let api = format!("http://127.0.0.{i}:8200");
+        let ip = format!("127.0.0.{i}").parse().unwrap();
+        v.leader = Some(Leader::literal(&api, "", vec![ip], 8200));
+        v.members = vec![Member {
+            url: api.parse().unwrap(),
+            addrs: vec![ip],
+            port: 8200,
+            role: Role::Active,
+            replication: Modes { perf, dr },
+            last_confirmed: None,
+            error: None,
+        }];
+        Arc::new(v)
+    }
+
+    /// A promotion moves the label on the view change that shows it, not on the
+    /// set's periodic recheck: the answer follows within the poll that saw it.
+    #[tokio::test(start_paused = true)]
+    async fn a_promotion_moves_the_label_on_the_view_change_that_shows_it() {
+        use Mode::{Primary, Secondary};
+        let (east, east_rx) = watch::channel(view("east", 1, Primary, Primary));
+        let (east_dr, dr_rx) = watch::channel(view("east-dr", 2, Primary, Secondary));
+        let feeds = vec![
+            ("east".to_string(), ClusterFeed::new(east_rx)),
+            ("east-dr".to_string(), ClusterFeed::new(dr_rx)),
+        ];
+        let (set, handle) = ReplicationSet::new(feeds, Duration::ZERO, StreamTargets::default());
+        let perf = handle
+            .feeds
+            .iter()
+            .find(|(k, _)| *k == Kind::Perf)
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(
+            perf.latest().cluster,
+            "east",
+            "a DR secondary is no second primary"
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(set.run(stop.clone()));
+        // Let the set take its first (immediate) recheck tick and wait on the feeds.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let before = tokio::time::Instant::now();
+        // east is cut off (stale), east-dr promoted.
+        let mut lost = (*view("east", 1, Primary, Primary)).clone();
+        lost.stale = true;
+        east.send_replace(Arc::new(lost));
+        east_dr.send_replace(view("east-dr", 2, Primary, Primary));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(perf.latest().cluster, "east-dr");
+        assert_eq!(
+            tokio::time::Instant::now(),
+            before,
+            "no time passed: the change itself moved the label"
+        );
+        let state = handle.state.borrow().clone();
+        assert_eq!(state.decisions[0].primary, Ok("east-dr".into()));
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
