@@ -32,7 +32,29 @@ fn main() -> ExitCode {
             admin,
             json,
             is_primary,
-        } => status(config.as_deref(), admin, json, is_primary),
+        } => match admin_addr(config.as_deref(), admin) {
+            Ok(Some(addr)) => {
+                ExitCode::from(vault_locator::cli::status::run(&addr, json, is_primary))
+            }
+            Ok(None) => {
+                eprintln!("the admin endpoint is disabled in this config; pass --admin");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(code) => code,
+        },
+        Command::Reload {
+            config,
+            admin,
+            pid,
+            timeout,
+        } => match admin_addr(config.as_deref(), admin) {
+            Ok(admin) => ExitCode::from(vault_locator::cli::reload::run(
+                admin.as_deref(),
+                pid,
+                timeout,
+            )),
+            Err(code) => code,
+        },
         Command::Run {
             config,
             log,
@@ -120,13 +142,20 @@ async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 info!(signal = "SIGHUP", "reloading config");
                 vault_locator::systemd::reloading();
-                match source.load() {
-                    Err(e) => error!(error = %e, "reload rejected: invalid config; still running the previous one"),
+                let outcome = match source.load() {
+                    Err(e) => {
+                        error!(error = %e, "reload rejected: invalid config; still running the previous one");
+                        Err(e.to_string())
+                    }
                     Ok(new) => match supervisor.reload(new).await {
-                        Ok(()) => info!("reload applied"),
-                        Err(e) => error!(error = %e, "reload failed; still running the previous config"),
+                        Ok(()) => { info!("reload applied"); Ok(()) }
+                        Err(e) => {
+                            error!(error = %e, "reload failed; still running the previous config");
+                            Err(format!("{e:#}"))
+                        }
                     },
-                }
+                };
+                supervisor.observed().reloaded(outcome);
                 vault_locator::systemd::reloaded(supervisor.observed());
             }
         }
@@ -154,28 +183,17 @@ fn init_tracing(filter: Option<&str>, format: LogFormat) {
     }
 }
 
-/// `vault-locator status`: reads `/status` from a running agent and prints it.
-fn status(
-    config: Option<&Path>,
-    admin: Option<String>,
-    json: bool,
-    is_primary: Option<vault_locator::cli::PrimaryKind>,
-) -> ExitCode {
-    let addr = match admin {
-        Some(a) => a,
-        None => match ConfigSource::resolve(config).load() {
-            Ok(c) => match c.admin.listen {
-                Some(a) => a.to_string(),
-                None => {
-                    eprintln!("the admin endpoint is disabled in this config; pass --admin");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            },
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-    };
-    ExitCode::from(vault_locator::cli::status::run(&addr, json, is_primary))
+/// The admin address `status` and `reload` talk to: `--admin`, or the config's (None:
+/// the config disables the endpoint).
+fn admin_addr(config: Option<&Path>, admin: Option<String>) -> Result<Option<String>, ExitCode> {
+    if let Some(a) = admin {
+        return Ok(Some(a));
+    }
+    match ConfigSource::resolve(config).load() {
+        Ok(c) => Ok(c.admin.listen.map(|a| a.to_string())),
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
 }

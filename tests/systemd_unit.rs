@@ -1,5 +1,7 @@
-//! The shipped unit's own command line, run by hand with a test NOTIFY_SOCKET, reaches
-//! READY=1 against a real OpenBao cluster (with STATUS= naming the leader).
+//! The shipped unit's own command lines, run by hand with a test NOTIFY_SOCKET: the
+//! agent reaches READY=1 against a real OpenBao cluster (with STATUS= naming the
+//! leader), and `ExecReload=` applies a good file and fails, with the reason, on a bad
+//! one while the running config stays.
 
 mod support;
 
@@ -10,10 +12,18 @@ use std::time::Duration;
 use support::config::{agent_config, nodes};
 use support::openbao::Cluster;
 
-/// `ExecStart=` of systemd/vault-locator.service, split into words.
-fn exec_start() -> Vec<String> {
-    let line = support::unit_line("systemd/vault-locator.service", "ExecStart");
-    line.split_whitespace().map(str::to_string).collect()
+/// `key=` of systemd/vault-locator.service, split into words, with the binary and the
+/// config file replaced by this build's and `config`, and `$MAINPID` by `pid`.
+fn unit_command(key: &str, config: &std::path::Path, pid: u32) -> Vec<String> {
+    let line = support::unit_line("systemd/vault-locator.service", key);
+    line.split_whitespace()
+        .map(|w| match w {
+            "/usr/bin/vault-locator" => support::agent::bin().to_string(),
+            "/etc/vault-locator/config.toml" => config.display().to_string(),
+            "$MAINPID" => pid.to_string(),
+            _ => w.to_string(),
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,20 +40,21 @@ async fn unit_command_line_reaches_ready_against_openbao() {
             .toml(),
     )
     .unwrap();
-    let words: Vec<String> = exec_start()
-        .into_iter()
-        .map(|w| match w.as_str() {
-            "/usr/bin/vault-locator" => support::agent::bin().to_string(),
-            "/etc/vault-locator/config.toml" => config.display().to_string(),
-            _ => w,
-        })
-        .collect();
+    let words = unit_command("ExecStart", &config, 0);
     assert_eq!(words[1], "run", "the unit runs the agent: {words:?}");
     let sock_path = dir.path().join("notify");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(&words[0])
+    /// Kills the agent when the test ends, passed or not.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(&words[0])
         .args(&words[1..])
         .env("NOTIFY_SOCKET", &sock_path)
         .stdin(Stdio::null())
@@ -51,14 +62,57 @@ async fn unit_command_line_reaches_ready_against_openbao() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Running(child);
     let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf);
-    let _ = child.kill();
-    let _ = child.wait();
     let msg = String::from_utf8_lossy(&buf[..n.expect("a notification within 20 s")]).to_string();
     assert!(msg.contains("READY=1"), "{msg}");
     assert!(
         msg.contains(&format!("STATUS=dc1: http://{}:8200", cluster.ip(leader))),
         "{msg}"
     );
+
+    // `systemctl reload`: ExecReload= as the unit has it, $MAINPID the agent's pid.
+    let reload = || {
+        let words = unit_command("ExecReload", &config, child.0.id());
+        Command::new(&words[0]).args(&words[1..]).output().unwrap()
+    };
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("\"250ms\"", "\"300ms\"")).unwrap();
+    let out = reload();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "reload applied\n");
+    // A bad file: refused before the agent is signalled, with the file, key and reason.
+    std::fs::write(
+        &config,
+        good.replace("poll_interval = \"250ms\"", "poll_interval = \"soon\""),
+    )
+    .unwrap();
+    let out = reload();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("clusters[0].poll_interval"), "{why}");
+    // A file the agent itself rejects (a DNS address it cannot bind): the reload fails
+    // with the agent's reason, and the agent runs the previous config.
+    let taken = std::net::UdpSocket::bind("127.25.0.100:8700").unwrap();
+    std::fs::write(
+        &config,
+        good.replace(
+            "listen = [\"127.25.0.100:8600\"]",
+            "listen = [\"127.25.0.100:8600\", \"127.25.0.100:8700\"]",
+        ),
+    )
+    .unwrap();
+    let out = reload();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("reload rejected") && why.contains("127.25.0.100:8700"),
+        "{why}"
+    );
+    drop(taken);
+    let (code, _) = support::get_json("http://127.25.0.100:9464/status")
+        .await
+        .expect("still running");
+    assert_eq!(code, 200);
 }

@@ -46,6 +46,8 @@ pub struct Observed {
     pub ready_timeout: Duration,
     /// Set when the agent is stopping (lame duck): no longer ready.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Every reload's outcome (see [`Observed::reloaded`]).
+    pub reloads: std::sync::Mutex<ReloadStatus>,
 }
 
 impl Observed {
@@ -59,7 +61,18 @@ impl Observed {
             started,
             ready_timeout,
             stopping: Default::default(),
+            reloads: Default::default(),
         }
+    }
+
+    /// Records a reload's outcome: `Err` is why it was rejected (the running config
+    /// kept). `vault-locator reload` waits for the count to move.
+    pub fn reloaded(&self, outcome: Result<(), String>) {
+        let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        r.count += 1;
+        r.last_at =
+            Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
+        r.last_error = outcome.err();
     }
 
     /// Listeners are bound before anything runs, so ready means: every cluster has a
@@ -135,6 +148,12 @@ impl Observed {
                     open_connections: p.open_connections(),
                 })
                 .collect(),
+            pid: std::process::id(),
+            reloads: self
+                .reloads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 

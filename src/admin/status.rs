@@ -23,6 +23,24 @@ pub struct Status {
     #[serde(default)]
     pub replication: Option<ReplicationStatus>,
     pub proxies: Vec<ProxyStatus>,
+    /// The agent's process id (what `vault-locator reload` signals).
+    #[serde(default)]
+    pub pid: u32,
+    /// The reloads so far and the last one's verdict (what `vault-locator reload` waits
+    /// for).
+    #[serde(default)]
+    pub reloads: ReloadStatus,
+}
+
+/// Every SIGHUP's outcome, counted: `vault-locator reload` reads `count` before it
+/// signals and waits for it to move.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    pub count: u64,
+    /// When the last one ended.
+    pub last_at: Option<String>,
+    /// Why the last one was rejected (the running config kept), or None if applied.
+    pub last_error: Option<String>,
 }
 
 /// `[replication]` as the agent sees it now.
@@ -292,6 +310,8 @@ mod tests {
                 streams: vec![],
             }),
             proxies: vec![],
+            pid: 1,
+            reloads: ReloadStatus::default(),
         }
     }
 

@@ -1,5 +1,6 @@
-//! Command line: `run`, `check-config`, `status`, `--version`.
+//! Command line: `run`, `check-config`, `status`, `reload`, `--version`.
 
+pub mod reload;
 pub mod status;
 
 use std::path::PathBuf;
@@ -68,6 +69,25 @@ pub enum Command {
         /// systemd's ExecCondition=, which skips the unit on 1-254.
         #[arg(long, value_enum, value_name = "KIND")]
         is_primary: Option<PrimaryKind>,
+    },
+    /// Make a running agent re-read its config and wait for its verdict: exit 0 when it
+    /// applied the new config, 1 when it rejected it (the running config is kept; the
+    /// reason is printed) or gave no verdict in time. For systemd's ExecReload=; needs
+    /// no /bin/kill.
+    Reload {
+        /// Config file to find the admin address in (default: as for `run`).
+        #[arg(long, short, conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// Admin address (host:port) of the agent, instead of reading the config.
+        #[arg(long)]
+        admin: Option<String>,
+        /// The agent's process id (systemd: `$MAINPID`); default: the pid the agent
+        /// reports in /status.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// How long to wait for the verdict.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        timeout: std::time::Duration,
     },
     /// Validate a config file: print a summary and exit 0, or `FILE: KEY: reason` and exit 64.
     CheckConfig {

@@ -66,7 +66,7 @@ pub fn run(addr: &str, json: bool, is_primary: Option<super::PrimaryKind>) -> u8
 }
 
 /// One GET of `/status` over a plain TCP connection (no HTTP client for one request).
-fn fetch_status(addr: &str) -> anyhow::Result<String> {
+pub(super) fn fetch_status(addr: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let sock_addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
         .next()
