@@ -59,37 +59,41 @@ fn main() -> ExitCode {
             config,
             log,
             log_format,
-        } => {
-            init_tracing(log.as_deref(), log_format);
-            vault_locator::panic::install_hook();
-            let source = ConfigSource::resolve(config.as_deref());
-            if matches!(source, ConfigSource::Embedded) {
-                info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded default");
-            }
-            let config = match source.load() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run(config, source)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("vault-locator: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        } => run_agent(config.as_deref(), log.as_deref(), log_format),
+    }
+}
+
+/// `vault-locator run`: logging, the panic hook, the config, then the agent until a
+/// signal stops it.
+fn run_agent(config: Option<&Path>, log: Option<&str>, log_format: LogFormat) -> ExitCode {
+    init_tracing(log, log_format);
+    vault_locator::panic::install_hook();
+    let source = ConfigSource::resolve(config);
+    if matches!(source, ConfigSource::Embedded) {
+        info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded default");
+    }
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, source)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vault-locator: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
