@@ -4,8 +4,9 @@
 //! Data flow: [`vault::watcher`] polls each cluster's nodes and publishes a
 //! [`vault::view::ClusterView`] through `tokio::sync::watch`; [`dns`] answers from the
 //! current views. Nothing else talks to Vault.
-// One foreign call (a socket option no safe crate wraps) in net::defer_accept, with its
-// proof beside it; everything else stays safe code.
+// Two places need unsafe code, each with its proof beside it: one foreign call (a socket
+// option no safe crate wraps) in net::defer_accept, and adopting the descriptors systemd
+// passed at start in fdstore::adopt_inherited; everything else stays safe code.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod fdstore;
 pub mod logfmt;
 pub mod net;
 pub mod panic;

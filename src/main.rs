@@ -68,6 +68,8 @@ fn main() -> ExitCode {
 fn run_agent(config: Option<&Path>, log: Option<&str>, log_format: LogFormat) -> ExitCode {
     init_tracing(log, log_format);
     vault_locator::panic::install_hook();
+    // Before anything else: the DNS sockets systemd kept across a restart.
+    vault_locator::fdstore::adopt_inherited();
     let source = ConfigSource::resolve(config);
     if matches!(source, ConfigSource::Embedded) {
         info!("no config file given and none at {DEFAULT_CONFIG_PATH}: using the embedded default");

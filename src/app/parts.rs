@@ -98,6 +98,14 @@ pub(super) fn claim_addresses(config: &Config, held: Option<&Config>) -> anyhow:
         if addr.port() == 0 || ours.iter().any(|(a, p, _)| *a == addr && *p == proto) {
             continue;
         }
+        // Kept for us by systemd across a restart (`fdstore`): ours too.
+        let kind = match proto {
+            Proto::Udp => crate::fdstore::Kind::DnsUdp,
+            Proto::Tcp => crate::fdstore::Kind::DnsTcp,
+        };
+        if what == "DNS" && crate::fdstore::holds(&crate::fdstore::name(kind, addr)) {
+            continue;
+        }
         crate::net::ensure_free(addr, proto)
             .map_err(|e| anyhow::anyhow!("cannot bind {what} listener on {addr}: {e}"))?;
     }
