@@ -233,10 +233,13 @@ during() { # during LABEL CMD...: lookups for 6 s while CMD runs 1 s in
     inside /root/lookups.sh 6 >"$work/lookups.out" &
     local l=$!
     sleep 1
+    local t0 t1
+    t0=$(date +%s%N)
     inside "$@" >/dev/null 2>&1
+    t1=$(date +%s%N)
     wait "$l"
     read -r bad n <"$work/lookups.out"
-    echo "     $label: $bad of $n lookups failed"
+    echo "     $label: $bad of $n lookups failed ($* took $(( (t1 - t0) / 1000000 )) ms)"
     echo "$bad" >"$work/lost.$label"
 }
 during restart systemctl restart vault-locator
