@@ -38,12 +38,12 @@ scripts/install-openbao >/dev/null
 bao=.tools/bin/bao
 
 cache=target/host-lab/root
-if [ ! -x "$cache/usr/lib/systemd/systemd" ]; then
+if [ ! -x "$cache/usr/lib/systemd/systemd" ] || [ ! -x "$cache/usr/bin/python3" ]; then
     echo "host lab: debootstrapping Debian 12 into $cache (once)"
     rm -rf "$cache.tmp"
     mkdir -p target/host-lab
     debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,systemd-resolved,dbus,libnss-resolve,iproute2,curl,ca-certificates \
+        --include=systemd,systemd-sysv,systemd-resolved,dbus,libnss-resolve,iproute2,curl,ca-certificates,python3 \
         bookworm "$cache.tmp" >target/host-lab/debootstrap.log 2>&1 \
         || { tail -20 target/host-lab/debootstrap.log; echo "0 passed, 1 failed"; exit 1; }
     mv "$cache.tmp" "$cache"
@@ -144,7 +144,6 @@ WantedBy=multi-user.target
 UNIT
     ln -s "/etc/systemd/system/$unit" "$work/root/etc/systemd/system/multi-user.target.wants/$unit"
 done
-cat >"$work/root/root/agent.toml" <<TOML
 datacenter = "dc1"
 [dns]
 listen = ["127.0.0.1:8600"]
@@ -158,7 +157,15 @@ started=$(date +%s)
 check "the container boots (systemd running)" boot
 
 # --- the OpenBao cluster: init node 1, unseal all three
-leader_ip() { inside curl -s http://127.0.0.1:8200/v1/sys/leader | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_address"].split("//")[1].split(":")[0])'; }
+leader_ip() { # the leader's IP, as the first node that knows says it
+    local i
+    for i in 1 2 3; do
+        inside curl -s -m 2 "http://127.0.0.$i:8200/v1/sys/leader" 2>/dev/null |
+            python3 -c 'import json,sys; a=json.load(sys.stdin)["leader_address"]; print(a.split("//")[1].split(":")[0])' 2>/dev/null &&
+            return 0
+    done
+    return 1
+}
 setup_openbao() {
     until_true 30 inside curl -s -o /dev/null http://127.0.0.1:8200/v1/sys/health || return 1
     inside bao operator init -address=http://127.0.0.1:8200 -key-shares=1 -key-threshold=1 -format=json \
@@ -171,10 +178,35 @@ setup_openbao() {
 }
 check "a 3-node OpenBao raft cluster runs as systemd services" setup_openbao
 
-# --- install
-check "dpkg -i installs and starts the unit" inside dpkg -i /root/vault-locator.deb
-cp "$work/root/root/agent.toml" "$work/root/etc/vault-locator/config.toml"
-inside systemctl restart vault-locator
+# --- install with the Ansible role, run against the booted container (its nsenter
+# connection runs every task in the container's namespaces, as SSH would on a host)
+venv=$(packaging/ansible-venv.sh)
+cat >"$work/play.yml" <<YML
+- name: vault-locator on the lab host
+  hosts: lab
+  gather_facts: false
+  roles:
+    - role: vault_locator
+      vars:
+        vault_locator_package: /root/vault-locator.deb
+        vault_locator_datacenter: dc1
+        vault_locator_clusters:
+          - name: dc1
+            nodes: ["http://127.0.0.1:8200", "http://127.0.0.2:8200", "http://127.0.0.3:8200"]
+            poll_interval: 250ms
+        vault_locator_check_status: true
+YML
+play() {
+    ANSIBLE_ROLES_PATH="$PWD/packaging/ansible/roles" ANSIBLE_NOCOLOR=1 \
+        "$venv/bin/ansible-playbook" -i lab, -c community.docker.nsenter \
+        -e "ansible_nsenter_pid=$init" -e ansible_python_interpreter=/usr/bin/python3 \
+        "$work/play.yml" >"$work/play.log" 2>&1
+    cat "$work/play.log"
+    grep -q 'failed=0' "$work/play.log"
+}
+check "the Ansible role installs, configures and starts it (status check included)" play
+play_again() { play >/dev/null && grep -q 'changed=0.*failed=0' "$work/play.log"; }
+check "... and a second run changes nothing" play_again
 leader=$(leader_ip 2>/dev/null || true)
 check "the unit is active" until_true 20 inside systemctl is-active vault-locator
 check "systemctl status shows the leader (STATUS=)" \
@@ -250,6 +282,57 @@ during upgrade dpkg -i /root/vault-locator-up.deb
 check "no lookup lost across a package upgrade" test "$(cat "$work/lost.upgrade")" = 0
 check "the upgrade installed the new version" bash -c "nsenter -t $init -a dpkg-query -W vault-locator | grep -q '+lab1'"
 check "names answer after the upgrade" until_true 20 inside getent hosts active.vault.service.consul
+
+# --- failover as a client on the host sees it: kill -9 of the active OpenBao node, then
+# how long until the agent's own answer (a direct query to 127.0.0.1:8600) and the
+# system resolver's (getaddrinfo through systemd-resolved) name the new leader.
+cat >"$work/root/root/failover.py" <<'PY'
+import socket, struct, subprocess, sys, time
+unit, old = sys.argv[1], sys.argv[2]
+name = "active.vault.service.consul"
+def direct():
+    q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
+    try:
+        s.sendto(q, ("127.0.0.1", 8600)); r = s.recv(512)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return socket.inet_ntoa(r[-4:]) if struct.unpack(">H", r[6:8])[0] else None
+def system():
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        return None
+subprocess.run(["systemctl", "kill", "-s", "KILL", unit], check=True)
+t0 = time.monotonic(); seen = {}
+while len(seen) < 2 and time.monotonic() - t0 < 30:
+    for label, ask in (("direct", direct), ("resolver", system)):
+        ip = ask()
+        if label not in seen and ip and ip != old:
+            seen[label] = (round((time.monotonic() - t0) * 1000), ip)
+    time.sleep(0.005)
+print(seen.get("direct", ("-",))[0], seen.get("resolver", ("-",))[0])
+PY
+failover_rounds() {
+    local rounds=${1:-3} old unit n i
+    : >"$work/failover.txt"
+    for _ in $(seq "$rounds"); do
+        old=$(leader_ip) || return 1
+        n=${old##*.}; unit=openbao.service; [ "$n" = 1 ] || unit="openbao-node$n.service"
+        inside python3 /root/failover.py "$unit" "$old" >>"$work/failover.txt" || return 1
+        # The killed node comes back (Restart=on-failure) sealed: unseal it, and wait
+        # until it is a standby again before the next round.
+        until_true 60 bash -c "nsenter -t $init -a bao operator unseal -address=http://$old:8200 $key | grep -q 'Sealed *false'" || return 1
+        until_true 60 bash -c "nsenter -t $init -a curl -s -o /dev/null -w '%{http_code}' http://$old:8200/v1/sys/health | grep -q 429" || return 1
+    done
+    echo "     failover (kill -9 of the active node), ms until the new leader is answered,"
+    echo "     per round 'direct resolver': $(tr '\n' ';' <"$work/failover.txt")"
+    ! grep -q -- - "$work/failover.txt"
+}
+check "after kill -9 of the active node both paths answer the new leader" failover_rounds 3
 
 # --- the watchdog: a frozen agent is killed and restarted
 pid1=$(pid_of)

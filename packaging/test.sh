@@ -18,15 +18,8 @@ check() { # check DESCRIPTION COMMAND...
 has() { grep -qE -- "$2" "$1"; }
 
 command -v rpm >/dev/null || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; }
-# Ansible (the full package: its community.general collection has the chroot
-# connection used below) and ansible-lint in a virtual environment of this checkout's
-# (a stock Debian 12 python3 refuses global pip installs: PEP 668), made once and reused.
-venv="$root_dir/target/packaging-venv"
-if [ ! -x "$venv/bin/ansible-lint" ] || [ ! -d "$venv/lib/python3.11/site-packages/ansible_collections/community/general" ]; then
-    python3 -m venv "$venv" 2>/dev/null \
-        || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
-    "$venv/bin/pip" install -q ansible ansible-lint
-fi
+# Ansible and ansible-lint, in a virtual environment under target/ (PEP 668).
+venv=$(packaging/ansible-venv.sh)
 export PATH="$venv/bin:$PATH"
 # promtool, for the alert rules: Debian's prometheus package, its service kept from
 # starting while it installs (policy-rc.d says no; a policy already there is kept).
