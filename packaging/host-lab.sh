@@ -38,12 +38,13 @@ scripts/install-openbao >/dev/null
 bao=.tools/bin/bao
 
 cache=target/host-lab/root
-if [ ! -x "$cache/usr/lib/systemd/systemd" ] || [ ! -x "$cache/usr/bin/python3" ]; then
+# python3 and python3-apt: what Ansible's apt module needs on the host it manages.
+if [ ! -x "$cache/usr/lib/systemd/systemd" ] || [ ! -d "$cache/usr/lib/python3/dist-packages/apt" ]; then
     echo "host lab: debootstrapping Debian 12 into $cache (once)"
     rm -rf "$cache.tmp"
     mkdir -p target/host-lab
     debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,systemd-resolved,dbus,libnss-resolve,iproute2,curl,ca-certificates,python3 \
+        --include=systemd,systemd-sysv,systemd-resolved,dbus,libnss-resolve,iproute2,curl,ca-certificates,python3,python3-apt \
         bookworm "$cache.tmp" >target/host-lab/debootstrap.log 2>&1 \
         || { tail -20 target/host-lab/debootstrap.log; echo "0 passed, 1 failed"; exit 1; }
     mv "$cache.tmp" "$cache"
@@ -217,6 +218,28 @@ check "resolvectl query routes ~consul to the agent" \
     bash -c "nsenter -t $init -a resolvectl query active.vault.service.consul | grep -q '$leader'"
 check "curl http://active.vault.service.consul:8200 reaches the active node" \
     bash -c "nsenter -t $init -a curl -sf http://active.vault.service.consul:8200/v1/sys/leader | grep -q '\"is_self\":true'"
+
+# --- doctor: healthy, then without the resolved drop-in, then with the agent stopped
+doctor_healthy() { inside vault-locator doctor; }
+check "vault-locator doctor passes on the healthy host" doctor_healthy
+doctor_names() { # doctor_names TEXT...: doctor exits 5 and its output has every TEXT
+    local out
+    out=$(inside vault-locator doctor); local rc=$?
+    echo "$out"
+    [ "$rc" = 5 ] || return 1
+    shift 0
+    for t in "$@"; do grep -qF -- "$t" <<<"$out" || return 1; done
+}
+mv "$work/root/etc/systemd/resolved.conf.d/vault-locator.conf" "$work/dropin.conf"
+inside systemctl restart systemd-resolved
+check "doctor names the missing resolved drop-in" \
+    doctor_names "systemd-resolved" "no route for ~consul" "/etc/systemd/resolved.conf.d/vault-locator.conf"
+mv "$work/dropin.conf" "$work/root/etc/systemd/resolved.conf.d/vault-locator.conf"
+inside systemctl restart systemd-resolved
+inside systemctl stop vault-locator
+check "doctor names a stopped agent" doctor_names "systemctl status vault-locator"
+inside systemctl start vault-locator
+check "... and passes again once it runs" until_true 20 inside vault-locator doctor
 
 # --- reload
 pid_of() { inside systemctl show -p MainPID --value vault-locator; }

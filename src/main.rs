@@ -55,6 +55,13 @@ fn main() -> ExitCode {
             )),
             Err(code) => code,
         },
+        Command::Doctor { config } => match ConfigSource::resolve(config.as_deref()).load() {
+            Ok(c) => ExitCode::from(vault_locator::cli::doctor::run(&c)),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Run {
             config,
             log,

@@ -1,5 +1,6 @@
-//! Command line: `run`, `check-config`, `status`, `reload`, `--version`.
+//! Command line: `run`, `check-config`, `status`, `reload`, `doctor`, `--version`.
 
+pub mod doctor;
 pub mod reload;
 pub mod status;
 
@@ -88,6 +89,16 @@ pub enum Command {
         /// How long to wait for the verdict.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
         timeout: std::time::Duration,
+    },
+    /// Check this host as an operator would: the agent up and ready, every cluster
+    /// fresh, the system resolver answering the agent's names as the agent does (and
+    /// which resolver or drop-in is in the way when not), client certificates, proxy
+    /// listeners, the addresses replication streams dial. Prints each finding with what
+    /// to fix; exits 0 when all is well, 5 when something needs fixing.
+    Doctor {
+        /// Config file (default: as for `run`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Validate a config file: print a summary and exit 0, or `FILE: KEY: reason` and exit 64.
     CheckConfig {
