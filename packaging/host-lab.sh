@@ -329,7 +329,12 @@ def system():
         return socket.gethostbyname(name)
     except OSError:
         return None
-subprocess.run(["systemctl", "kill", "-s", "KILL", unit], check=True)
+# kill -9 of the node's process (systemctl kill cannot reach the auxiliary processes of
+# a unit under nspawn's hybrid cgroups here, and fails for that).
+pid = int(subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", unit],
+                         check=True, capture_output=True, text=True).stdout)
+import os, signal
+os.kill(pid, signal.SIGKILL)
 t0 = time.monotonic(); seen = {}
 while len(seen) < 2 and time.monotonic() - t0 < 30:
     for label, ask in (("direct", direct), ("resolver", system)):
@@ -351,11 +356,12 @@ failover_rounds() {
         until_true 60 bash -c "nsenter -t $init -a bao operator unseal -address=http://$old:8200 $key | grep -q 'Sealed *false'" || return 1
         until_true 60 bash -c "nsenter -t $init -a curl -s -o /dev/null -w '%{http_code}' http://$old:8200/v1/sys/health | grep -q 429" || return 1
     done
-    echo "     failover (kill -9 of the active node), ms until the new leader is answered,"
-    echo "     per round 'direct resolver': $(tr '\n' ';' <"$work/failover.txt")"
     ! grep -q -- - "$work/failover.txt"
 }
-check "after kill -9 of the active node both paths answer the new leader" failover_rounds 3
+check "after kill -9 of the active node both paths answer the new leader" failover_rounds 5
+echo "     failover, ms from kill -9 of the active node until the new leader is answered"
+echo "     (direct from the agent, then through getaddrinfo and systemd-resolved), per round:"
+echo "     $(tr '\n' ';' <"$work/failover.txt")"
 
 # --- the watchdog: a frozen agent is killed and restarted
 pid1=$(pid_of)
