@@ -53,7 +53,6 @@ fi
 work=$(mktemp -d "$PWD/target/host-lab/run.XXXXXX")
 machine="vlhost$$"
 nspawn_pid=""
-passed=0; failed=0
 stop_container() {
     [ -n "$nspawn_pid" ] || return 0
     if kill -0 "$nspawn_pid" 2>/dev/null; then
@@ -71,14 +70,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-check() { # check DESCRIPTION COMMAND...
-    local what=$1; shift
-    if "$@" >"$work/check.out" 2>&1; then
-        passed=$((passed+1)); echo "ok   $what"
-    else
-        failed=$((failed+1)); echo "FAIL $what"; sed 's/^/     /' "$work/check.out" | tail -20
-    fi
-}
+. packaging/checks.sh
 # inside CMD...: runs CMD inside the container (all its namespaces).
 inside() { nsenter -t "$init" -a "$@"; }
 # until_true SECONDS CMD...: retries CMD every 0.2 s.

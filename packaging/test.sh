@@ -6,15 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root_dir="$(pwd)"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-passed=0; failed=0
-check() { # check DESCRIPTION COMMAND...
-    local what=$1; shift
-    if "$@" >"$work/check.out" 2>&1; then
-        passed=$((passed+1)); echo "ok   $what"
-    else
-        failed=$((failed+1)); echo "FAIL $what"; sed 's/^/     /' "$work/check.out" | tail -20
-    fi
-}
+. packaging/checks.sh
 has() { grep -qE -- "$2" "$1"; }
 
 command -v rpm >/dev/null || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; }

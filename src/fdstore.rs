@@ -150,10 +150,12 @@ fn send_with_fds(
         Some(name) => SocketAddrUnix::new_abstract_name(name)?,
         None => SocketAddrUnix::new(path)?,
     };
+    // Non-blocking, as every notification of ours (`systemd`): a manager that does not
+    // read its queue never stalls the agent; the message is then lost, and said so.
     let sock = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
     let mut space =

@@ -17,36 +17,10 @@ use serde_json::{json, Value};
 use support::agent::{run_cli, Agent};
 use support::config::{agent_config, nodes};
 use support::dns::{ask, ips, rcode};
-use support::mock::{Behavior, MockNode};
+use support::mock::{cluster, set_modes, Behavior, MockNode};
 use support::openbao::eventually;
 
 const WITHIN: Duration = Duration::from_secs(10);
-
-/// Three stand-in nodes on `<net>.1-3:8200`, the first active, reporting `perf` and
-/// `dr` (a standby reports its active node's modes).
-async fn cluster(net: &str, perf: &str, dr: &str) -> Vec<MockNode> {
-    let leader = format!("http://{net}.1:8200");
-    let mut nodes = Vec::new();
-    for i in 1..=3 {
-        let node = MockNode::start(
-            format!("{net}.{i}:8200").parse().unwrap(),
-            Behavior::Node {
-                active: i == 1,
-                leader: leader.clone(),
-            },
-        )
-        .await;
-        node.set_replication(perf, dr);
-        nodes.push(node);
-    }
-    nodes
-}
-
-fn set_modes(nodes: &[MockNode], perf: &str, dr: &str) {
-    for n in nodes {
-        n.set_replication(perf, dr);
-    }
-}
 
 /// The `data` of every node's `/v1/sys/replication/status` (forwarded to the active
 /// node by a standby, so all answer alike).

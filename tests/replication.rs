@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use support::agent::{run_cli, Agent};
 use support::config::{agent_config, nodes};
 use support::dns::{ask, has_soa, ips, rcode, Proto};
-use support::mock::{Behavior, MockNode};
+use support::mock::{cluster, set_modes, Behavior, MockNode};
 use support::openbao::eventually;
 use support::tls::{connect, FakeNode, Pki, ALPN_FW};
 
@@ -23,8 +23,6 @@ const DNS: &str = "127.47.0.1:8600";
 const ADMIN: &str = "127.47.0.1:9464";
 const PROXY: &str = "127.47.0.2:8201";
 
-/// Three mock nodes on `<net>.<region>.1-3:8200`, the first active, all reporting
-/// `perf` and `dr`.
 /// A replication set of two regions on `<net>.1.*` (east, the perf primary) and
 /// `<net>.2.*` (west, its secondary), and a TLS node on each active node's cluster port.
 struct Regions {
@@ -39,35 +37,11 @@ async fn regions(net: &str) -> Regions {
     let pki = Pki::new();
     let at = |r: u8| format!("{net}.{r}.1:8201").parse().unwrap();
     Regions {
-        east: region(net, 1, "primary", "disabled").await,
-        west: region(net, 2, "secondary", "disabled").await,
+        east: cluster(&format!("{net}.1"), "primary", "disabled").await,
+        west: cluster(&format!("{net}.2"), "secondary", "disabled").await,
         east_fw: FakeNode::start(&pki, at(1), "east").await,
         west_fw: FakeNode::start(&pki, at(2), "west").await,
         pki,
-    }
-}
-
-async fn region(net: &str, region: u8, perf: &str, dr: &str) -> Vec<MockNode> {
-    let leader = format!("http://{net}.{region}.1:8200");
-    let mut nodes = Vec::new();
-    for i in 1..=3 {
-        let node = MockNode::start(
-            format!("{net}.{region}.{i}:8200").parse().unwrap(),
-            Behavior::Node {
-                active: i == 1,
-                leader: leader.clone(),
-            },
-        )
-        .await;
-        node.set_replication(perf, dr);
-        nodes.push(node);
-    }
-    nodes
-}
-
-fn set_modes(nodes: &[MockNode], perf: &str, dr: &str) {
-    for n in nodes {
-        n.set_replication(perf, dr);
     }
 }
 

@@ -219,6 +219,33 @@ impl MockNode {
     }
 }
 
+/// Three nodes on `<net>.1-3:8200`, the first active (all name it the leader), each
+/// reporting replication modes `perf` and `dr` (a standby reports its active node's).
+pub async fn cluster(net: &str, perf: &str, dr: &str) -> Vec<MockNode> {
+    let leader = format!("http://{net}.1:8200");
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let node = MockNode::start(
+            format!("{net}.{i}:8200").parse().unwrap(),
+            Behavior::Node {
+                active: i == 1,
+                leader: leader.clone(),
+            },
+        )
+        .await;
+        node.set_replication(perf, dr);
+        nodes.push(node);
+    }
+    nodes
+}
+
+/// Every node of a cluster reports `perf` and `dr` from now on.
+pub fn set_modes(nodes: &[MockNode], perf: &str, dr: &str) {
+    for n in nodes {
+        n.set_replication(perf, dr);
+    }
+}
+
 /// A `Node`'s answer on `path`: see the module docs for the sources.
 fn answer(path: &str, active: bool, leader: &str, role: &Role) -> (u16, String) {
     if path.starts_with("/v1/sys/health") {
