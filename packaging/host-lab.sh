@@ -3,13 +3,16 @@
 #
 # Boots a debootstrapped Debian 12 (systemd as PID 1) under systemd-nspawn with a private
 # network, runs a 3-node OpenBao raft cluster inside it as systemd services on the
-# container's loopback (127.0.0.1-3), installs the package with dpkg, and checks: the
+# container's loopback (127.0.0.1-3), installs the package with the Ansible role (run
+# against the booted container through its nsenter connection), and checks: the
 # unit active and READY with the leader inside its status, names through the system
 # resolver (getent, resolvectl, curl), `systemctl reload` applying a change and failing
 # on a bad file, the watchdog restarting a frozen agent, logfmt lines inside the journal, no
 # sandbox denial, the exposure score, lookups lost across `systemctl restart` and a
-# package upgrade (counted at ~50 Hz through getent), the agent up before OpenBao at
-# boot, remove and purge. Prints "N passed, N failed"; exits 1 on any failure.
+# package upgrade (counted at ~50 Hz through getent), failover through the resolver,
+# `vault-locator doctor` healthy and broken, the agent behind dnsmasq and unbound with
+# packaging/README.md's snippets, the agent up before OpenBao at boot, remove and purge,
+# then the .rpm's scriptlets (install, upgrade, erase). Prints "N passed, N failed"; exits 1 on any failure.
 #
 # Needs root (nspawn, nsenter); elsewhere it says so and exits 0. The debootstrapped
 # root is cached under target/host-lab/ (built once, ~3 min); every run boots a fresh
@@ -38,13 +41,15 @@ scripts/install-openbao >/dev/null
 bao=.tools/bin/bao
 
 cache=target/host-lab/root
-# python3 and python3-apt: what Ansible's apt module needs on the host it manages.
-if [ ! -x "$cache/usr/lib/systemd/systemd" ] || [ ! -d "$cache/usr/lib/python3/dist-packages/apt" ]; then
+# python3 and python3-apt: what Ansible's apt module needs on the host it manages; rpm,
+# dnsmasq and unbound for the .rpm's scriptlets and the other resolvers.
+if [ ! -d "$cache/usr/lib/python3/dist-packages/apt" ] || [ ! -x "$cache/usr/sbin/unbound" ] ||
+    [ ! -x "$cache/usr/sbin/dnsmasq" ] || [ ! -x "$cache/usr/bin/rpm" ]; then
     echo "host lab: debootstrapping Debian 12 into $cache (once)"
     rm -rf "$cache.tmp"
     mkdir -p target/host-lab
     debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,systemd-resolved,dbus,libnss-resolve,iproute2,curl,ca-certificates,python3,python3-apt \
+        --include=systemd,systemd-sysv,systemd-resolved,dbus,libnss-resolve,iproute2,curl,ca-certificates,python3,python3-apt,rpm,dnsmasq-base,unbound \
         bookworm "$cache.tmp" >target/host-lab/debootstrap.log 2>&1 \
         || { tail -20 target/host-lab/debootstrap.log; echo "0 passed, 1 failed"; exit 1; }
     mv "$cache.tmp" "$cache"
@@ -104,6 +109,8 @@ boot() {
 cp -a "$cache" "$work/root"
 install -m 0755 "$bao" "$work/root/usr/local/bin/bao"
 cp "$deb" "$work/root/root/vault-locator.deb"
+# unbound is run by hand below, with the README's snippet: not its packaged service.
+ln -sf /dev/null "$work/root/etc/systemd/system/unbound.service"
 mkdir -p "$work/root/etc/openbao"
 for i in 1 2 3; do
     unit=openbao.service; [ "$i" = 1 ] || unit="openbao-node$i.service"
@@ -164,6 +171,10 @@ setup_openbao() {
     inside bao operator init -address=http://127.0.0.1:8200 -key-shares=1 -key-threshold=1 -format=json \
         >"$work/init.json" || return 1
     key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["unseal_keys_b64"][0])' "$work/init.json")
+    unseal_all
+}
+unseal_all() { # every node unsealed (after a start or a reboot), and a leader known
+    local i
     for i in 1 2 3; do
         until_true 60 bash -c "nsenter -t $init -a bao operator unseal -address=http://127.0.0.$i:8200 $key | grep -q 'Sealed *false'" || return 1
     done
@@ -376,7 +387,51 @@ order() {
     [ "$agent" -gt 0 ] && [ "$bao" -gt 0 ] && [ "$agent" -le "$bao" ]
 }
 check "at boot the agent is ready before OpenBao starts" until_true 30 order
+check "OpenBao unsealed again after the reboot" unseal_all
 inside systemctl show -p ActiveEnterTimestampMonotonic -p ExecMainStartTimestampMonotonic vault-locator openbao | tr '\n' ' ' >"$work/boot.txt"; echo >>"$work/boot.txt"
+
+# --- the other resolvers operators use (EL hosts without systemd-resolved): the agent
+# behind dnsmasq, then behind unbound, each configured with packaging/README.md's
+# snippet, systemd-resolved stopped and /etc/resolv.conf naming 127.0.0.1.
+snippet() { # snippet NAME: the fenced block after "- **NAME**" in packaging/README.md
+    python3 - "$1" <<'PY'
+import re, sys
+text = open("packaging/README.md").read()
+part = text.split("- **%s**" % sys.argv[1], 1)[1]
+m = re.search(r"```\n(.*?)```", part, re.S)
+if m and part.index("```") < part.find("\n- **"):
+    print("\n".join(l[2:] if l.startswith("  ") else l for l in m.group(1).splitlines()))
+else:
+    print(re.search(r"`([^`]+)`", part).group(1))
+PY
+}
+behind() { # behind NAME COMMAND...: NAME serving 127.0.0.1:53, getent through it answering $expected
+    inside systemctl stop systemd-resolved
+    rm -f "$work/root/etc/resolv.conf"
+    echo "nameserver 127.0.0.1" >"$work/root/etc/resolv.conf"
+    inside systemd-run --unit="lab-$1" --collect "${@:2}" >/dev/null || return 1
+    until_true 10 bash -c "nsenter -t $init -a getent hosts active.vault.service.consul | grep -q '^$expected '"
+    local ok=$?
+    if [ "$ok" != 0 ]; then # what it saw, for the FAIL line
+        cat "$work/root/etc/resolv.conf"
+        inside getent hosts active.vault.service.consul
+        inside journalctl -u "lab-$1" --no-pager | tail -8
+    fi
+    inside systemctl stop "lab-$1"
+    ln -sf ../run/systemd/resolve/stub-resolv.conf "$work/root/etc/resolv.conf"
+    inside systemctl start systemd-resolved
+    return $ok
+}
+# What the agent answers, through systemd-resolved: each resolver must answer the same.
+until_true 20 inside getent hosts active.vault.service.consul >/dev/null
+expected=$(inside getent hosts active.vault.service.consul | awk '{print $1}')
+{ echo "no-resolv"; echo "listen-address=127.0.0.1"; echo "bind-interfaces"; snippet dnsmasq; } \
+    >"$work/root/root/dnsmasq.conf"
+check "getent through dnsmasq with its snippet ($(snippet dnsmasq))" \
+    behind dnsmasq dnsmasq --keep-in-foreground --conf-file=/root/dnsmasq.conf
+{ printf 'server:\n    interface: 127.0.0.1\n    username: ""\n    chroot: ""\n    use-syslog: no\n'; snippet unbound; } \
+    >"$work/root/root/unbound.conf"
+check "getent through unbound with its snippet" behind unbound unbound -d -c /root/unbound.conf
 
 # --- remove, then purge
 check "dpkg -r stops the unit and keeps the config" \
@@ -388,6 +443,30 @@ not_routed() {
     ! grep -q '~consul' "$work/resolved.txt"
 }
 check "... and systemd-resolved no longer routes ~consul" not_routed
+
+# --- the .rpm's scriptlets, on the same host once the .deb is purged. No EL root can be
+# had here: rpm from Debian, `--nodeps` (its dependencies are glibc's and systemd's,
+# which this host has), and the same checks as for the .deb.
+rpmf=${RPM:-$(ls -1t target/rpm/vault-locator-*.rpm 2>/dev/null | head -1)}
+if [ -n "$rpmf" ]; then
+    cp "$rpmf" "$work/root/root/vault-locator.rpm"
+    rpm_installed() {
+        inside rpm -i --nodeps /root/vault-locator.rpm || return 1
+        inside getent passwd vault-locator && inside systemctl is-enabled vault-locator &&
+            until_true 20 inside systemctl is-active vault-locator &&
+            until_true 20 bash -c "nsenter -t $init -a getent hosts active.vault.service.consul | grep -q '^$leader '"
+    }
+    leader=$(leader_ip 2>/dev/null || true)
+    check "rpm -i: the user made, the unit enabled and started, names through resolved" rpm_installed
+    during rpm-upgrade rpm -U --replacepkgs --nodeps /root/vault-locator.rpm
+    check "no lookup lost across an rpm upgrade (rpm -U)" test "$(cat "$work/lost.rpm-upgrade")" = 0
+    rpm_removed() {
+        inside rpm -e --nodeps vault-locator || return 1
+        ! inside systemctl is-active vault-locator && ! inside systemctl is-enabled vault-locator &&
+            test ! -e "$work/root/usr/bin/vault-locator" && not_routed
+    }
+    check "rpm -e: stopped, disabled, gone, ~consul no longer routed" rpm_removed
+fi
 
 echo "     lab time: $(( $(date +%s) - started )) s"
 echo "$passed passed, $failed failed"
