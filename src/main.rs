@@ -11,7 +11,8 @@ use vault_locator::app::Supervisor;
 use vault_locator::cli::{Cli, Command, LogFormat};
 use vault_locator::config::{Config, DEFAULT_CONFIG_PATH};
 
-/// EX_CONFIG-style code for a config the agent cannot use (sysexits EX_USAGE).
+/// The exit code for a config the agent cannot use: 64, sysexits' EX_USAGE (not
+/// EX_CONFIG, 78), as the unit, the packages and the README document it.
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {

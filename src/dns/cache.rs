@@ -379,9 +379,10 @@ mod tests {
     }
 
     #[test]
-    fn it_never_grows_past_its_bound() {
+    fn it_never_grows_past_its_bound_and_keeps_answering() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
         let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
+        let mut out = Vec::new();
         for i in 0..3 * MAX_ENTRIES {
             let name = format!("n{i}.consul.");
             c.insert(
@@ -392,7 +393,14 @@ mod tests {
                 Reuse::AsIs,
             );
             assert!(c.entries.len() <= MAX_ENTRIES);
+            // What was just kept is reused, past the bound too: a cache that stored
+            // nothing would stay within it as well.
+            assert!(
+                c.lookup(&request(7, &name), &mut out).is_some(),
+                "entry {i}"
+            );
         }
+        assert!(!c.entries.is_empty());
     }
 
     #[test]

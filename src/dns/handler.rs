@@ -62,14 +62,16 @@ impl Handler {
         }
     }
 
-    /// At most `limit` instances of the service go in a UDP response to a client
-    /// without EDNS (Consul's `udp_answer_limit`), a fresh random choice each time;
-    /// TCP and EDNS clients get every instance that fits.
+    /// Where names in the zone that the agent does not own go (`dns.zone_fallback`):
+    /// a Consul agent, during a migration.
     pub fn zone_fallback(mut self, fallback: Option<Forwarder>) -> Self {
         self.zone_fallback = fallback;
         self
     }
 
+    /// At most `limit` instances of the service go in a UDP response to a client
+    /// without EDNS (Consul's `udp_answer_limit`), a fresh random choice each time;
+    /// TCP and EDNS clients get every instance that fits.
     pub fn udp_answer_limit(mut self, limit: usize) -> Self {
         self.udp_answer_limit = limit.max(1);
         self
