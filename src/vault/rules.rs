@@ -135,18 +135,27 @@ pub fn named(latest: &[Option<Polled>]) -> Vec<bool> {
         .collect()
 }
 
+/// The leader a quorum names, as its nodes reported it (before any lookup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elected {
+    /// The leader's `api_addr`.
+    pub api_addr: String,
+    /// Its `cluster_addr`, empty when no node reported one.
+    pub cluster_addr: String,
+}
+
 /// The outcome of counting leader reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Election {
-    /// `(api_addr, cluster_addr)` of the leader a quorum names, or why there is none.
-    pub winner: Result<(String, String), NoLeader>,
+    /// The leader a quorum names, or why there is none.
+    pub winner: Result<Elected, NoLeader>,
     /// Set when answering nodes disagree: every distinct report with its vote count.
     pub disagreement: Option<Vec<(String, usize)>>,
 }
 
 /// Counts `leader_address` reports, one per node in `polled` (one entry per configured
 /// node, see [`current`]). See the module docs for the quorum rule, and
-/// [`redacted_claim`] for clusters whose listeners redact the addresses.
+/// `redacted_claim` for clusters whose listeners redact the addresses.
 pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
     let (tally, heard) = tally(polled);
     let configured = polled.len();
@@ -157,7 +166,10 @@ pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
     let disagreement =
         (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect());
     let winner = match tally.iter().find(|(_, _, n)| *n * 2 > quorum_of) {
-        Some((a, c, _)) => Ok((a.clone(), c.clone())),
+        Some((a, c, _)) => Ok(Elected {
+            api_addr: a.clone(),
+            cluster_addr: c.clone(),
+        }),
         None if !load_balanced && heard * 2 <= configured => Err(NoLeader::Unheard {
             unheard: configured - heard,
             configured,
@@ -227,7 +239,7 @@ fn tally(polled: &[Polled]) -> (Vec<(String, String, usize)>, usize) {
 /// and the new leader is not, it is named. Without redaction the majority's vote rules
 /// that out; here only "no other member claims" guards it. Load-balanced peers
 /// never get here: a claim through a load balancer names the balancer.
-fn redacted_claim(polled: &[Polled], configured: usize) -> Result<(String, String), NoLeader> {
+fn redacted_claim(polled: &[Polled], configured: usize) -> Result<Elected, NoLeader> {
     let claimants: Vec<String> = polled
         .iter()
         .filter(|p| p.report.health != Ok(NodeState::Removed))
@@ -235,7 +247,10 @@ fn redacted_claim(polled: &[Polled], configured: usize) -> Result<(String, Strin
         .map(Polled::own_api_addr)
         .collect();
     match claimants.as_slice() {
-        [one] => Ok((one.clone(), String::new())),
+        [one] => Ok(Elected {
+            api_addr: one.clone(),
+            cluster_addr: String::new(),
+        }),
         several => Err(NoLeader::NoMajority {
             reports: several.iter().map(|a| (a.clone(), 1)).collect(),
             configured,
@@ -469,15 +484,20 @@ mod tests {
 
     /// The watcher's resolution step, for IP-literal leaders.
     fn resolved(e: &Election) -> Result<Leader, NoLeader> {
-        e.winner.clone().map(|(api, cl)| {
-            let url: Url = api.parse().unwrap();
-            Leader::literal(
-                &api,
-                &cl,
-                vec![url.host_str().unwrap().parse().unwrap()],
-                url.port().unwrap(),
-            )
-        })
+        e.winner.clone().map(
+            |Elected {
+                 api_addr: api,
+                 cluster_addr: cl,
+             }| {
+                let url: Url = api.parse().unwrap();
+                Leader::literal(
+                    &api,
+                    &cl,
+                    vec![url.host_str().unwrap().parse().unwrap()],
+                    url.port().unwrap(),
+                )
+            },
+        )
     }
 
     fn round(
@@ -532,7 +552,7 @@ mod tests {
             node(3, NodeState::Standby, Some(L1)),
         ];
         let e = elect(&polled, false);
-        assert_eq!(e.winner.as_ref().unwrap().0, L1);
+        assert_eq!(e.winner.as_ref().unwrap().api_addr, L1);
         assert_eq!(e.disagreement.as_ref().unwrap().len(), 2);
         let (v, _) = next_view(
             &ClusterView::empty("dc1", false),
@@ -583,7 +603,7 @@ mod tests {
             node(2, NodeState::Standby, Some(L1)),
             down(3),
         ];
-        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+        assert_eq!(elect(&polled, false).winner.unwrap().api_addr, L1);
 
         // Two of three heard but disagreeing: none has a majority of three.
         let polled = vec![
@@ -604,7 +624,7 @@ mod tests {
             down(4),
             down(5),
         ];
-        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+        assert_eq!(elect(&polled, false).winner.unwrap().api_addr, L1);
     }
 
     #[test]
@@ -619,7 +639,7 @@ mod tests {
             removed.clone(),
         ];
         let e = elect(&polled, false);
-        assert_eq!(e.winner.unwrap().0, L1);
+        assert_eq!(e.winner.unwrap().api_addr, L1);
         assert_eq!(
             e.disagreement, None,
             "the removed node's vote is not counted"
@@ -702,7 +722,7 @@ mod tests {
         let mut gone = redacted(3, Active);
         gone.report.health = Ok(NodeState::Removed);
         let polled = vec![redacted(1, Active), redacted(2, Standby), gone];
-        assert_eq!(elect(&polled, false).winner.unwrap().0, L1);
+        assert_eq!(elect(&polled, false).winner.unwrap().api_addr, L1);
         // Through a load balancer a claim names the balancer: never believed.
         let polled = vec![redacted(1, Active)];
         assert!(elect(&polled, true).winner.is_err());

@@ -1,19 +1,13 @@
 //! The polling loop: one task per cluster, publishing a `ClusterView` through
 //! `tokio::sync::watch`.
 //!
-//! Every node is polled on its own schedule (`/v1/sys/leader` every round, the health
-//! when `probe::HealthCadence` or a changed answer calls for it, under the cluster's
-//! `request_timeout`, the TCP connect under `connect_timeout`), and the
-//! cluster's view is rebuilt from every node's latest report whenever a report changes
-//! what its node says, and at least every `poll_interval` so that reports age out (see
-//! [`super::rules::current`]). A node whose packets vanish holds back only its own
-//! reports: the others keep arriving, and the fast failover cadence keeps running.
-//! Nodes are polled every `poll_interval`, or `failover_poll_interval` while there is
-//! no leader (see `poll::Cadence`). At the normal rate a node has one poll at a time, and
-//! one that overran is followed at once by the next; while leaderless, new polls go out
-//! on time even while earlier ones hang (up to `poll::MAX_HEDGED` per node). Each
-//! round falls on the agent's grid, and a node that keeps failing is backed off
-//! (`poll::Schedule`).
+//! Every node is polled on its own schedule (`poll::Schedule`: the round grid, the fast
+//! failover pace while leaderless, hedging, back-off; what a poll asks is `probe`'s),
+//! and the view is rebuilt from every node's latest report whenever a report changes
+//! what its node says, and at least every `poll_interval` so that reports age out
+//! ([`super::rules::current`]): a node whose packets vanish holds back only its own
+//! reports. The active node of a replicating cluster is also asked its replication
+//! status every `stream::STATUS_EVERY`, beside the polls.
 //!
 //! A new view wakes the consumers (DNS caches, proxy connections) only when it answers
 //! differently ([`ClusterView::answers_like`]); otherwise it replaces the published
@@ -37,7 +31,7 @@ use super::heartbeat::Heartbeat;
 use super::observe;
 use super::poll::{on_grid, Cadence, Schedule};
 use super::probe::{lookup, poll_node, resolve_url, HealthCadence};
-use super::rules::{current, elect, named, next_view, Polled};
+use super::rules::{current, elect, named, next_view, Elected, Polled};
 use super::stream::{self, StreamReport, STATUS_EVERY};
 use super::view::{ClusterAddr, ClusterView, Leader, NoLeader, Role};
 use crate::telemetry;
@@ -65,6 +59,14 @@ pub struct Watcher {
     heartbeat: Heartbeat,
 }
 
+/// A leader's `api_addr` as its name last resolved, kept so that a leader named by a
+/// host name is looked up once per leader change, not every rebuild.
+struct ResolvedLeader {
+    api_addr: String,
+    addrs: Vec<IpAddr>,
+    port: u16,
+}
+
 /// What the loop remembers between decisions, for logging transitions once.
 #[derive(Default)]
 struct Memory {
@@ -72,8 +74,8 @@ struct Memory {
     failing: Vec<Option<&'static str>>,
     /// The addresses of the last logged disagreement.
     disagreement: Option<Vec<String>>,
-    /// The last leader resolved from a name: `(api_addr, addrs, port)`.
-    resolved: Option<(String, Vec<IpAddr>, u16)>,
+    /// The last leader resolved from a name.
+    resolved: Option<ResolvedLeader>,
     /// What the cluster's gauges show.
     gauges: Option<observe::Gauges>,
 }
@@ -317,7 +319,7 @@ impl Watcher {
                 warn!(
                     cluster = %self.config.name,
                     reports = ?votes,
-                    chosen = ?election.winner.as_ref().ok().map(|w| &w.0),
+                    chosen = ?election.winner.as_ref().ok().map(|w| &w.api_addr),
                     "nodes disagree about the leader; answering a majority's, or none without one"
                 );
             }
@@ -354,7 +356,10 @@ impl Watcher {
     /// lookup; a name is looked up once per leader change, under the request timeout.
     async fn resolve_leader(
         &self,
-        (api_addr, cluster_addr): (String, String),
+        Elected {
+            api_addr,
+            cluster_addr,
+        }: Elected,
         polled: &[Polled],
         prev: &ClusterView,
         memory: &mut Memory,
@@ -411,8 +416,8 @@ impl Watcher {
         {
             return Ok((p.addrs.clone(), port));
         }
-        if let Some((_, addrs, port)) = memory.resolved.as_ref().filter(|r| r.0 == api_addr) {
-            return Ok((addrs.clone(), *port));
+        if let Some(r) = memory.resolved.as_ref().filter(|r| r.api_addr == api_addr) {
+            return Ok((r.addrs.clone(), r.port));
         }
         let (addrs, port) = resolve_url(&url, self.config.request_timeout).await;
         if addrs.is_empty() {
@@ -421,7 +426,11 @@ impl Watcher {
                 why: "its address does not resolve".into(),
             });
         }
-        memory.resolved = Some((api_addr.to_string(), addrs.clone(), port));
+        memory.resolved = Some(ResolvedLeader {
+            api_addr: api_addr.to_string(),
+            addrs: addrs.clone(),
+            port,
+        });
         Ok((addrs, port))
     }
 }
@@ -500,7 +509,10 @@ pub(crate) mod tests {
         let (watcher, _feed) = Watcher::new(cluster(), None).unwrap();
         let api = "http://127.0.0.1:8200";
         let target = |cluster_addr: &str, prev: ClusterView| {
-            let elected = (api.to_string(), cluster_addr.to_string());
+            let elected = Elected {
+                api_addr: api.to_string(),
+                cluster_addr: cluster_addr.to_string(),
+            };
             let watcher = &watcher;
             async move {
                 let mut memory = Memory::default();
