@@ -59,8 +59,7 @@ pub struct Watcher {
     heartbeat: Heartbeat,
 }
 
-/// A leader's `api_addr` as its name last resolved, kept so that a leader named by a
-/// host name is looked up once per leader change, not every rebuild.
+/// A leader's `api_addr` as its name last resolved (looked up once per leader change).
 struct ResolvedLeader {
     api_addr: String,
     addrs: Vec<IpAddr>,
@@ -74,7 +73,6 @@ struct Memory {
     failing: Vec<Option<&'static str>>,
     /// The addresses of the last logged disagreement.
     disagreement: Option<Vec<String>>,
-    /// The last leader resolved from a name.
     resolved: Option<ResolvedLeader>,
     /// What the cluster's gauges show.
     gauges: Option<observe::Gauges>,
