@@ -1,5 +1,7 @@
-//! systemd integration (`Type=notify`): READY=1 once listeners are bound and first views
-//! are in (or the first-view deadline passed), STATUS= with each cluster's leader,
+//! systemd integration (`Type=notify`): READY=1 once listeners are bound and every
+//! cluster has a first view or a first round in which no node answered
+//! ([`crate::admin::Observed::is_ready`]; or the first-view deadline passed), STATUS=
+//! with each cluster's leader,
 //! WATCHDOG=1 at half of `WatchdogSec` only while the watchers make progress, and
 //! STOPPING=1 on shutdown. Without `NOTIFY_SOCKET` every call is a no-op.
 

@@ -76,16 +76,20 @@ impl Observed {
     }
 
     /// Listeners are bound before anything runs, so ready means: every cluster has a
-    /// first view, or the first-view deadline has passed.
+    /// first view, or every node of it has been tried (a first round in which none
+    /// answered: waiting longer changes nothing), or the first-view deadline has passed.
+    /// At boot the unit is ordered before Vault's: a local cluster whose nodes are not
+    /// up yet must not hold the agent's READY (and so Vault's start) for the deadline.
     pub fn is_ready(&self) -> bool {
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
         self.started.elapsed() >= self.ready_timeout
-            || self
-                .clusters()
-                .iter()
-                .all(|c| c.feed.latest().last_confirmed.is_some())
+            || self.clusters().iter().all(|c| {
+                let view = c.feed.latest();
+                view.last_confirmed.is_some()
+                    || (!view.members.is_empty() && view.members.iter().all(|m| m.error.is_some()))
+            })
     }
 
     pub fn clusters(&self) -> Vec<ClusterHandle> {
@@ -277,4 +281,57 @@ async fn respond(sock: &mut TcpStream, code: u16, ctype: &str, body: &str) -> st
     );
     sock.write_all(msg.as_bytes()).await?;
     sock.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::view::{ClusterView, Member, Role};
+    use tokio::sync::watch;
+
+    /// Ready comes with a first view, or once every node was tried and none answered
+    /// (at boot, before the local Vault is up), not only at the deadline.
+    #[test]
+    fn ready_once_every_cluster_has_a_view_or_every_node_was_tried() {
+        let observed = Observed::new("dc1", Duration::from_secs(3600), Instant::now());
+        let (tx, rx) = watch::channel(Arc::new(ClusterView::empty("dc1", false)));
+        observed.replace(
+            "dc1",
+            vec![ClusterHandle {
+                name: "dc1".into(),
+                feed: ClusterFeed::new(rx),
+                heartbeat: crate::vault::heartbeat::Heartbeat::new(Duration::from_secs(1)),
+            }],
+            vec![],
+            None,
+        );
+        assert!(!observed.is_ready(), "nothing polled yet");
+        let refused = |i: u8| Member {
+            url: format!("http://127.0.0.{i}:8200").parse().unwrap(),
+            addrs: vec![],
+            port: 8200,
+            role: Role::Unreachable,
+            replication: Default::default(),
+            last_confirmed: None,
+            error: Some("connection failed: Connection refused".into()),
+        };
+        let mut tried = ClusterView::empty("dc1", false);
+        tried.members = vec![refused(1), refused(2)];
+        tried.stale = true;
+        tx.send_replace(Arc::new(tried.clone()));
+        assert!(
+            observed.is_ready(),
+            "every node tried: waiting changes nothing"
+        );
+        tried.members[1].error = None;
+        tx.send_replace(Arc::new(tried.clone()));
+        assert!(!observed.is_ready(), "a node not tried yet");
+        tried.last_confirmed = Some(Instant::now());
+        tx.send_replace(Arc::new(tried));
+        assert!(observed.is_ready(), "a first view");
+        observed
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(!observed.is_ready(), "stopping");
+    }
 }
