@@ -72,12 +72,9 @@ struct Plan {
     views: HashMap<String, ClusterFeed>,
     keep_replication: bool,
     new_replication: Option<(RunningReplication, ReplicationSet)>,
-    /// For each running proxy, whether the new config keeps it as it is.
-    keep_proxy: Vec<bool>,
-    new_listeners: Vec<(crate::config::ProxyConfig, BoundProxy)>,
+    proxies: ProxyPlan,
     dns_server: DnsServer,
-    /// `Some` when the admin address changes: the new listener (or none), bound.
-    new_admin: Option<Option<(std::net::SocketAddr, tokio::net::TcpListener)>>,
+    admin: AdminChange,
 }
 
 impl Supervisor {
@@ -103,6 +100,7 @@ impl Supervisor {
             .new_replication
             .map(|(r, set)| start_replication(r, set, &watcher_tasks, &fatal_tx));
         let proxies = plan
+            .proxies
             .new_listeners
             .into_iter()
             .map(|(p, l)| start_proxy(&p, l, &plan.views, &close_all, &tasks, &fatal_tx))
@@ -112,10 +110,12 @@ impl Supervisor {
         // published cluster has a view).
         publish(&observed, &config, &watchers, &proxies, &replication);
         let side = start_side_parts(&observed, prometheus.clone(), &fatal_tx);
-        let admin = plan
-            .new_admin
-            .flatten()
-            .map(|(addr, l)| start_admin(addr, l, &observed, prometheus.clone(), &side));
+        let admin = match plan.admin {
+            AdminChange::Rebind(bound) => {
+                Some(start_admin(bound, &observed, prometheus.clone(), &side))
+            }
+            AdminChange::Keep | AdminChange::Disable => None,
+        };
         let supervisor = Self {
             config,
             watchers,
@@ -183,14 +183,14 @@ impl Supervisor {
             (None, Some(old)) if keep_replication => add_virtual_feeds(&mut views, &old.handle),
             _ => {}
         }
-        let (keep_proxy, new_listeners) = self.prepare_proxies(new)?;
+        let proxies = self.prepare_proxies(new)?;
         let dns_server = bind_dns(new, &views).await?;
         // A new admin address is bound now, so that a reload that cannot bind it
         // changes nothing (the old endpoint keeps serving).
-        let new_admin = if self.admin.as_ref().map(|a| a.addr) != new.admin.listen {
-            Some(new.admin.listen.map(bind_admin).transpose()?)
-        } else {
-            None
+        let admin = match new.admin.listen {
+            _ if self.admin.as_ref().map(|a| a.addr) == new.admin.listen => AdminChange::Keep,
+            Some(addr) => AdminChange::Rebind(bind_admin(addr)?),
+            None => AdminChange::Disable,
         };
         Ok(Plan {
             kept,
@@ -198,34 +198,32 @@ impl Supervisor {
             views,
             keep_replication,
             new_replication,
-            keep_proxy,
-            new_listeners,
+            proxies,
             dns_server,
-            new_admin,
+            admin,
         })
     }
 
     /// A proxy whose config did not change is kept (if its cluster's feed was
     /// replaced, it follows the new one at commit); the others get new listeners.
-    #[allow(clippy::type_complexity)]
-    fn prepare_proxies(
-        &self,
-        new: &Config,
-    ) -> anyhow::Result<(Vec<bool>, Vec<(crate::config::ProxyConfig, BoundProxy)>)> {
-        let mut keep_proxy = vec![false; self.proxies.len()];
+    fn prepare_proxies(&self, new: &Config) -> anyhow::Result<ProxyPlan> {
+        let mut fate = vec![Fate::Retire; self.proxies.len()];
         let mut new_listeners = Vec::new();
         for p in &new.proxies {
             let reusable = self
                 .proxies
                 .iter()
                 .enumerate()
-                .position(|(i, o)| !keep_proxy[i] && o.config == *p);
+                .position(|(i, o)| fate[i] == Fate::Retire && o.config == *p);
             match reusable {
-                Some(i) => keep_proxy[i] = true,
+                Some(i) => fate[i] = Fate::Keep,
                 None => new_listeners.push((p.clone(), bind_proxy(p)?)),
             }
         }
-        Ok((keep_proxy, new_listeners))
+        Ok(ProxyPlan {
+            fate,
+            new_listeners,
+        })
     }
 
     /// Starts the plan's new parts, then retires the old. Nothing here can fail.
@@ -252,7 +250,7 @@ impl Supervisor {
                 .map(|(r, set)| start_replication(r, set, &self.watcher_tasks, &self.fatal_tx));
             std::mem::replace(&mut self.replication, started)
         };
-        let retired_proxies = self.commit_proxies(plan.keep_proxy, plan.new_listeners, &plan.views);
+        let retired_proxies = self.commit_proxies(plan.proxies, &plan.views);
         let new_dns = start_dns(plan.dns_server, &self.tasks, &self.fatal_tx);
         let old_dns = std::mem::replace(&mut self.dns, new_dns);
         old_dns.stop.cancel();
@@ -268,13 +266,14 @@ impl Supervisor {
         }
         self.watchers = watchers;
         // Admin: rebound only if its address changed; the new one was bound in prepare.
-        if let Some(listener) = plan.new_admin {
+        if !matches!(plan.admin, AdminChange::Keep) {
             if let Some(old) = self.admin.take() {
                 old.stop.cancel();
             }
-            self.admin = listener.map(|(addr, l)| {
-                start_admin(addr, l, &self.observed, self.prometheus.clone(), &self.side)
-            });
+        }
+        if let AdminChange::Rebind(bound) = plan.admin {
+            let (observed, side) = (&self.observed, &self.side);
+            self.admin = Some(start_admin(bound, observed, self.prometheus.clone(), side));
         }
     }
 
@@ -284,19 +283,17 @@ impl Supervisor {
     /// they keep following the leader (and the primary).
     fn commit_proxies(
         &mut self,
-        keep: Vec<bool>,
-        new_listeners: Vec<(crate::config::ProxyConfig, BoundProxy)>,
+        plan: ProxyPlan,
         views: &HashMap<String, ClusterFeed>,
     ) -> Vec<RunningProxy> {
         let (mut proxies, mut retired) = (Vec::new(), Vec::new());
-        for (keep, old) in keep.into_iter().zip(std::mem::take(&mut self.proxies)) {
-            if keep {
-                proxies.push(old);
-            } else {
-                retired.push(old);
+        for (fate, old) in plan.fate.into_iter().zip(std::mem::take(&mut self.proxies)) {
+            match fate {
+                Fate::Keep => proxies.push(old),
+                Fate::Retire => retired.push(old),
             }
         }
-        for (config, listener) in new_listeners {
+        for (config, listener) in plan.new_listeners {
             let (close, tasks, fatal) = (&self.close_all, &self.tasks, &self.fatal_tx);
             proxies.push(start_proxy(&config, listener, views, close, tasks, fatal));
         }
@@ -388,17 +385,22 @@ async fn first_plan(config: &Config) -> anyhow::Result<Plan> {
         new_listeners.push((p.clone(), bind_proxy(p)?));
     }
     let dns_server = bind_dns(config, &views).await?;
-    let new_admin = Some(config.admin.listen.map(bind_admin).transpose()?);
+    let admin = match config.admin.listen {
+        Some(addr) => AdminChange::Rebind(bind_admin(addr)?),
+        None => AdminChange::Disable,
+    };
     Ok(Plan {
         kept: Vec::new(),
         prepared,
         views,
         keep_replication: false,
         new_replication,
-        keep_proxy: Vec::new(),
-        new_listeners,
+        proxies: ProxyPlan {
+            fate: Vec::new(),
+            new_listeners,
+        },
         dns_server,
-        new_admin,
+        admin,
     })
 }
 

@@ -350,17 +350,44 @@ pub(super) async fn wait_done(done: JoinHandle<()>, part: &str) {
     }
 }
 
-pub(super) fn bind_admin(
+/// What a reload does to the proxies.
+pub(super) struct ProxyPlan {
+    /// For each running proxy, in order: kept as it is, or retired.
+    pub(super) fate: Vec<Fate>,
+    /// The new or changed proxies, their listeners bound.
+    pub(super) new_listeners: Vec<(crate::config::ProxyConfig, BoundProxy)>,
+}
+
+/// A running proxy's fate in a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    Keep,
+    Retire,
+}
+/// What a reload does to the admin endpoint.
+pub(super) enum AdminChange {
+    /// The address is the same: the running endpoint stays.
+    Keep,
+    /// A new address, bound in prepare (so a reload that cannot bind it changes nothing).
+    Rebind(BoundAdmin),
+    /// `admin.listen = ""`: the running endpoint stops.
+    Disable,
+}
+
+/// The admin endpoint's listener, bound, with its configured address.
+pub(super) struct BoundAdmin {
     addr: std::net::SocketAddr,
-) -> anyhow::Result<(std::net::SocketAddr, tokio::net::TcpListener)> {
+    listener: tokio::net::TcpListener,
+}
+
+pub(super) fn bind_admin(addr: std::net::SocketAddr) -> anyhow::Result<BoundAdmin> {
     let listener = crate::net::bind_tcp(addr)
         .map_err(|e| anyhow::anyhow!("cannot bind admin listener on {addr}: {e}"))?;
-    Ok((addr, listener))
+    Ok(BoundAdmin { addr, listener })
 }
 
 pub(super) fn start_admin(
-    addr: std::net::SocketAddr,
-    listener: tokio::net::TcpListener,
+    BoundAdmin { addr, listener }: BoundAdmin,
     observed: &Arc<Observed>,
     prometheus: Option<PrometheusHandle>,
     side: &SideParts,
