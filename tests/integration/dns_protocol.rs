@@ -1,16 +1,14 @@
 //! Protocol details: truncation without EDNS, EDNS echo, error codes for requests we do
 //! not serve (non-QUERY opcodes, several questions, EDNS versions we do not speak).
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use crate::support::agent::Agent;
+use crate::support::config::{agent_config, nodes};
+use crate::support::dns::{ask, Proto};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
-use support::agent::Agent;
-use support::config::{agent_config, nodes};
-use support::dns::{ask, Proto};
 
 fn exchange(server: SocketAddr, msg: &Message) -> Message {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -121,7 +119,7 @@ fn requests_we_do_not_serve_get_the_right_error() {
 /// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_questions_keep_their_id_and_a_random_order() {
-    use support::mock::{Behavior, MockNode};
+    use crate::support::mock::{Behavior, MockNode};
     let leader = "http://127.34.1.1:8200".to_string();
     let _n1 = MockNode::active_leader("127.34.1.1").await;
     let standby = |ip: &str| {
@@ -147,7 +145,7 @@ async fn repeated_questions_keep_their_id_and_a_random_order() {
     );
     let ips =
         |m: &Message| -> Vec<String> { m.answers.iter().map(|r| r.data.to_string()).collect() };
-    support::openbao::eventually(Duration::from_secs(20), "all three instances", || async {
+    crate::support::openbao::eventually(Duration::from_secs(20), "all three instances", || async {
         let m = exchange(agent.dns, &question("vault.service.consul.", RecordType::A));
         (m.answers.len() == 3).then_some(())
     })
@@ -182,8 +180,8 @@ async fn repeated_questions_keep_their_id_and_a_random_order() {
 /// `service` and the `.dc` form answer the same (Consul's optional forms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_answer_limit_keeps_glue_in_step_and_consul_forms_answer() {
+    use crate::support::mock::{Behavior, MockNode};
     use std::collections::BTreeSet;
-    use support::mock::{Behavior, MockNode};
     let leader = "http://127.34.2.1:8200".to_string();
     let mut mocks = vec![MockNode::active_leader("127.34.2.1").await];
     for i in 2..=5 {
@@ -265,7 +263,7 @@ async fn udp_answer_limit_keeps_glue_in_step_and_consul_forms_answer() {
 /// answered as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_fallback_forwards_the_names_the_agent_does_not_own() {
-    use support::mock::MockNode;
+    use crate::support::mock::MockNode;
     let _leader = MockNode::active_leader("127.34.3.1").await;
     let consul = Agent::with(
         &agent_config("dc1", "127.34.3.101:8600")

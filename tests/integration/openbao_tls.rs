@@ -6,8 +6,6 @@
 //! an expired server certificate) are named per node in `/status` and the log, and the
 //! other nodes still count.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -15,10 +13,10 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
-use support::agent::Agent;
-use support::config::agent_config;
-use support::dns::{ask, ips, rcode, Proto};
-use support::openbao::{eventually, Cluster, CLIENT_CERT_REQUIRED, NAME_ONLY, TLS_NAME};
+use crate::support::agent::Agent;
+use crate::support::config::agent_config;
+use crate::support::dns::{ask, ips, rcode, Proto};
+use crate::support::openbao::{eventually, Cluster, CLIENT_CERT_REQUIRED, NAME_ONLY, TLS_NAME};
 
 /// An agent on `127.55.0.<host>` polling the TLS cluster with `tls` lines (and `extra`
 /// after the cluster).
@@ -93,7 +91,7 @@ impl LoneServer {
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
-        let child = std::process::Command::new(support::openbao::bao_bin())
+        let child = std::process::Command::new(crate::support::openbao::bao_bin())
             .arg("server")
             .arg(format!("-config={}", config.display()))
             .stdin(std::process::Stdio::null())
@@ -179,7 +177,7 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
     // The wrong CA (another CA of the same name, so rustls reports the signature): every
     // node fails verification; SERVFAIL, and the reason is named in /status and in the
     // WARN line.
-    let other_ca = support::tls::Pki::new();
+    let other_ca = crate::support::tls::Pki::new();
     let wrong_ca = tls.dir.path().join("other-ca.pem");
     std::fs::write(&wrong_ca, &other_ca.ca_pem).unwrap();
     let wrong = agent(101, &full.replace(&ca, &wrong_ca.display().to_string()), "");
@@ -194,7 +192,7 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
         },
     )
     .await;
-    let m = support::dns::query(
+    let m = crate::support::dns::query(
         wrong.dns,
         "active.vault.service.consul",
         RecordType::A,
@@ -254,7 +252,7 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
     // Rotation: a new client certificate on disk, then SIGHUP, and the next polls use
     // it. Seen from the server side: node 2 refuses a certificate from another CA, and
     // takes a good one again after the next rotation; and in the expiry metric.
-    let rotate = |pki: &support::tls::Pki, not_after| {
+    let rotate = |pki: &crate::support::tls::Pki, not_after| {
         let (c, k) = pki.issue_pem(&["agent.test"], Some(not_after));
         std::fs::write(&tls.client_cert_file, c).unwrap();
         std::fs::write(&tls.client_key_file, k).unwrap();

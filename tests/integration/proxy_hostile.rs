@@ -4,8 +4,6 @@
 //! left behind. (One test in this binary, so the descriptor count is not disturbed by
 //! tests running beside it.)
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -18,7 +16,7 @@ use vault_locator::proxy::Proxy;
 use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
-use support::tls::{connect, FakeNode, Pki, ALPN_FW};
+use crate::support::tls::{connect, FakeNode, Pki, ALPN_FW};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

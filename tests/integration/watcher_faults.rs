@@ -5,20 +5,18 @@
 //! Mock nodes stand in for what a real server cannot be made to do (stalls, trickled
 //! and huge bodies, wrong types); the non-HA case runs a real `bao server -dev`.
 
-mod support;
-
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::addr;
+use crate::support::agent::Agent;
+use crate::support::config::dc1;
+use crate::support::dns::{ask, ips, rcode, Proto};
+use crate::support::mock::{Behavior, MockNode};
+use crate::support::openbao::{bao_bin, eventually};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::addr;
-use support::agent::Agent;
-use support::config::dc1;
-use support::dns::{ask, ips, rcode, Proto};
-use support::mock::{Behavior, MockNode};
-use support::openbao::{bao_bin, eventually};
 
 fn node(active: bool, leader: &str) -> Behavior {
     Behavior::Node {
@@ -95,7 +93,7 @@ async fn an_agent_that_hears_one_of_three_members_answers_no_active() {
     })
     .await;
     for _ in 0..10 {
-        let m = support::dns::query(dns, active, RecordType::A, Proto::Udp).unwrap();
+        let m = crate::support::dns::query(dns, active, RecordType::A, Proto::Udp).unwrap();
         assert_eq!(rcode(&m), ResponseCode::NXDomain, "no active from 1 of 3");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -194,7 +192,7 @@ async fn hostile_answers_are_named_and_bounded() {
         );
     }
     // Reasons with spaces and quotes, URLs, durations: every line is still logfmt.
-    support::agent::assert_logfmt(&agent.log());
+    crate::support::agent::assert_logfmt(&agent.log());
 
     // Memory stays flat while the huge and trickling nodes are polled on.
     let rss = || {

@@ -1,18 +1,16 @@
 //! Integration tests against a real OpenBao cluster (3 raft nodes on loopback) and a
 //! 1-node peer cluster, with the real agent binary answering DNS.
 
-mod support;
-
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::support::addr;
+use crate::support::agent::Agent;
+use crate::support::config::{agent_config, dc1, nodes};
+use crate::support::dns::{ask, has_soa, ips, rcode, Proto};
+use crate::support::openbao::{eventually, Cluster};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use support::addr;
-use support::agent::Agent;
-use support::config::{agent_config, dc1, nodes};
-use support::dns::{ask, has_soa, ips, rcode, Proto};
-use support::openbao::{eventually, Cluster};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -1,22 +1,20 @@
 //! Operating the agent: metrics that move with traffic and failover, the status command,
 //! systemd notifications, and a clean stop under load.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use crate::support::addr;
+use crate::support::agent::{run_cli, Agent};
+use crate::support::config::{agent_config, dc1, nodes};
+use crate::support::dns::{ask, build_query, Proto};
+use crate::support::mock::MockNode;
+use crate::support::openbao::{eventually, Cluster};
+use crate::support::tls::observe;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
-use support::addr;
-use support::agent::{run_cli, Agent};
-use support::config::{agent_config, dc1, nodes};
-use support::dns::{ask, build_query, Proto};
-use support::mock::MockNode;
-use support::openbao::{eventually, Cluster};
-use support::tls::observe;
 
 /// Sum of the samples of `name` whose labels include every `k="v"` pair.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -328,7 +326,7 @@ async fn systemd_ready_status_watchdog_and_stopping() {
 async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
     let _node = MockNode::active_leader("127.35.0.1").await;
     // The "cluster port" of the active node: a plain TCP echo.
-    support::tls::spawn_echo("127.35.0.1:8201");
+    crate::support::tls::spawn_echo("127.35.0.1:8201");
     let dns = addr("127.35.0.100:8600");
     let mut agent = Agent::start(
         &agent_config("dc1", "127.35.0.100:8600")
@@ -344,7 +342,7 @@ async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
         .await;
 
     // A proxied connection, working.
-    let mut conn = support::tls::echoed_hello("127.35.0.200:8201");
+    let mut conn = crate::support::tls::echoed_hello("127.35.0.200:8201");
 
     // 200 queries pipelined on one TCP connection and 100 UDP queries, then SIGTERM
     // before reading any answer: every one is answered.
@@ -403,7 +401,7 @@ async fn sigterm_answers_in_flight_dns_and_drains_proxy_connections() {
 async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     let _n1 = MockNode::active_leader("127.38.0.1").await;
     let _n2 = MockNode::active_leader("127.38.1.1").await;
-    support::tls::spawn_echo("127.38.0.1:8201");
+    crate::support::tls::spawn_echo("127.38.0.1:8201");
     let dns = addr("127.38.0.100:8600");
     let base = &agent_config("dc1", "127.38.0.100:8600")
         .top("drain_timeout", "1s")
@@ -415,7 +413,7 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     ask(dns, "active.vault.service.dc1.consul", RecordType::A)
         .until("dc1 answers", |m| !m.answers.is_empty())
         .await;
-    let mut conn = support::tls::echoed_hello("127.38.0.200:8201");
+    let mut conn = crate::support::tls::echoed_hello("127.38.0.200:8201");
     let echo_ok = |conn: &mut TcpStream, what: &[u8]| {
         conn.write_all(what).unwrap();
         let mut b = vec![0u8; what.len()];
@@ -428,7 +426,7 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     reload_logs(&agent, &broken, "reload rejected").await;
     let m = ask(dns, "old.example.internal", RecordType::A).once();
     assert_eq!(
-        support::dns::ips(&m),
+        crate::support::dns::ips(&m),
         vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
     );
     let m = ask(dns, "active.vault.service.dc1.consul", RecordType::A)
@@ -468,7 +466,7 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
         .await;
     ask(dns, "active.vault.service.dc2.consul", RecordType::A)
         .until("the new cluster is answered", |m| {
-            support::dns::ips(m) == vec!["127.38.1.1".parse::<std::net::IpAddr>().unwrap()]
+            crate::support::dns::ips(m) == vec!["127.38.1.1".parse::<std::net::IpAddr>().unwrap()]
         })
         .await;
     let m = ask(dns, "old.example.internal", RecordType::A).once();
@@ -479,6 +477,6 @@ async fn sighup_reload_keeps_old_on_error_and_applies_good_config() {
     );
     echo_ok(&mut conn, b"after good reload");
     // The kept proxy listener still accepts.
-    support::tls::echoed_hello("127.38.0.200:8201");
+    crate::support::tls::echoed_hello("127.38.0.200:8201");
     assert_eq!(agent.stop(), Some(0));
 }

@@ -3,22 +3,20 @@
 //! leader), and `ExecReload=` applies a good file and fails, with the reason, on a bad
 //! one while the running config stays.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::config::{agent_config, nodes};
-use support::openbao::Cluster;
+use crate::support::config::{agent_config, nodes};
+use crate::support::openbao::Cluster;
 
 /// `key=` of systemd/vault-locator.service, split into words, with the binary and the
 /// config file replaced by this build's and `config`, and `$MAINPID` by `pid`.
 fn unit_command(key: &str, config: &std::path::Path, pid: u32) -> Vec<String> {
-    let line = support::unit_line("systemd/vault-locator.service", key);
+    let line = crate::support::unit_line("systemd/vault-locator.service", key);
     line.split_whitespace()
         .map(|w| match w {
-            "/usr/bin/vault-locator" => support::agent::bin().to_string(),
+            "/usr/bin/vault-locator" => crate::support::agent::bin().to_string(),
             "/etc/vault-locator/config.toml" => config.display().to_string(),
             "$MAINPID" => pid.to_string(),
             _ => w.to_string(),
@@ -131,7 +129,7 @@ async fn unit_command_line_reaches_ready_against_openbao() {
         "{why}"
     );
     drop(taken);
-    let (code, _) = support::get_json("http://127.25.0.100:9464/status")
+    let (code, _) = crate::support::get_json("http://127.25.0.100:9464/status")
         .await
         .expect("still running");
     assert_eq!(code, 200);

@@ -1,12 +1,10 @@
 //! The command line: check-config's summary and exit codes, `--version`, and `run`
 //! refusing a bad config or an address it cannot bind.
 
-mod support;
-
 use std::net::{TcpListener, UdpSocket};
 
-use support::agent::run_cli;
-use support::config::{agent_config, nodes};
+use crate::support::agent::run_cli;
+use crate::support::config::{agent_config, nodes};
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let p = dir.path().join(name);
@@ -41,7 +39,7 @@ fn trust_roots_are_needed_only_for_https_nodes() {
     let missing = dir.path().join("no-such-roots.pem").display().to_string();
     let check = |text: &str| {
         let path = write(&dir, "c.toml", text);
-        std::process::Command::new(support::agent::bin())
+        std::process::Command::new(crate::support::agent::bin())
             .args(["check-config", "--config", &path])
             .env("SSL_CERT_FILE", &missing)
             .env("SSL_CERT_DIR", &missing)
@@ -173,8 +171,8 @@ fn run_fails_with_1_when_the_dns_address_is_taken() {
 fn a_second_agent_on_the_same_addresses_exits_1() {
     let dns: std::net::SocketAddr = "127.45.0.100:8600".parse().unwrap();
     let config = good().replace("127.0.0.1:8600", &dns.to_string());
-    let first = support::agent::Agent::start(&config, dns);
-    let mut second = support::agent::Agent::spawn(&config, dns, &[]);
+    let first = crate::support::agent::Agent::start(&config, dns);
+    let mut second = crate::support::agent::Agent::spawn(&config, dns, &[]);
     assert_eq!(
         second.wait_exit(std::time::Duration::from_secs(10)),
         Some(1),
@@ -188,11 +186,11 @@ fn a_second_agent_on_the_same_addresses_exits_1() {
         "names the other agent: {log}"
     );
     for _ in 0..200 {
-        support::dns::query(
+        crate::support::dns::query(
             dns,
             "consul.",
             hickory_proto::rr::RecordType::SOA,
-            support::dns::Proto::Udp,
+            crate::support::dns::Proto::Udp,
         )
         .expect("the first agent answers every query");
     }
@@ -204,7 +202,7 @@ fn a_second_agent_on_the_same_addresses_exits_1() {
         good().replace("127.0.0.1:8600", "127.45.0.101:8600"),
         first.admin
     );
-    let mut third = support::agent::Agent::spawn(&config, other, &[]);
+    let mut third = crate::support::agent::Agent::spawn(&config, other, &[]);
     assert_eq!(third.wait_exit(std::time::Duration::from_secs(10)), Some(1));
     assert!(
         third
@@ -221,7 +219,7 @@ fn a_second_agent_on_the_same_addresses_exits_1() {
 /// address being taken. Needs root (to run the agent as another user); skipped without.
 #[test]
 fn check_config_beside_the_running_agent_of_another_user_accepts_its_api_side() {
-    if !support::netlab::is_root() {
+    if !crate::support::netlab::is_root() {
         eprintln!("skipped: needs root to run the agent as another user");
         return;
     }
@@ -242,7 +240,7 @@ fn check_config_beside_the_running_agent_of_another_user_accepts_its_api_side() 
     );
     let mut agent = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(support::agent::bin())
+        .arg(crate::support::agent::bin())
         .args(["run", "--config", &config])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -251,11 +249,11 @@ fn check_config_beside_the_running_agent_of_another_user_accepts_its_api_side() 
         .unwrap();
     let dns = "127.45.1.100:8600".parse().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while support::dns::query(
+    while crate::support::dns::query(
         dns,
         "consul.",
         hickory_proto::rr::RecordType::SOA,
-        support::dns::Proto::Udp,
+        crate::support::dns::Proto::Udp,
     )
     .is_err()
     {

@@ -3,8 +3,6 @@
 //! through a promotion, two primaries are answered as neither, a primary seen only
 //! through a stale view never counts as a second one, and `status --is-primary` flips.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -12,12 +10,12 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use tokio::io::AsyncReadExt;
 
-use support::agent::{run_cli, Agent};
-use support::config::{agent_config, nodes};
-use support::dns::{ask, has_soa, ips, rcode, Proto};
-use support::mock::{cluster, set_modes, Behavior, MockNode};
-use support::openbao::eventually;
-use support::tls::{connect, FakeNode, Pki, ALPN_FW};
+use crate::support::agent::{run_cli, Agent};
+use crate::support::config::{agent_config, nodes};
+use crate::support::dns::{ask, has_soa, ips, rcode, Proto};
+use crate::support::mock::{cluster, set_modes, Behavior, MockNode};
+use crate::support::openbao::eventually;
+use crate::support::tls::{connect, FakeNode, Pki, ALPN_FW};
 
 const DNS: &str = "127.47.0.1:8600";
 const ADMIN: &str = "127.47.0.1:9464";
@@ -90,7 +88,7 @@ fn is_primary(kind: &str) -> i32 {
 /// (with systemd's `$$` unescaped), run with this build against the test agent, and a
 /// stand-in `systemctl` that records what it was asked. "" when it asked nothing.
 fn gate() -> String {
-    let exec = support::unit_line("systemd/examples/primary-gate.service", "ExecStart");
+    let exec = crate::support::unit_line("systemd/examples/primary-gate.service", "ExecStart");
     let script = exec
         .strip_prefix("/bin/sh -c '")
         .and_then(|l| l.strip_suffix('\''))
@@ -98,11 +96,11 @@ fn gate() -> String {
         .replace("$$", "$")
         .replace(
             "/usr/bin/vault-locator status",
-            &format!("{} status --admin {ADMIN}", support::agent::bin()),
+            &format!("{} status --admin {ADMIN}", crate::support::agent::bin()),
         );
     // The job's own condition is the command `is_primary` runs.
     let condition =
-        support::unit_line("systemd/examples/consul-replicate.service", "ExecCondition");
+        crate::support::unit_line("systemd/examples/consul-replicate.service", "ExecCondition");
     assert_eq!(condition, "/usr/bin/vault-locator status --is-primary perf");
     let dir = tempfile::tempdir().unwrap();
     let stub = dir.path().join("systemctl");
@@ -318,7 +316,7 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
 /// `GET /v1/sys/leader` through `api` (a proxy's API side): the answering node's
 /// `leader_address`, when it says it is the leader.
 async fn leader_behind(api: &str) -> Option<String> {
-    let (_, body) = support::get_json(&format!("http://{api}/v1/sys/leader")).await?;
+    let (_, body) = crate::support::get_json(&format!("http://{api}/v1/sys/leader")).await?;
     body["is_self"]
         .as_bool()?
         .then(|| body["leader_address"].as_str().map(str::to_string))?

@@ -1,26 +1,24 @@
 //! Real OpenBao under network faults: three raft nodes, each in a network namespace of
 //! its own with an agent beside it (the per-node sidecar), and nft rules that partition
-//! a node, black-hole one, or drop half the packets on one path (`support::netlab`).
+//! a node, black-hole one, or drop half the packets on one path (`crate::support::netlab`).
 //!
 //! Each scenario asserts what must happen eventually, with generous deadlines, and one
 //! invariant throughout: no agent ever answers two addresses for `active`. How fast it
 //! happens is measured in `bench/`, not here. Needs root; skipped (with a line saying
 //! so) elsewhere.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::agent::Agent;
+use crate::support::config::agent_config;
+use crate::support::dns::{ips, query, rcode, Proto};
+use crate::support::netlab::Lab;
+use crate::support::openbao::{eventually, Cluster};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::agent::Agent;
-use support::config::agent_config;
-use support::dns::{ips, query, rcode, Proto};
-use support::netlab::Lab;
-use support::openbao::{eventually, Cluster};
 
 const ACTIVE: &str = "active.vault.service.consul.";
 

@@ -5,17 +5,15 @@
 //! tells the two rates apart without any timing assertion: at the normal rate the node
 //! would see one round (one or two requests) in the whole test.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::addr;
+use crate::support::agent::Agent;
+use crate::support::config::{agent_config, nodes};
+use crate::support::dns::{ask, ips};
+use crate::support::mock::{Behavior, MockNode};
+use crate::support::openbao::eventually;
 use hickory_proto::rr::RecordType;
-use support::addr;
-use support::agent::Agent;
-use support::config::{agent_config, nodes};
-use support::dns::{ask, ips};
-use support::mock::{Behavior, MockNode};
-use support::openbao::eventually;
 
 fn leaderless() -> Behavior {
     Behavior::Node {

@@ -5,26 +5,24 @@
 //! The cluster is also a replication set of one: OpenBao has no replication, so the
 //! virtual primaries answer NXDOMAIN and `/status` says why.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::support::agent::Agent;
+use crate::support::config::dc1;
+use crate::support::dns::{ask, has_soa, ips, rcode};
+use crate::support::openbao::{eventually, Cluster};
+use crate::support::tls::observe;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::agent::Agent;
-use support::config::dc1;
-use support::dns::{ask, has_soa, ips, rcode};
-use support::openbao::{eventually, Cluster};
-use support::tls::observe;
 
 const FW: &[u8] = b"req_fw_sb-act_v1";
 
 /// What the node behind the proxy's API side says of itself: `(health status code,
 /// is_self, leader_address)`.
 async fn api_through(api: SocketAddr) -> Option<(u16, bool, String)> {
-    let (health, _) = support::get_json(&format!("http://{api}/v1/sys/health")).await?;
-    let (_, leader) = support::get_json(&format!("http://{api}/v1/sys/leader")).await?;
+    let (health, _) = crate::support::get_json(&format!("http://{api}/v1/sys/health")).await?;
+    let (_, leader) = crate::support::get_json(&format!("http://{api}/v1/sys/leader")).await?;
     Some((
         health,
         leader["is_self"].as_bool()?,

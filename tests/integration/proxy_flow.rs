@@ -2,8 +2,6 @@
 //! cluster nodes (each with its own certificate), the proxy runs in-process, and the
 //! cluster view is set by the test (the proxy reads only the view; it never polls).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,9 +14,9 @@ use vault_locator::proxy::Proxy;
 use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
-use support::addr;
-use support::config::{agent_config, nodes};
-use support::tls::{connect, FakeNode, Pki, ALPN_FW};
+use crate::support::addr;
+use crate::support::config::{agent_config, nodes};
+use crate::support::tls::{connect, FakeNode, Pki, ALPN_FW};
 
 fn view_led_by(node: Option<&FakeNode>) -> Arc<ClusterView> {
     let mut v = ClusterView::empty("dc1", false);

@@ -117,6 +117,24 @@ impl Agent {
         .unwrap();
     }
 
+    /// Waits until the agent's log has a line containing every one of `needles`
+    /// (a part saying it is listening, say): a readiness wait, not a sleep.
+    pub fn wait_for_log(&self, needles: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self
+            .log()
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

@@ -4,18 +4,16 @@
 //! serving. Each case runs the real (debug) binary with a fault point armed through
 //! `VAULT_LOCATOR_PANIC_AT` (see `src/panic.rs`).
 
-mod support;
-
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::support::addr;
+use crate::support::agent::Agent;
+use crate::support::config::{agent_config, nodes};
+use crate::support::dns::{query, Proto};
+use crate::support::mock::MockNode;
 use hickory_proto::rr::RecordType;
-use support::addr;
-use support::agent::Agent;
-use support::config::{agent_config, nodes};
-use support::dns::{query, Proto};
-use support::mock::MockNode;
 
 fn config(net: &str) -> String {
     agent_config("dc1", &format!("{net}.100:8600"))
@@ -52,10 +50,13 @@ fn assert_fatal(agent: &mut Agent, point: &str, part: &str) {
     );
 }
 
+/// Sends a (truncated) ClientHello and waits for the agent to close the connection: the
+/// task that read it has reached the fault point and unwound (or the agent has exited).
 fn connect_and_hello(proxy: &str) {
     if let Ok(mut s) = TcpStream::connect(proxy) {
         let _ = s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0]);
-        std::thread::sleep(Duration::from_millis(100));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
     }
 }
 
@@ -63,7 +64,7 @@ fn connect_and_hello(proxy: &str) {
 async fn a_panic_in_a_dns_receive_loop_stops_the_agent() {
     let (mut agent, _node) = arm("127.46.0", "udp").await;
     // The first datagram reaches the fault point (the query itself gets no answer).
-    std::thread::sleep(Duration::from_millis(500));
+    agent.wait_for_log(&["DNS listening"], Duration::from_secs(15));
     let _ = query(agent.dns, "consul.", RecordType::SOA, Proto::Udp);
     assert_fatal(&mut agent, "udp", "DNS server");
 }
@@ -77,7 +78,7 @@ async fn a_panic_in_a_watcher_stops_the_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_proxy_worker_stops_the_agent() {
     let (mut agent, _node) = arm("127.46.2", "proxy-worker").await;
-    std::thread::sleep(Duration::from_millis(500));
+    agent.wait_for_log(&["proxy listening", "8201"], Duration::from_secs(15));
     connect_and_hello("127.46.2.200:8201");
     assert_fatal(&mut agent, "proxy-worker", "proxy on 127.46.2.200:8201");
 }
@@ -85,7 +86,7 @@ async fn a_panic_in_a_proxy_worker_stops_the_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_the_admin_server_stops_the_agent() {
     let (mut agent, _node) = arm("127.46.3", "admin").await;
-    std::thread::sleep(Duration::from_millis(500));
+    agent.wait_for_log(&["admin endpoint listening"], Duration::from_secs(15));
     let _ = TcpStream::connect("127.46.3.100:9464");
     assert_fatal(&mut agent, "admin", "admin endpoint on 127.46.3.100:9464");
 }
@@ -109,7 +110,7 @@ async fn a_panic_in_one_proxied_connection_is_contained_and_counted() {
     for _ in 0..3 {
         connect_and_hello("127.46.4.200:8201");
     }
-    support::openbao::eventually(Duration::from_secs(10), "panics counted", || async {
+    crate::support::openbao::eventually(Duration::from_secs(10), "panics counted", || async {
         let (_, metrics) = agent.admin_get("/metrics");
         metrics
             .lines()

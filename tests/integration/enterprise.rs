@@ -1,11 +1,9 @@
 //! Vault Enterprise as it really runs, with stand-in nodes answering as Vault does for
-//! each role (`support::mock`, sources beside each shape; OpenBao has none of this):
+//! each role (`crate::support::mock`, sources beside each shape; OpenBao has none of this):
 //! the topology Vault recommends (a DR secondary for every performance cluster) is
 //! healthy with the set written as operators write it, a DR promotion moves
 //! `perf-primary`, the old primary coming back is two primaries; the streams' health
 //! and where they dial; redacted listeners; removed and HA-unhealthy nodes.
-
-mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -14,11 +12,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
 
-use support::agent::{run_cli, Agent};
-use support::config::{agent_config, nodes};
-use support::dns::{ask, ips, rcode};
-use support::mock::{cluster, set_modes, Behavior, MockNode};
-use support::openbao::eventually;
+use crate::support::agent::{run_cli, Agent};
+use crate::support::config::{agent_config, nodes};
+use crate::support::dns::{ask, ips, rcode};
+use crate::support::mock::{cluster, set_modes, Behavior, MockNode};
+use crate::support::openbao::eventually;
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -186,7 +184,7 @@ async fn topology(net: &str) -> Topology {
 
 /// An agent in `east` watching all four, the set written as operators write it today:
 /// every cluster listed, nothing more. Its admin endpoint is on the DNS address's IP
-/// (`support::agent`).
+/// (`crate::support::agent`).
 fn topology_agent(net: &str) -> (Agent, SocketAddr, String) {
     let dns: SocketAddr = format!("{net}.0.1:8600").parse().unwrap();
     let admin = format!("{net}.0.1:9464");

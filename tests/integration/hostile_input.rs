@@ -1,20 +1,18 @@
 //! Inputs a real OpenBao cannot produce (mock nodes: garbage, 500s, stalls, a split
 //! brain) and hostile DNS traffic (garbage datagrams, truncated TCP messages).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use crate::support::addr;
+use crate::support::agent::Agent;
+use crate::support::config::{agent_config, dc1, nodes};
+use crate::support::dns::{ask, build_query, ips, query, rcode, Proto};
+use crate::support::mock::{Behavior, MockNode};
+use crate::support::openbao::eventually;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::addr;
-use support::agent::Agent;
-use support::config::{agent_config, dc1, nodes};
-use support::dns::{ask, build_query, ips, query, rcode, Proto};
-use support::mock::{Behavior, MockNode};
-use support::openbao::eventually;
 
 fn leader(s: &str) -> Behavior {
     Behavior::Node {
