@@ -157,7 +157,7 @@ impl Config {
     pub fn zone(&self) -> ZoneConfig {
         ZoneConfig {
             domain: self.domain.clone(),
-            local_dc: self.datacenter.clone(),
+            local_cluster: self.datacenter.clone(),
             ttl: self.dns.ttl,
             records: self.dns.records.clone(),
             proxy_answers: self

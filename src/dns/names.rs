@@ -8,9 +8,12 @@
 //!   JNDI ask without it)
 //! - `<hex ip>.addr[.<dc>].<domain>` (the SRV targets we hand out)
 //!
-//! `<dc>` is also accepted in Consul's newer forms, `<dc>.dc` and
-//! `default.ns.<dc>.dc`, and its older `default.<dc>` (namespaces are Consul
-//! Enterprise's; Vault registers in the default one, so no other namespace has it).
+//! The labels after the kind name the cluster (Consul's datacenter) as Consul CE's
+//! `parseLabels` reads them: `<dc>`, its older `default.<dc>`, or pairs in any order of
+//! `<dc>.dc` (or `<dc>.cluster`), `default.ns` and `default.ap`. Namespaces and admin
+//! partitions are Consul Enterprise's and Vault registers in the default ones, so any
+//! other value names nothing; cluster peers (`.peer`) and sameness groups (`.sg`) are
+//! not ours either.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -24,15 +27,60 @@ pub enum ZoneName {
     Apex,
     Service {
         service: String,
-        tag: Option<String>,
-        dc: Option<String>,
+        tag: Tag,
+        cluster: Scope,
     },
     Addr {
         ip: IpAddr,
-        dc: Option<String>,
+        cluster: Scope,
     },
     /// Anything else: NXDOMAIN.
     Unknown,
+}
+
+/// Which instances a service name asks for: Vault's Consul registration tags
+/// (`VAULT-CONSUL-FACTS.md`: `active` or `standby`, a perf standby
+/// `performance-standby`, every unsealed node `initialized`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// No tag, `initialized`, or RFC 2782's `_tcp`/`_udp`: every serving instance.
+    All,
+    Active,
+    Standby,
+    /// `performance-standby`, or its short form `perf-standby`.
+    PerfStandby,
+    /// A tag Vault never registers: a known name with no instance (NXDOMAIN).
+    Unregistered,
+}
+
+impl Tag {
+    fn from_label(label: Option<&str>) -> Tag {
+        match label {
+            None | Some("initialized" | "tcp" | "udp") => Tag::All,
+            Some("active") => Tag::Active,
+            Some("standby") => Tag::Standby,
+            Some("performance-standby" | "perf-standby") => Tag::PerfStandby,
+            Some(_) => Tag::Unregistered,
+        }
+    }
+}
+
+/// The cluster a name is about: the local one (`datacenter`) when it has no cluster
+/// label, else the one it names (which may be one the agent does not know).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Local,
+    Named(String),
+}
+
+impl Scope {
+    /// The cluster's name, `local` standing for [`Scope::Local`].
+    pub fn name<'a>(&'a self, local: &'a str) -> &'a str {
+        match self {
+            Scope::Local => local,
+            Scope::Named(name) => name,
+        }
+    }
 }
 
 /// `labels`: the labels left of the domain, lower case, leftmost first.
@@ -47,14 +95,14 @@ pub fn parse(labels: &[&str]) -> ZoneName {
         return rfc2782_without_kind(labels);
     };
     let (parts, rest) = (&labels[..kind_at], &labels[kind_at + 1..]);
-    let Some(dc) = datacenter(rest) else {
+    let Some(cluster) = scope(rest) else {
         return ZoneName::Unknown;
     };
     match labels[kind_at] {
-        "service" => parse_service(parts, dc),
+        "service" => parse_service(parts, cluster),
         "addr" => match parts {
             [hex] => match decode_addr(hex) {
-                Some(ip) => ZoneName::Addr { ip, dc },
+                Some(ip) => ZoneName::Addr { ip, cluster },
                 None => ZoneName::Unknown,
             },
             _ => ZoneName::Unknown,
@@ -64,37 +112,48 @@ pub fn parse(labels: &[&str]) -> ZoneName {
     }
 }
 
-/// The labels after the lookup kind: none (the local datacenter), `<dc>`, `<dc>.dc`,
-/// `default.ns.<dc>.dc` or `default.<dc>`. `None`: not a form Consul answers.
-fn datacenter(rest: &[&str]) -> Option<Option<String>> {
+/// The labels after the lookup kind (see the module doc). `None`: not a form Consul
+/// CE answers, or one about something that is not a cluster of ours.
+fn scope(rest: &[&str]) -> Option<Scope> {
+    let mut cluster = Scope::Local;
     match rest {
-        [] => Some(None),
-        [dc] | [dc, "dc"] | ["default", dc] | ["default", "ns", dc, "dc"] => {
-            Some(Some(dc.to_string()))
+        [] => {}
+        [name] => cluster = Scope::Named(name.to_string()),
+        // Consul reads two labels as a pair when the second is a pair's key, else as
+        // the older `<namespace>.<dc>`.
+        [ns, name] if !matches!(*name, "ns" | "ap" | "dc" | "cluster" | "sg" | "peer") => {
+            (*ns == "default").then_some(())?;
+            cluster = Scope::Named(name.to_string());
         }
-        _ => None,
+        _ if matches!(rest.len(), 2 | 4 | 6) => {
+            for pair in rest.chunks(2) {
+                match pair {
+                    [name, "dc" | "cluster"] => cluster = Scope::Named(name.to_string()),
+                    ["default", "ns" | "ap"] => {}
+                    _ => return None,
+                }
+            }
+        }
+        _ => return None,
     }
+    Some(cluster)
 }
 
 /// `_<service>._<tag>[.<dc>]`: RFC 2782 without the `service` label.
 fn rfc2782_without_kind(labels: &[&str]) -> ZoneName {
     match labels {
-        [s, t, rest @ ..] if s.starts_with('_') && t.starts_with('_') => match datacenter(rest) {
-            Some(dc) => parse_service(&[s, t], dc),
+        [s, t, rest @ ..] if s.starts_with('_') && t.starts_with('_') => match scope(rest) {
+            Some(cluster) => parse_service(&[s, t], cluster),
             None => ZoneName::Unknown,
         },
         _ => ZoneName::Unknown,
     }
 }
 
-fn parse_service(parts: &[&str], dc: Option<String>) -> ZoneName {
+fn parse_service(parts: &[&str], cluster: Scope) -> ZoneName {
     let (service, tag) = match parts {
         [service] => (*service, None),
-        [s, t] if s.starts_with('_') && t.starts_with('_') => {
-            let tag = &t[1..];
-            let tag = (!matches!(tag, "tcp" | "udp")).then_some(tag);
-            (&s[1..], tag)
-        }
+        [s, t] if s.starts_with('_') && t.starts_with('_') => (&s[1..], Some(&t[1..])),
         [tag, service] => (*service, Some(*tag)),
         _ => return ZoneName::Unknown,
     };
@@ -103,8 +162,8 @@ fn parse_service(parts: &[&str], dc: Option<String>) -> ZoneName {
     }
     ZoneName::Service {
         service: service.to_string(),
-        tag: tag.map(str::to_string),
-        dc,
+        tag: Tag::from_label(tag),
+        cluster,
     }
 }
 
@@ -157,9 +216,13 @@ mod tests {
     fn svc(service: &str, tag: Option<&str>, dc: Option<&str>) -> ZoneName {
         ZoneName::Service {
             service: service.into(),
-            tag: tag.map(Into::into),
-            dc: dc.map(Into::into),
+            tag: Tag::from_label(tag),
+            cluster: scoped(dc),
         }
+    }
+
+    fn scoped(dc: Option<&str>) -> Scope {
+        dc.map_or(Scope::Local, |dc| Scope::Named(dc.into()))
     }
 
     #[test]
@@ -188,7 +251,7 @@ mod tests {
     #[test]
     fn consul_optional_and_newer_forms() {
         let east = Some("us-east-1");
-        let cases: [(&[&str], ZoneName); 9] = [
+        let cases: [(&[&str], ZoneName); 15] = [
             (&["_vault", "_tcp"], svc("vault", None, None)),
             (
                 &["_vault", "_active", "dc1"],
@@ -210,7 +273,43 @@ mod tests {
                 &["vault", "service", "default", "us-east-1"],
                 svc("vault", None, east),
             ),
-            // Another namespace has no vault service; a peer is not ours.
+            // Consul CE's parseLabels also reads these: the default namespace or admin
+            // partition without a dc, pairs in any order, `.cluster` for `.dc`.
+            (
+                &["vault", "service", "default", "ns"],
+                svc("vault", None, None),
+            ),
+            (
+                &["vault", "service", "default", "ap", "us-east-1", "dc"],
+                svc("vault", None, east),
+            ),
+            (
+                &[
+                    "vault",
+                    "service",
+                    "us-east-1",
+                    "dc",
+                    "default",
+                    "ns",
+                    "default",
+                    "ap",
+                ],
+                svc("vault", None, east),
+            ),
+            (
+                &["vault", "service", "us-east-1", "cluster"],
+                svc("vault", None, east),
+            ),
+            // Another namespace or partition has no vault service; a peer or sameness
+            // group is not ours.
+            (
+                &["vault", "service", "team-a", "ap", "us-east-1", "dc"],
+                ZoneName::Unknown,
+            ),
+            (
+                &["vault", "service", "g", "sg", "default", "ns"],
+                ZoneName::Unknown,
+            ),
             (
                 &["vault", "service", "team-a", "ns", "us-east-1", "dc"],
                 ZoneName::Unknown,
@@ -227,7 +326,7 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let addr = ZoneName::Addr {
             ip,
-            dc: Some("dc1".into()),
+            cluster: scoped(Some("dc1")),
         };
         assert_eq!(parse(&["0a000001", "addr", "dc1", "dc"]), addr);
     }
@@ -243,6 +342,15 @@ mod tests {
         );
         assert_eq!(parse(&["web", "node", "dc1"]), ZoneName::Unknown);
         assert_eq!(parse(&["service"]), ZoneName::Unknown);
+        // Three or five labels are no form; two are a pair only with a pair's key.
+        assert_eq!(
+            parse(&["vault", "service", "a", "b", "dc"]),
+            ZoneName::Unknown
+        );
+        assert_eq!(
+            parse(&["vault", "service", "dc1", "dc", "x"]),
+            ZoneName::Unknown
+        );
     }
 
     #[test]
@@ -255,7 +363,7 @@ mod tests {
                 parse(&[&hex, "addr", "dc1"]),
                 ZoneName::Addr {
                     ip,
-                    dc: Some("dc1".into())
+                    cluster: scoped(Some("dc1"))
                 }
             );
         }

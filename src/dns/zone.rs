@@ -11,7 +11,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 
-use super::names::{self, ZoneName};
+use super::names::{self, Scope, Tag, ZoneName};
 use crate::vault::feed::ClusterFeed;
 use crate::vault::view::{ClusterView, Role};
 
@@ -45,7 +45,7 @@ pub struct ZoneConfig {
     /// The zone, lower case, fully qualified.
     pub domain: Name,
     /// The cluster that names without a datacenter label refer to.
-    pub local_dc: String,
+    pub local_cluster: String,
     pub ttl: Duration,
     pub records: Vec<StaticRecord>,
     /// Clusters whose `active` answers a local proxy listener ("proxy mode"): the
@@ -66,7 +66,7 @@ pub struct StaticRecord {
 /// Everything the server answers authoritatively.
 pub struct Zone {
     domain: Name,
-    local_dc: String,
+    local_cluster: String,
     ttl: u32,
     statics: HashMap<Name, StaticRecord>,
     clusters: HashMap<String, ClusterFeed>,
@@ -96,7 +96,7 @@ impl Zone {
         Self {
             soa_names: (in_domain("ns"), in_domain("hostmaster")),
             domain: config.domain.clone(),
-            local_dc: config.local_dc.clone(),
+            local_cluster: config.local_cluster.clone(),
             ttl: ttl_secs(config.ttl),
             statics: config
                 .records
@@ -133,11 +133,13 @@ impl Zone {
                 },
                 _ => self.negative(ResponseCode::NoError),
             },
-            ZoneName::Service { service, tag, dc } => {
-                self.service_answer(qname, &service, tag.as_deref(), dc.as_deref(), qtype)
-            }
-            ZoneName::Addr { ip, dc } => {
-                if !self.knows_dc(dc.as_deref()) {
+            ZoneName::Service {
+                service,
+                tag,
+                cluster,
+            } => self.service_answer(qname, &service, tag, &cluster, qtype),
+            ZoneName::Addr { ip, cluster } => {
+                if !self.knows(&cluster) {
                     return Some(self.negative(ResponseCode::NXDomain));
                 }
                 let rdata = match (ip, qtype) {
@@ -179,10 +181,10 @@ impl Zone {
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
         match names::parse(&labels) {
             ZoneName::Apex => true,
-            ZoneName::Service { service, dc, .. } => {
-                service == "vault" && self.knows_dc(dc.as_deref())
-            }
-            ZoneName::Addr { dc, .. } => self.knows_dc(dc.as_deref()),
+            ZoneName::Service {
+                service, cluster, ..
+            } => service == "vault" && self.knows(&cluster),
+            ZoneName::Addr { cluster, .. } => self.knows(&cluster),
             ZoneName::Unknown => false,
         }
     }
@@ -198,20 +200,21 @@ impl Zone {
             .collect()
     }
 
-    fn knows_dc(&self, dc: Option<&str>) -> bool {
-        self.clusters.contains_key(dc.unwrap_or(&self.local_dc))
+    fn knows(&self, cluster: &Scope) -> bool {
+        self.clusters
+            .contains_key(cluster.name(&self.local_cluster))
     }
 
     fn service_answer(
         &self,
         qname: &Name,
         service: &str,
-        tag: Option<&str>,
-        dc: Option<&str>,
+        tag: Tag,
+        cluster: &Scope,
         qtype: RecordType,
     ) -> Answer {
-        let dc = dc.unwrap_or(&self.local_dc);
-        let Some(feed) = self.clusters.get(dc) else {
+        let cluster = cluster.name(&self.local_cluster);
+        let Some(feed) = self.clusters.get(cluster) else {
             return self.negative(ResponseCode::NXDomain);
         };
         if service != "vault" {
@@ -225,7 +228,7 @@ impl Zone {
             // exists, not even the proxy's stand-in (a real cluster always has members).
             return self.negative(ResponseCode::NXDomain);
         }
-        let Some(mut instances) = self.instances(&view, dc, tag) else {
+        let Some(mut instances) = self.instances(&view, cluster, tag) else {
             return self.negative(ResponseCode::NXDomain);
         };
         if instances.is_empty() {
@@ -233,7 +236,7 @@ impl Zone {
             return self.negative(ResponseCode::NXDomain);
         }
         instances.shuffle(&mut rand::rng());
-        let answer = self.records(qname, dc, &instances, qtype);
+        let answer = self.records(qname, cluster, &instances, qtype);
         if answer.answers.is_empty() {
             // The name exists, but has no record of this type (AAAA with only IPv4).
             return self.negative(ResponseCode::NoError);
@@ -243,7 +246,7 @@ impl Zone {
 
     /// The instances a tag selects, each once, in the view's order; `None` for a tag
     /// Vault does not register.
-    fn instances(&self, view: &ClusterView, dc: &str, tag: Option<&str>) -> Option<Vec<Instance>> {
+    fn instances(&self, view: &ClusterView, cluster: &str, tag: Tag) -> Option<Vec<Instance>> {
         let leader = view
             .leader
             .iter()
@@ -252,20 +255,20 @@ impl Zone {
             view.members_with_tag(role)
                 .flat_map(|m| m.addrs.iter().map(|a| (*a, m.port)))
         };
-        let proxy = self.proxy_answers.get(dc).map(|l| (l.ip(), l.port()));
+        let proxy = self.proxy_answers.get(cluster).map(|l| (l.ip(), l.port()));
         let mut instances: Vec<Instance> = match tag {
             // Proxy mode: the local listener stands for the active node, answered as long
             // as the view is usable; the proxy refuses fast while no leader is known.
-            Some("active") if proxy.is_some() => proxy.into_iter().collect(),
-            Some("active") => leader.collect(),
-            Some("standby") => of_role(Role::Standby).collect(),
-            Some("performance-standby" | "perf-standby") => of_role(Role::PerfStandby).collect(),
-            None | Some("initialized") => leader
+            Tag::Active if proxy.is_some() => proxy.into_iter().collect(),
+            Tag::Active => leader.collect(),
+            Tag::Standby => of_role(Role::Standby).collect(),
+            Tag::PerfStandby => of_role(Role::PerfStandby).collect(),
+            Tag::All => leader
                 .chain(of_role(Role::Active))
                 .chain(of_role(Role::Standby))
                 .chain(of_role(Role::PerfStandby))
                 .collect(),
-            Some(_) => return None,
+            Tag::Unregistered => return None,
         };
         let mut seen = Vec::with_capacity(instances.len());
         instances.retain(|i| {
@@ -278,7 +281,13 @@ impl Zone {
 
     /// The records of `qtype` for `instances`: SRV with its target's address as glue,
     /// or the addresses themselves.
-    fn records(&self, qname: &Name, dc: &str, instances: &[Instance], qtype: RecordType) -> Answer {
+    fn records(
+        &self,
+        qname: &Name,
+        cluster: &str,
+        instances: &[Instance],
+        qtype: RecordType,
+    ) -> Answer {
         let mut answer = Answer::empty(ResponseCode::NoError);
         answer.shuffled = instances.len() > 1;
         for (ip, port) in instances {
@@ -286,7 +295,7 @@ impl Zone {
                 RecordType::SRV => {
                     // Validation keeps every target buildable; one that is not is
                     // left out rather than answered wrong.
-                    let Ok(target) = names::addr_name(*ip, dc, &self.domain) else {
+                    let Ok(target) = names::addr_name(*ip, cluster, &self.domain) else {
                         continue;
                     };
                     answer.answers.push(Record::from_rdata(

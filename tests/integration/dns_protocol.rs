@@ -1,29 +1,13 @@
 //! Protocol details: truncation without EDNS, EDNS echo, error codes for requests we do
 //! not serve (non-QUERY opcodes, several questions, EDNS versions we do not speak).
 
-use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use crate::support::agent::Agent;
 use crate::support::config::{agent_config, nodes};
-use crate::support::dns::{ask, Proto};
+use crate::support::dns::{ask, exchange, question, Proto};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
-
-fn exchange(server: SocketAddr, msg: &Message) -> Message {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    sock.send_to(&msg.to_vec().unwrap(), server).unwrap();
-    let mut buf = vec![0u8; 65535];
-    let (n, _) = sock.recv_from(&mut buf).unwrap();
-    Message::from_vec(&buf[..n]).unwrap()
-}
-
-fn question(name: &str, qtype: RecordType) -> Message {
-    let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    m
-}
 
 fn start(ip: &str) -> Agent {
     let addrs: String = (1..=100)

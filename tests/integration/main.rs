@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod conformance;
 mod dns_protocol;
 mod enterprise;
 mod fault_lab;

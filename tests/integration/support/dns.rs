@@ -161,3 +161,21 @@ pub async fn wait_answer(
     })
     .await
 }
+
+/// Sends `msg` over UDP from loopback and returns the response (any message, where
+/// `query` builds a plain one).
+pub fn exchange(server: SocketAddr, msg: &Message) -> Message {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    sock.send_to(&msg.to_vec().unwrap(), server).unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+/// A query for `name` (as written: its case is kept) with ID 4242, no EDNS.
+pub fn question(name: &str, qtype: RecordType) -> Message {
+    let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m
+}
