@@ -38,7 +38,8 @@ for p in ./usr/bin/vault-locator ./usr/lib/systemd/system/vault-locator.service 
          ./usr/share/bash-completion/completions/vault-locator \
          ./usr/share/zsh/vendor-completions/_vault-locator \
          ./usr/share/fish/vendor_completions.d/vault-locator.fish \
-         ./usr/share/doc/vault-locator/copyright ./usr/share/doc/vault-locator/changelog.gz; do
+         ./usr/share/doc/vault-locator/copyright ./usr/share/doc/vault-locator/changelog.gz \
+         ./usr/share/doc/vault-locator/docs/leader.md; do
     check "deb ships $p" has "$work/deb.list" " $p\$"
 done
 
@@ -93,7 +94,8 @@ for p in /usr/bin/vault-locator /usr/lib/systemd/system/vault-locator.service \
          /usr/share/vault-locator/vault-locator.rules.yml \
          /usr/share/vault-locator/vault-locator.dashboard.json \
          /usr/share/man/man1/vault-locator.1.gz /usr/share/licenses/vault-locator/LICENSE \
-         /usr/share/bash-completion/completions/vault-locator; do
+         /usr/share/bash-completion/completions/vault-locator \
+         /usr/share/doc/vault-locator/docs/leader.md; do
     check "rpm ships $p" has "$work/rpm.list" "^$p\$"
 done
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmf" > "$work/rpm.flags" 2>/dev/null

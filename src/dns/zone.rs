@@ -1,6 +1,7 @@
 //! The authoritative data: static records plus the vault service answers read from
 //! each cluster's current `ClusterView`, with Consul's rules for what each case returns.
-//! The table of cases is in the README ("DNS answers").
+//! The table of cases is in the README ("Names"); differences from Consul in
+//! docs/conformance.md.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -388,7 +389,7 @@ fn ttl_secs(d: std::time::Duration) -> u32 {
     d.as_secs().min(u32::MAX as u64) as u32
 }
 
-/// The README's "DNS answers" table, row by row, against a zone with one cluster of
+/// The README's "Names" table, row by row, against a zone with one cluster of
 /// every member kind, a cluster with no view yet, and a replication set's virtual
 /// datacenters (one following `dc1`, one with no primary).
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::config::{ProxyConfig, RouteAction};
 use super::hello::Alpn;
 
 /// The ALPN ids Vault uses on its cluster port, and where each belongs when the target
-/// is "the active node of a cluster" (Vault's `sdk/helper/consts`; see the README).
+/// is "the active node of a cluster" (Vault's `sdk/helper/consts`; see docs/proxy.md).
 /// A listener's `routes` are laid over this table.
 pub const DEFAULT_ROUTES: &[(&str, RouteAction)] = &[
     // Standby -> active request forwarding: only the active serves it.

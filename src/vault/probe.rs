@@ -139,7 +139,7 @@ pub(super) async fn poll_node(
         false => None,
     };
     let at = Instant::now();
-    // What each poll heard, for following an election poll by poll (README, "Logs").
+    // What each poll heard, for following an election poll by poll (docs/operations.md, "Logs").
     trace!(
         node = %url,
         ?leader,

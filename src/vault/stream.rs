@@ -19,7 +19,7 @@ use super::modes::{Kind, Mode};
 /// How often a replicating cluster's active node is asked for its streams: the stream
 /// changes in seconds to minutes (a heartbeat every few seconds, merkle syncs in
 /// minutes), and every agent of every region asks every replicating cluster, so this
-/// costs one request per cluster per agent every 10 s (README, "What polling costs").
+/// costs one request per cluster per agent every 10 s (docs/leader.md, "What polling costs").
 pub const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// One kind's stream as a cluster's active node describes it. Fields a mode does not
