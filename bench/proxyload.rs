@@ -162,6 +162,7 @@ async fn main() {
         }
         _ => {
             eprintln!("usage: proxyload sink|fake-vault|throughput|connrate ...");
+            #[allow(clippy::disallowed_methods)] // a bench tool, nothing to drop
             std::process::exit(64);
         }
     }

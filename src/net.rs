@@ -262,6 +262,7 @@ pub fn defer_accept(listener: &impl AsFd, wait: Duration) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test thread waits for the kernel
 mod tests {
     use super::*;
     use std::io::Write;

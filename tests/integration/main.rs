@@ -3,6 +3,10 @@
 //! module is one area; `support` holds the real OpenBao cluster, the agent binary, the
 //! DNS client, the stand-in nodes and the network-namespace lab they share.
 
+// Tests block their own threads on purpose (a CLI run, a client waiting for a reply);
+// clippy.toml's bans are for the agent's runtime threads.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod cli;

@@ -139,27 +139,12 @@ impl Ask {
     /// Asks until `accept` holds for the answer, or panics naming `what`; returns the
     /// accepted answer.
     pub async fn until(self, what: &str, accept: impl Fn(&Message) -> bool) -> Message {
-        let (name, qtype, proto) = (&self.name, self.qtype, self.proto);
-        wait_answer(self.server, name, qtype, proto, self.within, what, accept).await
+        super::openbao::eventually(self.within, what, || async {
+            let m = query(self.server, &self.name, self.qtype, self.proto).ok()?;
+            accept(&m).then_some(m)
+        })
+        .await
     }
-}
-
-/// Queries `name` until `accept` holds for the answer, or panics naming `what` after
-/// `within`. Returns the accepted answer.
-pub async fn wait_answer(
-    server: SocketAddr,
-    name: &str,
-    qtype: RecordType,
-    proto: Proto,
-    within: Duration,
-    what: &str,
-    accept: impl Fn(&Message) -> bool,
-) -> Message {
-    super::openbao::eventually(within, what, || async {
-        let m = query(server, name, qtype, proto).ok()?;
-        accept(&m).then_some(m)
-    })
-    .await
 }
 
 /// Sends `msg` over UDP from loopback and returns the response (any message, where
