@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::dns::server::DnsServer;
 use crate::panic::FatalSender;
 use crate::systemd;
-use crate::vault::feed::ClusterFeed;
+use crate::vault::feed::Feeds;
 use crate::vault::replication::ReplicationSet;
 use parts::*;
 
@@ -69,7 +69,7 @@ struct Plan {
     /// Watchers for new or changed clusters, seeded with the old view.
     prepared: Vec<PreparedWatcher>,
     /// Every cluster's feed in the new generation, virtual ones included.
-    views: HashMap<String, ClusterFeed>,
+    feeds: Feeds,
     keep_replication: bool,
     new_replication: Option<(RunningReplication, ReplicationSet)>,
     proxies: ProxyPlan,
@@ -103,7 +103,7 @@ impl Supervisor {
             .proxies
             .new_listeners
             .into_iter()
-            .map(|(p, l)| start_proxy(&p, l, &plan.views, &close_all, &tasks, &fatal_tx))
+            .map(|(p, l)| start_proxy(&p, l, &plan.feeds, &close_all, &tasks, &fatal_tx))
             .collect::<Vec<_>>();
         let dns = start_dns(plan.dns_server, &tasks, &fatal_tx);
         // What runs is published before systemd's notifier can look (ready means every
@@ -164,7 +164,7 @@ impl Supervisor {
                 None => prepared.push(prepare_watcher(c, None)?),
             }
         }
-        let mut views: HashMap<String, ClusterFeed> = kept
+        let mut feeds: Feeds = kept
             .iter()
             .map(|n| (n.clone(), self.watchers[n].handle.feed.clone()))
             .chain(
@@ -175,16 +175,16 @@ impl Supervisor {
             .collect();
         let keep_replication = keeps_replication(self.replication.as_ref(), new, &kept);
         let new_replication = match &new.replication {
-            Some(r) if !keep_replication => Some(prepare_replication(r, new, &views)),
+            Some(r) if !keep_replication => Some(prepare_replication(r, new, &feeds)),
             _ => None,
         };
         match (&new_replication, &self.replication) {
-            (Some((r, _)), _) => add_virtual_feeds(&mut views, &r.handle),
-            (None, Some(old)) if keep_replication => add_virtual_feeds(&mut views, &old.handle),
+            (Some((r, _)), _) => add_virtual_feeds(&mut feeds, &r.handle),
+            (None, Some(old)) if keep_replication => add_virtual_feeds(&mut feeds, &old.handle),
             _ => {}
         }
         let proxies = self.prepare_proxies(new)?;
-        let dns_server = bind_dns(new, &views).await?;
+        let dns_server = bind_dns(new, &feeds).await?;
         // A new admin address is bound now, so that a reload that cannot bind it
         // changes nothing (the old endpoint keeps serving).
         let admin = match new.admin.listen {
@@ -195,7 +195,7 @@ impl Supervisor {
         Ok(Plan {
             kept,
             prepared,
-            views,
+            feeds,
             keep_replication,
             new_replication,
             proxies,
@@ -250,7 +250,7 @@ impl Supervisor {
                 .map(|(r, set)| start_replication(r, set, &self.watcher_tasks, &self.fatal_tx));
             std::mem::replace(&mut self.replication, started)
         };
-        let retired_proxies = self.commit_proxies(plan.proxies, &plan.views);
+        let retired_proxies = self.commit_proxies(plan.proxies, &plan.feeds);
         let new_dns = start_dns(plan.dns_server, &self.tasks, &self.fatal_tx);
         let old_dns = std::mem::replace(&mut self.dns, new_dns);
         old_dns.stop.cancel();
@@ -281,11 +281,7 @@ impl Supervisor {
     /// retired listeners follow their cluster's current feed before the replaced
     /// watchers stop: their open connections switch to it when the old one closes, so
     /// they keep following the leader (and the primary).
-    fn commit_proxies(
-        &mut self,
-        plan: ProxyPlan,
-        views: &HashMap<String, ClusterFeed>,
-    ) -> Vec<RunningProxy> {
+    fn commit_proxies(&mut self, plan: ProxyPlan, feeds: &Feeds) -> Vec<RunningProxy> {
         let (mut proxies, mut retired) = (Vec::new(), Vec::new());
         for (fate, old) in plan.fate.into_iter().zip(std::mem::take(&mut self.proxies)) {
             match fate {
@@ -295,10 +291,10 @@ impl Supervisor {
         }
         for (config, listener) in plan.new_listeners {
             let (close, tasks, fatal) = (&self.close_all, &self.tasks, &self.fatal_tx);
-            proxies.push(start_proxy(&config, listener, views, close, tasks, fatal));
+            proxies.push(start_proxy(&config, listener, feeds, close, tasks, fatal));
         }
         for p in proxies.iter().chain(&retired) {
-            if let Some(feed) = views.get(&p.config.cluster) {
+            if let Some(feed) = feeds.get(&p.config.cluster) {
                 for side in &p.sides {
                     side.follow(feed.clone());
                 }
@@ -369,22 +365,22 @@ async fn first_plan(config: &Config) -> anyhow::Result<Plan> {
     for c in &config.clusters {
         prepared.push(prepare_watcher(c, None)?);
     }
-    let mut views: HashMap<String, ClusterFeed> = prepared
+    let mut feeds: Feeds = prepared
         .iter()
         .map(|p| (p.config.name.clone(), p.handle.feed.clone()))
         .collect();
     let new_replication = config
         .replication
         .as_ref()
-        .map(|r| prepare_replication(r, config, &views));
+        .map(|r| prepare_replication(r, config, &feeds));
     if let Some((r, _)) = &new_replication {
-        add_virtual_feeds(&mut views, &r.handle);
+        add_virtual_feeds(&mut feeds, &r.handle);
     }
     let mut new_listeners = Vec::new();
     for p in &config.proxies {
         new_listeners.push((p.clone(), bind_proxy(p)?));
     }
-    let dns_server = bind_dns(config, &views).await?;
+    let dns_server = bind_dns(config, &feeds).await?;
     let admin = match config.admin.listen {
         Some(addr) => AdminChange::Rebind(bind_admin(addr)?),
         None => AdminChange::Disable,
@@ -392,7 +388,7 @@ async fn first_plan(config: &Config) -> anyhow::Result<Plan> {
     Ok(Plan {
         kept: Vec::new(),
         prepared,
-        views,
+        feeds,
         keep_replication: false,
         new_replication,
         proxies: ProxyPlan {

@@ -3,7 +3,6 @@
 //! endpoint. Each started part is a supervised task (`panic::supervise`) with a stop
 //! token of its own.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,7 +21,7 @@ use crate::net::Proto;
 use crate::panic::{supervise, supervise_on, FatalSender};
 use crate::proxy::{Proxy, Side};
 use crate::systemd;
-use crate::vault::feed::ClusterFeed;
+use crate::vault::feed::Feeds;
 use crate::vault::replication::{ReplicationHandle, ReplicationSet};
 use crate::vault::stream_health::StreamTargets;
 use crate::vault::watcher::Watcher;
@@ -186,12 +185,12 @@ pub(super) fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<BoundProxy> {
 pub(super) fn prepare_replication(
     config: &ReplicationConfig,
     agent: &Config,
-    views: &HashMap<String, ClusterFeed>,
+    feeds: &Feeds,
 ) -> (RunningReplication, ReplicationSet) {
     let feeds = config
         .clusters
         .iter()
-        .map(|c| (c.clone(), views[c].clone()))
+        .map(|c| (c.clone(), feeds[c].clone()))
         .collect();
     let targets = stream_targets(agent);
     let warm_up = agent.admin.ready_timeout;
@@ -244,12 +243,9 @@ pub(super) fn stream_targets(config: &Config) -> StreamTargets {
 
 /// The virtual clusters' feeds, beside the real ones: DNS and proxies look them up by
 /// their labels like any cluster.
-pub(super) fn add_virtual_feeds(
-    views: &mut HashMap<String, ClusterFeed>,
-    handle: &ReplicationHandle,
-) {
+pub(super) fn add_virtual_feeds(feeds: &mut Feeds, handle: &ReplicationHandle) {
     for (kind, feed) in &handle.feeds {
-        views.insert(kind.label().to_string(), feed.clone());
+        feeds.insert(kind.label().to_string(), feed.clone());
     }
 }
 
@@ -279,7 +275,7 @@ pub(super) fn start_replication(
 pub(super) fn start_proxy(
     config: &ProxyConfig,
     bound: BoundProxy,
-    views: &HashMap<String, ClusterFeed>,
+    feeds: &Feeds,
     close_all: &CancellationToken,
     tasks: &TaskTracker,
     fatal: &FatalSender,
@@ -290,7 +286,7 @@ pub(super) fn start_proxy(
         let proxy = Arc::new(Proxy::on_side(
             config.clone(),
             side,
-            views[&config.cluster].clone(),
+            feeds[&config.cluster].clone(),
         ));
         supervise(
             tasks,
@@ -313,11 +309,8 @@ pub(super) fn start_proxy(
     }
 }
 
-pub(super) async fn bind_dns(
-    config: &Config,
-    views: &HashMap<String, ClusterFeed>,
-) -> anyhow::Result<DnsServer> {
-    let zone = Arc::new(Zone::new(&config.zone(), views.clone()));
+pub(super) async fn bind_dns(config: &Config, feeds: &Feeds) -> anyhow::Result<DnsServer> {
+    let zone = Arc::new(Zone::new(&config.zone(), feeds.clone()));
     let forwarder_to = |servers: &[std::net::SocketAddr]| -> anyhow::Result<Option<Forwarder>> {
         if servers.is_empty() {
             return Ok(None);

@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 
 use super::names::{self, Scope, Tag, ZoneName};
-use crate::vault::feed::ClusterFeed;
+use crate::vault::feed::{ClusterFeed, Feeds};
 use crate::vault::view::{ClusterView, Role};
 
 /// A computed answer, before it is put on the wire.
@@ -70,7 +70,7 @@ pub struct Zone {
     local_cluster: String,
     ttl: u32,
     statics: HashMap<Name, StaticRecord>,
-    clusters: HashMap<String, ClusterFeed>,
+    feeds: Feeds,
     /// Clusters whose `active` answers a local proxy listener ("proxy mode"): its IP,
     /// and the API side's port for SRV (the vault service's port is the API port), or
     /// the listener's own when it has no API side.
@@ -86,10 +86,10 @@ impl Zone {
     /// Every cluster's feed: the zone's answers change only when one does
     /// (and with the clock, see `dns::cache`).
     pub fn feeds(&self) -> Vec<ClusterFeed> {
-        self.clusters.values().cloned().collect()
+        self.feeds.values().cloned().collect()
     }
 
-    pub fn new(config: &ZoneConfig, clusters: HashMap<String, ClusterFeed>) -> Self {
+    pub fn new(config: &ZoneConfig, feeds: Feeds) -> Self {
         // Validation checked that these fit (`names::check_buildable`); the fallback to
         // the apex keeps a config that somehow got past it answering instead of panicking.
         let in_domain =
@@ -104,7 +104,7 @@ impl Zone {
                 .iter()
                 .map(|r| (r.name.clone(), r.clone()))
                 .collect(),
-            clusters,
+            feeds,
             proxy_answers: config.proxy_answers.clone(),
         }
     }
@@ -202,8 +202,7 @@ impl Zone {
     }
 
     fn knows(&self, cluster: &Scope) -> bool {
-        self.clusters
-            .contains_key(cluster.name(&self.local_cluster))
+        self.feeds.contains_key(cluster.name(&self.local_cluster))
     }
 
     fn service_answer(
@@ -215,7 +214,7 @@ impl Zone {
         qtype: RecordType,
     ) -> Answer {
         let cluster = cluster.name(&self.local_cluster);
-        let Some(feed) = self.clusters.get(cluster) else {
+        let Some(feed) = self.feeds.get(cluster) else {
             return self.negative(ResponseCode::NXDomain);
         };
         if service != "vault" {

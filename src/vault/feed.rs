@@ -4,12 +4,17 @@
 //! ([`ClusterView::freshness`]) whoever passes the view on (a replication set's virtual
 //! cluster is fed the views of real ones).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
 
 use super::view::{ClusterView, Freshness};
+
+/// Every cluster's feed by cluster name (the replication set's virtual clusters too):
+/// what the DNS zone answers from and the proxies forward by.
+pub type Feeds = HashMap<String, ClusterFeed>;
 
 /// A cluster's view, read-only.
 #[derive(Clone)]

@@ -1,6 +1,7 @@
-//! Each node's polls: how often (`Cadence`; the agent's round grid and back-off in
-//! `Schedule`), and how many may be in flight while leaderless (hedging). What one
-//! poll asks is [`super::probe`]'s.
+//! Each node's polls: at which pace (`Cadence`: normal, or failover polling while the
+//! cluster has no leader), on the agent's round grid with back-off (`Schedule`), and how
+//! many may be pending at once during failover polling. What one poll asks is
+//! [`super::probe`]'s.
 
 use std::time::{Duration, Instant};
 
@@ -21,14 +22,14 @@ use super::view::ClusterView;
 /// So while leaderless, polls go out every `failover_poll_interval` regardless, and the
 /// oldest is dropped when this many are pending: each node always has a recent request
 /// outstanding, and a dead node costs at most this many sockets.
-const MAX_HEDGED: usize = 4;
+const MAX_PENDING: usize = 4;
 
 /// Polls in a row without an answer after which a node is backed off: polled every
 /// 2, 4, 8 ... poll intervals, up to `BACKOFF_CAP` of them, and every poll interval
 /// while its cluster is leaderless (a dead host is not polled every 50 ms through a
 /// whole failover). Above
-/// MAX_HEDGED, so a node whose first polls hang while it becomes active (above) is
-/// still hedged; its answer ends the back-off at once.
+/// MAX_PENDING, so a node whose first polls hang while it becomes active (above) still
+/// gets overlapping polls; its answer ends the back-off at once.
 const BACKOFF_AFTER: u32 = 5;
 /// The longest back-off, in poll intervals: a node that comes back is polled again
 /// within this many intervals (10 s at the default 1 s).
@@ -92,8 +93,8 @@ struct NodePolls {
 /// forever. HAProxy's `fastinter` is the same idea.
 pub(super) struct Cadence {
     normal: Duration,
-    fast: Duration,
-    fast_for: Duration,
+    failover: Duration,
+    failover_for: Duration,
     /// Where a leaderless period starts before any view is confirmed.
     started: Instant,
 }
@@ -102,25 +103,48 @@ impl Cadence {
     pub fn new(config: &ClusterConfig) -> Self {
         Self {
             normal: config.poll_interval,
-            fast: config.failover_poll_interval,
-            fast_for: config.failover_poll_for,
+            failover: config.failover_poll_interval,
+            failover_for: config.failover_poll_for,
             started: Instant::now(),
         }
     }
 
-    /// The interval after a round that produced `view`. The leaderless period starts
-    /// at the view's own `leaderless_since` (set by `next_view` when the leader is lost,
-    /// or by a first view without one), or at the watcher's start before any view.
-    pub fn interval(&self, view: &ClusterView, now: Instant) -> Duration {
-        if view.leader.is_some() {
-            return self.normal;
+    /// The pace after a round that produced `view`. The leaderless period starts at
+    /// the view's own `leaderless_since` (set by `next_view` when the leader is lost, or
+    /// by a first view without one), or at the watcher's start before any view. A
+    /// failover interval no shorter than the normal one is no failover pace at all.
+    pub fn pace(&self, view: &ClusterView, now: Instant) -> Pace {
+        if view.leader.is_some() || self.failover >= self.normal {
+            return Pace::Normal(self.normal);
         }
         let since = view.leaderless_since.unwrap_or(self.started);
-        if now.saturating_duration_since(since) < self.fast_for {
-            self.fast
+        if now.saturating_duration_since(since) < self.failover_for {
+            Pace::Failover(self.failover)
         } else {
-            self.normal
+            Pace::Normal(self.normal)
         }
+    }
+}
+
+/// How a cluster's nodes are polled now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Every `poll_interval`, one poll per node at a time.
+    Normal(Duration),
+    /// Failover polling: every `failover_poll_interval`, a new poll even while earlier
+    /// ones are pending (up to MAX_PENDING), and no health asked where one is known.
+    Failover(Duration),
+}
+
+impl Pace {
+    pub fn interval(self) -> Duration {
+        match self {
+            Pace::Normal(d) | Pace::Failover(d) => d,
+        }
+    }
+
+    pub fn is_failover(self) -> bool {
+        matches!(self, Pace::Failover(_))
     }
 }
 
@@ -160,7 +184,7 @@ impl Schedule {
     /// Node `i`'s gap between poll starts at the cadence's `interval` (that, or its
     /// back-off), and the interval of the grid its polls fall on.
     /// While the cluster is leaderless a backed-off node is polled every poll interval:
-    /// not at the fast rate, and not at its longer back-off either, since a node that
+    /// not at the failover pace, and not at its longer back-off either, since a node that
     /// came back may hold the vote the election needs.
     fn gap(&self, i: usize, interval: Duration) -> (Duration, Duration) {
         let node = &self.polls[i];
@@ -190,7 +214,7 @@ impl Schedule {
 
     /// Whether node `i` is backed off (see BACKOFF_AFTER): never while some node names
     /// it the leader (a new leader's polls can hang for seconds while it becomes
-    /// active: the hedging above is for exactly that node).
+    /// active: the overlapping polls above are for exactly that node).
     fn backed_off(&self, i: usize) -> bool {
         let node = &self.polls[i];
         node.failures >= BACKOFF_AFTER && !node.named
@@ -203,27 +227,27 @@ impl Schedule {
         }
     }
 
-    /// The polls due at `now`. Normal cadence: one poll per node at a time; one that
-    /// overran is followed at once by the next. Leaderless (`fast`) cadence: a new poll
-    /// every interval even while earlier ones hang, the oldest dropped past MAX_HEDGED.
-    /// A backed-off node has one poll at a time at its own gap, whatever the cadence.
+    /// The polls due at `now`. Normal pace: one poll per node at a time; one that
+    /// overran is followed at once by the next. Failover polling: a new poll every
+    /// interval even while earlier ones hang, the oldest dropped past MAX_PENDING.
+    /// A backed-off node has one poll at a time at its own gap, whatever the pace.
     pub fn due(
         &mut self,
         nodes: &[Url],
         now: tokio::time::Instant,
-        interval: Duration,
-        fast: bool,
+        pace: Pace,
         mut wake: tokio::time::Instant,
     ) -> Due {
+        let interval = pace.interval();
         let (mut start, mut abandoned) = (Vec::new(), Vec::new());
         for (i, url) in nodes.iter().enumerate() {
-            let hedging = fast && !self.backed_off(i);
-            let cap = if hedging { MAX_HEDGED } else { 1 };
+            let overlapping = pace.is_failover() && !self.backed_off(i);
+            let cap = if overlapping { MAX_PENDING } else { 1 };
             let due = self.polls[i]
                 .last_start
                 .map_or(now, |t| self.next_due(i, t, interval));
             let node = &mut self.polls[i];
-            if node.flights.len() >= cap && !hedging {
+            if node.flights.len() >= cap && !overlapping {
                 continue; // its answer wakes the loop
             }
             if due > now {
@@ -333,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn polls_fast_from_the_loss_of_a_leader_until_one_is_confirmed() {
+    fn polls_at_the_failover_pace_from_the_loss_of_a_leader_until_one_is_confirmed() {
         let t0 = Instant::now();
         let c = cadence();
         let (fast, normal) = (Duration::from_millis(50), Duration::from_secs(1));
@@ -353,22 +377,35 @@ mod tests {
             (leaderless_since(lost_again), lost_again, fast),
         ];
         for (i, (view, at, want)) in cases.into_iter().enumerate() {
-            assert_eq!(c.interval(&view, at), want, "case {i}");
+            assert_eq!(c.pace(&view, at).interval(), want, "case {i}");
         }
     }
 
     #[test]
-    fn a_watcher_starting_without_a_leader_polls_fast() {
+    fn a_watcher_starting_without_a_leader_polls_at_the_failover_pace() {
         let c = cadence();
         let no_view_yet = ClusterView::empty("dc1", false);
         assert_eq!(
-            c.interval(&no_view_yet, Instant::now()),
-            Duration::from_millis(50)
+            c.pace(&no_view_yet, Instant::now()),
+            Pace::Failover(Duration::from_millis(50))
         );
         // ... but not forever when no node ever answers.
         assert_eq!(
-            c.interval(&no_view_yet, c.started + Duration::from_secs(10)),
-            Duration::from_secs(1)
+            c.pace(&no_view_yet, c.started + Duration::from_secs(10)),
+            Pace::Normal(Duration::from_secs(1))
+        );
+    }
+
+    /// A failover interval no shorter than the normal one (a config may set both to
+    /// the same) is the normal pace: one poll per node at a time.
+    #[test]
+    fn a_failover_interval_as_long_as_the_normal_one_is_no_failover_pace() {
+        let mut c = cadence();
+        c.failover = c.normal;
+        let no_view_yet = ClusterView::empty("dc1", false);
+        assert_eq!(
+            c.pace(&no_view_yet, Instant::now()),
+            Pace::Normal(Duration::from_secs(1))
         );
     }
 
@@ -382,7 +419,7 @@ mod tests {
         round_at(s, nodes, now, answered, true)
     }
 
-    /// `round` at the fast cadence (50 ms, leaderless) or the normal one (1 s).
+    /// `round` at the failover pace (50 ms, leaderless) or the normal one (1 s).
     fn round_at(
         s: &mut Schedule,
         nodes: &[Url],
@@ -390,8 +427,12 @@ mod tests {
         answered: bool,
         fast: bool,
     ) -> usize {
-        let interval = Duration::from_millis(if fast { 50 } else { 1000 });
-        let due = s.due(nodes, now, interval, fast, now + Duration::from_secs(60));
+        let pace = if fast {
+            Pace::Failover(Duration::from_millis(50))
+        } else {
+            Pace::Normal(Duration::from_secs(1))
+        };
+        let due = s.due(nodes, now, pace, now + Duration::from_secs(60));
         let started = due.start.len();
         for (i, _) in due.start {
             s.landed(i, now);
@@ -465,7 +506,7 @@ mod tests {
             steady.iter().all(|g| *g <= 10.52),
             "past the cap: {steady:?}"
         );
-        // Leaderless (fast cadence): polled every poll interval, neither every 50 ms nor
+        // Leaderless (failover pace): polled every poll interval, neither every 50 ms nor
         // at its back-off (the election may need its vote once it is back).
         let t1 = t0 + Duration::from_secs(60);
         let leaderless = gaps(&run(
@@ -516,7 +557,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failing_node_that_others_name_the_leader_is_never_backed_off() {
-        // The new leader that hangs its polls while it becomes active (the hedging case).
+        // The new leader that hangs its polls while it becomes active (the case for overlapping polls).
         let nodes: Vec<Url> = vec!["http://127.0.0.1:8200".parse().unwrap()];
         let mut s = Schedule::new(1, Duration::from_secs(1));
         s.mark_named(&[true]);
@@ -556,7 +597,7 @@ mod tests {
                 if t < begin {
                     continue;
                 }
-                let due = s.due(nodes, t, interval, false, far);
+                let due = s.due(nodes, t, Pace::Normal(interval), far);
                 if !due.start.is_empty() {
                     assert_eq!(due.start.len(), 3, "a cluster's nodes are polled together");
                     record.push(t);

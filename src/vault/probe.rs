@@ -25,6 +25,7 @@ use url::Url;
 use super::client::{LeaderReport, NodeReport, NodeState, PollError, VaultClient};
 use super::config::ClusterConfig;
 use super::modes::Modes;
+use super::poll::Pace;
 use super::rules::Polled;
 
 /// A speaker's health is asked every this many rounds when its modes can change.
@@ -51,16 +52,16 @@ impl HealthCadence {
     }
 
     /// Whether a poll starting at `now` asks the health after the leader, given the
-    /// node's latest report. Never while the cluster is leaderless (`fast`) and the
+    /// node's latest report. Never during failover polling (the cluster is leaderless) where the
     /// node has a health: an election is when the nodes are busiest, and when a vote
     /// must not wait behind a health answer (measured: kill -9 and step-down answered
     /// 30-80 ms later with it).
-    pub fn with_leader(&self, prior: Option<&Polled>, now: Instant, fast: bool) -> bool {
+    pub fn with_leader(&self, prior: Option<&Polled>, now: Instant, pace: Pace) -> bool {
         let Some((Ok(state), Some(heard))) = prior.map(|p| (&p.report.health, p.health_heard))
         else {
             return true;
         };
-        if fast {
+        if pace.is_failover() {
             return false;
         }
         let age = now.saturating_duration_since(heard);
@@ -240,7 +241,7 @@ pub(crate) mod tests {
         use super::super::modes::Mode;
         let mut config = crate::vault::watcher::tests::cluster(); // poll_interval 1 s
         let health = |c: &ClusterConfig, p: Option<&Polled>| {
-            HealthCadence::new(c).with_leader(p, Instant::now(), false)
+            HealthCadence::new(c).with_leader(p, Instant::now(), Pace::Normal(c.poll_interval))
         };
         let bao = Modes {
             perf: Mode::Unavailable,

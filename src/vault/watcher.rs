@@ -1,8 +1,8 @@
 //! The polling loop: one task per cluster, publishing a `ClusterView` through
 //! `tokio::sync::watch`.
 //!
-//! Every node is polled on its own schedule (`poll::Schedule`: the round grid, the fast
-//! failover pace while leaderless, hedging, back-off; what a poll asks is `probe`'s),
+//! Every node is polled on its own schedule (`poll::Schedule`: the round grid, failover
+//! polling while leaderless, back-off; what a poll asks is `probe`'s),
 //! and the view is rebuilt from every node's latest report whenever a report changes
 //! what its node says, and at least every `poll_interval` so that reports age out
 //! ([`super::rules::current`]): a node whose packets vanish holds back only its own
@@ -175,13 +175,12 @@ impl Watcher {
         loop {
             let now = tokio::time::Instant::now();
             // Every turn, not only after a rebuild: a report that repeats the last one
-            // rebuilds nothing, and the fast window must still end on time.
-            let interval = cadence.interval(&self.tx.borrow(), Instant::now());
-            let fast = interval < self.config.poll_interval;
-            let due = schedule.due(nodes, now, interval, fast, next_rebuild);
+            // rebuilds nothing, and failover polling must still end on time.
+            let pace = cadence.pace(&self.tx.borrow(), Instant::now());
+            let due = schedule.due(nodes, now, pace, next_rebuild);
             for (i, registration) in due.start {
                 let prior = schedule.latest[i].clone();
-                let with_health = health.with_leader(prior.as_ref(), Instant::now(), fast);
+                let with_health = health.with_leader(prior.as_ref(), Instant::now(), pace);
                 in_flight.push(self.poll(i, prior, with_health, registration, now));
             }
             for polled in &due.abandoned {
