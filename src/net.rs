@@ -28,7 +28,7 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     Ok(s)
 }
 
-/// Which socket type an address is claimed for.
+/// A transport: what a socket is bound for, what a DNS query came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Udp,
@@ -36,11 +36,27 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// The metric label and log form: `udp`, `tcp`.
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
         }
+    }
+
+    /// 0 or 1, for tables with one entry per transport.
+    pub fn index(self) -> usize {
+        match self {
+            Proto::Udp => 0,
+            Proto::Tcp => 1,
+        }
+    }
+}
+
+/// `UDP`, `TCP`, as error messages name them.
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str().to_ascii_uppercase())
     }
 }
 

@@ -45,6 +45,7 @@ pub const PROXY_BYTES: &str = "vault_locator_proxy_bytes_total"; // {direction, 
 pub const PROXY_CONNECT_DURATION: &str = "vault_locator_proxy_connect_duration_seconds"; // histogram {cluster, side}
 /// Open connections closed because the leader (or the primary) moved
 /// (`on_leader_change = "close"`).
+// Cut-overs; the metric keeps the name dashboards and alert rules already use.
 pub const PROXY_CUT_OVER: &str = "vault_locator_proxy_closed_on_leader_change_total"; // {cluster, side}
 
 pub const BUILD_INFO: &str = "vault_locator_build_info"; // {version}

@@ -58,7 +58,7 @@ pub struct ReplicationStatus {
 pub struct PrimaryStatus {
     /// "perf" or "dr".
     pub kind: String,
-    /// The virtual datacenter label ("perf-primary").
+    /// The virtual cluster label ("perf-primary").
     pub label: String,
     /// The cluster its names answer for, if one.
     pub primary: Option<String>,

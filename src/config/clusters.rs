@@ -119,7 +119,7 @@ impl Check<'_> {
             return self.fail(
                 key,
                 format!(
-                    "{name:?} is the virtual datacenter a [replication] set answers for \
+                    "{name:?} is the virtual cluster a [replication] set answers for \
                      its primary; name the cluster after its region"
                 ),
             );

@@ -302,7 +302,7 @@ fn replication_set_rules() {
             "{SET_BASE}[[clusters]]\nname = \"{label}\"\nnodes = [\"http://127.0.0.3:8200\"]\n"
         ));
         assert_eq!(e.key, "clusters[2].name", "{label}");
-        assert!(e.reason.contains("virtual datacenter"), "{e}");
+        assert!(e.reason.contains("virtual cluster"), "{e}");
     }
     // A proxy may follow a primary only when there is a set.
     let proxy = "[[proxy]]\ncluster = \"perf-primary\"\nlisten = \"127.71.0.1:8201\"\n";

@@ -16,8 +16,9 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use super::forward::Forwarder;
-use super::metrics::{DnsMetrics, Proto};
+use super::metrics::DnsMetrics;
 use super::zone::{Answer, Zone};
+use crate::net::Proto;
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;

@@ -4,6 +4,7 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use crate::net::Proto;
 use crate::telemetry;
 
 /// Prometheus label for a response code, in the names operators grep for.
@@ -44,31 +45,25 @@ pub(crate) struct DnsMetrics {
     duration: [metrics::Histogram; 2],
 }
 
-#[derive(Clone, Copy)]
-pub(crate) enum Proto {
-    Udp = 0,
-    Tcp = 1,
-}
-
 impl DnsMetrics {
     pub(crate) fn new() -> Self {
-        let requests = |proto: &'static str| {
+        let requests = |proto: Proto| {
             QTYPES
                 .iter()
                 .map(|t| t.to_string())
                 .chain(std::iter::once("other".to_string()))
-                .map(|t| metrics::counter!(telemetry::DNS_REQUESTS, "proto" => proto, "type" => t))
+                .map(|t| metrics::counter!(telemetry::DNS_REQUESTS, "proto" => proto.as_str(), "type" => t))
                 .collect()
         };
         Self {
-            requests: [requests("udp"), requests("tcp")],
+            requests: [requests(Proto::Udp), requests(Proto::Tcp)],
             responses: RCODES
                 .iter()
                 .map(|r| metrics::counter!(telemetry::DNS_RESPONSES, "rcode" => *r))
                 .collect(),
             duration: [
-                metrics::histogram!(telemetry::DNS_DURATION, "proto" => "udp"),
-                metrics::histogram!(telemetry::DNS_DURATION, "proto" => "tcp"),
+                metrics::histogram!(telemetry::DNS_DURATION, "proto" => Proto::Udp.as_str()),
+                metrics::histogram!(telemetry::DNS_DURATION, "proto" => Proto::Tcp.as_str()),
             ],
         }
     }
@@ -83,13 +78,13 @@ impl DnsMetrics {
         let i = qtype
             .and_then(|t| QTYPES.iter().position(|q| *q == t))
             .unwrap_or(QTYPES.len());
-        self.requests[proto as usize][i].increment(1);
+        self.requests[proto.index()][i].increment(1);
         let label = rcode_label(rcode);
         let r = RCODES
             .iter()
             .position(|x| *x == label)
             .unwrap_or(RCODES.len() - 1);
         self.responses[r].increment(1);
-        self.duration[proto as usize].record(started.elapsed().as_secs_f64());
+        self.duration[proto.index()].record(started.elapsed().as_secs_f64());
     }
 }

@@ -15,6 +15,7 @@ use tracing::info;
 
 use super::handler::Handler;
 use crate::fdstore;
+use crate::net::Proto;
 
 /// Response buffer per TCP connection, in messages.
 const TCP_RESPONSE_BUFFER: usize = 32;
@@ -22,7 +23,7 @@ const TCP_RESPONSE_BUFFER: usize = 32;
 #[derive(Debug, thiserror::Error)]
 #[error("cannot bind DNS {proto} listener on {addr}")]
 pub struct BindError {
-    pub proto: &'static str,
+    pub proto: Proto,
     pub addr: SocketAddr,
     #[source]
     pub source: std::io::Error,
@@ -80,7 +81,7 @@ impl DnsServer {
             let (udp, tcp, kept) = bind_address(addr)?;
             inherited |= kept;
             let bound = udp[0].local_addr().map_err(|source| BindError {
-                proto: "UDP",
+                proto: Proto::Udp,
                 addr,
                 source,
             })?;
@@ -89,7 +90,7 @@ impl DnsServer {
                     .map(|fd| fd.try_clone_to_owned())
                     .collect::<Result<_, _>>()
                     .map_err(|source| BindError {
-                        proto: "UDP",
+                        proto: Proto::Udp,
                         addr,
                         source,
                     })
@@ -196,12 +197,12 @@ fn bind_address(
     addr: SocketAddr,
 ) -> Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener, bool), BindError> {
     let udp_err = |source| BindError {
-        proto: "UDP",
+        proto: Proto::Udp,
         addr,
         source,
     };
     let tcp_err = |source| BindError {
-        proto: "TCP",
+        proto: Proto::Tcp,
         addr,
         source,
     };
@@ -228,7 +229,7 @@ fn bind_address(
             tokio::net::TcpListener::from_std(l).map_err(tcp_err)?
         }
         None => crate::net::bind_tcp(bound).map_err(|source| BindError {
-            proto: "TCP",
+            proto: Proto::Tcp,
             addr: bound,
             source,
         })?,

@@ -21,8 +21,8 @@ use tracing::debug;
 
 use super::cache::{AnswerCache, Reuse};
 use super::handler::{response_edns, Decision, Handler};
-use super::metrics::Proto;
 use super::zone::Answer;
+use crate::net::Proto;
 
 /// Largest datagram read; anything longer is cut and fails to decode (FORMERR).
 const MAX_DATAGRAM: usize = 4096;

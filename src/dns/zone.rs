@@ -224,7 +224,7 @@ impl Zone {
             return Answer::empty(ResponseCode::ServFail);
         };
         if view.members.is_empty() && view.leader.is_none() {
-            // A replication set's virtual datacenter with no primary: nothing under it
+            // A replication set's virtual cluster with no primary: nothing under it
             // exists, not even the proxy's stand-in (a real cluster always has members).
             return self.negative(ResponseCode::NXDomain);
         }
@@ -605,7 +605,7 @@ mod tests {
             // Static records.
             ("nomad.service.consul.", A, NoError, &["127.0.0.9"], false),
             ("nomad.service.consul.", AAAA, NoError, &[], true),
-            // A replication set's virtual datacenter: the primary's answers.
+            // A replication set's virtual cluster: the primary's answers.
             (
                 "active.vault.service.perf-primary.consul.",
                 A,

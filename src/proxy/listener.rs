@@ -107,8 +107,8 @@ impl Proxy {
         self.pools.pipes.pooled()
     }
 
-    /// How many open connections were closed because the leader moved.
-    pub fn closed_on_leader_change(&self) -> u64 {
+    /// How many open connections were cut over: closed because the leader moved.
+    pub fn cut_overs(&self) -> u64 {
         self.cut_over.load(Ordering::Relaxed)
     }
 

@@ -1,5 +1,5 @@
 //! The replication vocabulary: a node's or cluster's modes as `/v1/sys/health` reports
-//! them, and the two kinds of replication with their virtual datacenter labels. A leaf:
+//! them, and the two kinds of replication with their virtual cluster labels. A leaf:
 //! the client parses into it, the view stores it, the config checks labels against it,
 //! and `replication` decides with it.
 

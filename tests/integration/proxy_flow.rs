@@ -161,7 +161,7 @@ async fn leader_change_closes_old_connections_and_moves_new_ones() {
         Ok(Ok(0)) | Ok(Err(_)) => {}
         other => panic!("old connection should be closed, got {other:?}"),
     }
-    assert_eq!(close.proxy.closed_on_leader_change(), 1);
+    assert_eq!(close.proxy.cut_overs(), 1);
     // With on_leader_change = "keep" it still works.
     kept.write_all(b"still").await.unwrap();
     let mut b5 = [0u8; 5];
