@@ -121,6 +121,15 @@ mod tests {
         Alpn::parse(wire).unwrap()
     }
 
+    /// A log line names the first id as sent, lossily, or "none".
+    #[test]
+    fn the_alpn_label_is_the_first_id_or_none() {
+        let wire = ids(&["replication_v1", "h2"]);
+        assert_eq!(alpn_label(alpn(&wire)), "replication_v1");
+        assert_eq!(alpn_label(alpn(&[])), "none");
+        assert_eq!(alpn_label(alpn(&[2, b'h', 0xff])), "h\u{fffd}");
+    }
+
     #[test]
     fn default_table_is_right_for_replication() {
         let r = router("");
