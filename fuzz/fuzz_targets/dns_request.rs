@@ -177,7 +177,7 @@ fuzz_target!(|data: &[u8]| {
     let all = scenarios();
     let mut responder = all[usize::from(pick) % all.len()].responder.lock().unwrap();
     let mut reply_len = || match responder.respond(datagram) {
-        Response::Reply(bytes, _, _) => Some(bytes.len()),
+        Response::Reply { bytes, .. } => Some(bytes.len()),
         Response::Drop | Response::Forward(_) => None,
     };
     let first = reply_len();

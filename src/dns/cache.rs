@@ -24,10 +24,9 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
 use rand::Rng;
 
+use super::metrics::Served;
 use crate::vault::feed::ClusterFeed;
 
 /// Entries per receive loop; when full, the cache starts over (an attacker sending
@@ -50,8 +49,7 @@ pub(crate) enum Reuse {
 
 struct Entry {
     response: Box<[u8]>,
-    qtype: Option<RecordType>,
-    rcode: ResponseCode,
+    served: Served,
     shuffle: Option<Layout>,
 }
 
@@ -99,11 +97,7 @@ impl AnswerCache {
 
     /// The response to `request` in `out` (ID patched, answers reshuffled if need be),
     /// with its query type and response code for the metrics; None on a miss.
-    pub(crate) fn lookup(
-        &self,
-        request: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Option<(Option<RecordType>, ResponseCode)> {
+    pub(crate) fn lookup(&self, request: &[u8], out: &mut Vec<u8>) -> Option<Served> {
         if !self.enabled || request.len() < HEADER {
             return None;
         }
@@ -114,18 +108,11 @@ impl AnswerCache {
         if let Some(layout) = entry.shuffle {
             shuffle(out, layout);
         }
-        Some((entry.qtype, entry.rcode))
+        Some(entry.served)
     }
 
     /// Keeps `response` (to `request`) for reuse, if `reuse` and its layout allow.
-    pub(crate) fn insert(
-        &mut self,
-        request: &[u8],
-        response: &[u8],
-        qtype: Option<RecordType>,
-        rcode: ResponseCode,
-        reuse: Reuse,
-    ) {
+    pub(crate) fn insert(&mut self, request: &[u8], response: &[u8], served: Served, reuse: Reuse) {
         // A truncated response (TC) holds whichever records fitted: never reused.
         if !self.enabled
             || request.len() < HEADER
@@ -150,8 +137,7 @@ impl AnswerCache {
             request[2..].into(),
             Entry {
                 response: response[2..].into(),
-                qtype,
-                rcode,
+                served,
                 shuffle,
             },
         );
@@ -237,6 +223,8 @@ fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
     use std::collections::HashSet;
     use std::sync::Arc;
 
@@ -247,6 +235,10 @@ mod tests {
     use tokio::sync::watch;
 
     use crate::vault::view::ClusterView;
+
+    fn served(qtype: Option<RecordType>, rcode: ResponseCode) -> Served {
+        Served { qtype, rcode }
+    }
 
     fn view(stale: bool) -> ClusterView {
         let mut v = ClusterView::empty("dc1", false);
@@ -291,13 +283,15 @@ mod tests {
         c.insert(
             &request(7, "active.vault.service.consul."),
             &resp,
-            Some(RecordType::A),
-            ResponseCode::NoError,
+            served(Some(RecordType::A), ResponseCode::NoError),
             Reuse::AsIs,
         );
         let mut out = Vec::new();
         let hit = c.lookup(&request(9, "active.vault.service.consul."), &mut out);
-        assert_eq!(hit, Some((Some(RecordType::A), ResponseCode::NoError)));
+        assert_eq!(
+            hit,
+            Some(served(Some(RecordType::A), ResponseCode::NoError))
+        );
         assert_eq!(&out[..2], &9u16.to_be_bytes());
         assert_eq!(&out[2..], &resp[2..]);
         assert!(
@@ -317,14 +311,14 @@ mod tests {
         );
         let mut out = Vec::new();
         c.refresh();
-        c.insert(&q, &r, None, ResponseCode::NoError, Reuse::AsIs);
+        c.insert(&q, &r, served(None, ResponseCode::NoError), Reuse::AsIs);
         assert!(c.lookup(&q, &mut out).is_some());
         tx.send_replace(Arc::new(view(false)));
         c.refresh();
         assert!(c.lookup(&q, &mut out).is_none(), "cleared on a view change");
         tx.send_replace(Arc::new(view(true)));
         c.refresh();
-        c.insert(&q, &r, None, ResponseCode::NoError, Reuse::AsIs);
+        c.insert(&q, &r, served(None, ResponseCode::NoError), Reuse::AsIs);
         assert!(
             c.lookup(&q, &mut out).is_none(),
             "nothing is cached while a view is stale"
@@ -340,8 +334,7 @@ mod tests {
         c.insert(
             &q,
             &response(1, "vault.service.consul.", &addrs),
-            Some(RecordType::A),
-            ResponseCode::NoError,
+            served(Some(RecordType::A), ResponseCode::NoError),
             Reuse::Shuffled,
         );
         let mut orders = HashSet::new();
@@ -373,7 +366,7 @@ mod tests {
         let q = request(1, "vault.service.consul.");
         for reuse in [Reuse::Shuffled, Reuse::Never] {
             let response = m.to_bytes().unwrap();
-            c.insert(&q, &response, None, ResponseCode::NoError, reuse);
+            c.insert(&q, &response, served(None, ResponseCode::NoError), reuse);
             assert!(c.lookup(&q, &mut Vec::new()).is_none());
         }
     }
@@ -388,8 +381,7 @@ mod tests {
             c.insert(
                 &request(1, &name),
                 &response(1, &name, &[]),
-                None,
-                ResponseCode::NXDomain,
+                served(None, ResponseCode::NXDomain),
                 Reuse::AsIs,
             );
             assert!(c.entries.len() <= MAX_ENTRIES);

@@ -16,7 +16,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use super::forward::Forwarder;
-use super::metrics::DnsMetrics;
+use super::metrics::{DnsMetrics, Served};
 use super::zone::{Answer, Zone};
 use crate::net::Proto;
 
@@ -169,8 +169,11 @@ impl RequestHandler for Handler {
         };
         let qtype = request.queries.queries().first().map(|q| q.query_type());
         let info = self.respond(request, &mut response_handle).await;
-        self.metrics
-            .record(proto, qtype, info.response_code, started);
+        let served = Served {
+            qtype,
+            rcode: info.response_code,
+        };
+        self.metrics.record(proto, served, started);
         info
     }
 }

@@ -45,6 +45,14 @@ pub(crate) struct DnsMetrics {
     duration: [metrics::Histogram; 2],
 }
 
+/// What the metrics count of an answered query: its type (none when the request did not
+/// decode) and the response code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    pub qtype: Option<RecordType>,
+    pub rcode: ResponseCode,
+}
+
 impl DnsMetrics {
     pub(crate) fn new() -> Self {
         let requests = |proto: Proto| {
@@ -71,8 +79,7 @@ impl DnsMetrics {
     pub(crate) fn record(
         &self,
         proto: Proto,
-        qtype: Option<RecordType>,
-        rcode: ResponseCode,
+        Served { qtype, rcode }: Served,
         started: std::time::Instant,
     ) {
         let i = qtype

@@ -21,6 +21,7 @@ use tracing::debug;
 
 use super::cache::{AnswerCache, Reuse};
 use super::handler::{response_edns, Decision, Handler};
+use super::metrics::Served;
 use super::zone::Answer;
 use crate::net::Proto;
 
@@ -54,9 +55,9 @@ pub fn serve_blocking(
         let started = Instant::now();
         match responder.respond(&buf[..n]) {
             Response::Drop => {}
-            Response::Reply(bytes, qtype, rcode) => {
+            Response::Reply { bytes, served } => {
                 send(&socket, bytes, src);
-                handler.metrics.record(Proto::Udp, qtype, rcode, started);
+                handler.metrics.record(Proto::Udp, served, started);
             }
             Response::Forward(request) => {
                 let (socket, handler) = (socket.clone(), handler.clone());
@@ -105,12 +106,13 @@ async fn forward(
         (q.name().clone(), q.query_type())
     };
     let answer = handler.forward(&name, qtype).await;
-    let rcode = answer.rcode;
+    let served = Served {
+        qtype: Some(qtype),
+        rcode: answer.rcode,
+    };
     let bytes = encode(&handler, &request, answer, false);
     send(&socket, &bytes, src);
-    handler
-        .metrics
-        .record(Proto::Udp, Some(qtype), rcode, started);
+    handler.metrics.record(Proto::Udp, served, started);
 }
 
 /// A UDP send does not block for long (no congestion control); a failure is the
@@ -134,8 +136,8 @@ pub struct Responder {
 pub enum Response<'a> {
     /// Not answerable (too short, or a response): say nothing.
     Drop,
-    /// The response bytes, with the query type and code for the metrics.
-    Reply(&'a [u8], Option<RecordType>, ResponseCode),
+    /// The response bytes, with what the metrics count of it.
+    Reply { bytes: &'a [u8], served: Served },
     /// A name outside the zone, for the upstreams.
     Forward(Message),
 }
@@ -151,16 +153,26 @@ impl Responder {
 
     pub fn respond(&mut self, raw: &[u8]) -> Response<'_> {
         self.cache.refresh();
-        if let Some((qtype, rcode)) = self.cache.lookup(raw, &mut self.last) {
-            return Response::Reply(&self.last, qtype, rcode);
+        if let Some(served) = self.cache.lookup(raw, &mut self.last) {
+            return Response::Reply {
+                bytes: &self.last,
+                served,
+            };
         }
         match handle(&self.handler, raw) {
             Outcome::Drop => Response::Drop,
             Outcome::Forward(request) => Response::Forward(request),
-            Outcome::Reply(bytes, qtype, rcode, reuse) => {
-                self.cache.insert(raw, &bytes, qtype, rcode, reuse);
+            Outcome::Reply {
+                bytes,
+                served,
+                reuse,
+            } => {
+                self.cache.insert(raw, &bytes, served, reuse);
                 self.last = bytes;
-                Response::Reply(&self.last, qtype, rcode)
+                Response::Reply {
+                    bytes: &self.last,
+                    served,
+                }
             }
         }
     }
@@ -169,9 +181,13 @@ impl Responder {
 enum Outcome {
     /// Not answerable (too short, or a response): say nothing.
     Drop,
-    /// The response, its query type and code (for metrics) and whether it may be
-    /// reused for the same request bytes.
-    Reply(Vec<u8>, Option<RecordType>, ResponseCode, Reuse),
+    /// The response, what the metrics count of it, and whether it may be reused for
+    /// the same request bytes.
+    Reply {
+        bytes: Vec<u8>,
+        served: Served,
+        reuse: Reuse,
+    },
     Forward(Message),
 }
 
@@ -187,7 +203,14 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
                 return Outcome::Drop;
             }
             let out = bare_response(handler, &header.metadata, ResponseCode::FormErr);
-            return Outcome::Reply(out, None, ResponseCode::FormErr, Reuse::Never);
+            return Outcome::Reply {
+                bytes: out,
+                served: Served {
+                    qtype: None,
+                    rcode: ResponseCode::FormErr,
+                },
+                reuse: Reuse::Never,
+            };
         }
     };
     if request.metadata.message_type == MessageType::Response {
@@ -223,12 +246,11 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
     } else {
         Reuse::AsIs
     };
-    Outcome::Reply(
-        encode(handler, &request, answer, authoritative),
-        qtype,
-        rcode,
+    Outcome::Reply {
+        bytes: encode(handler, &request, answer, authoritative),
+        served: Served { qtype, rcode },
         reuse,
-    )
+    }
 }
 
 /// The response message within 512 bytes, or the client's EDNS size. An answer that
