@@ -207,9 +207,9 @@ impl ClusterStatus {
             last_leader_change: view
                 .leader_changed
                 .as_ref()
-                .map(|(at, reason)| ChangeStatus {
-                    at: rfc3339(*at),
-                    reason: reason.clone(),
+                .map(|change| ChangeStatus {
+                    at: rfc3339(change.at),
+                    reason: change.reason.clone(),
                 }),
             load_balanced: view.load_balanced,
             replication: ModesStatus {

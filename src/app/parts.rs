@@ -23,7 +23,7 @@ use crate::proxy::{Proxy, Side};
 use crate::systemd;
 use crate::vault::feed::Feeds;
 use crate::vault::replication::{ReplicationHandle, ReplicationSet};
-use crate::vault::stream_health::StreamTargets;
+use crate::vault::stream_health::{ProxyTarget, StreamTargets};
 use crate::vault::watcher::Watcher;
 
 pub(super) struct RunningWatcher {
@@ -151,7 +151,8 @@ pub(super) fn prepare_watcher(
     config: &ClusterConfig,
     seed: Option<Arc<crate::vault::view::ClusterView>>,
 ) -> anyhow::Result<PreparedWatcher> {
-    let (watcher, feed) = Watcher::new(config.clone(), seed)?;
+    let watcher = Watcher::new(config.clone(), seed)?;
+    let feed = watcher.feed();
     let handle = ClusterHandle {
         name: config.name.clone(),
         feed,
@@ -187,14 +188,10 @@ pub(super) fn prepare_replication(
     agent: &Config,
     feeds: &Feeds,
 ) -> (RunningReplication, ReplicationSet) {
-    let feeds = config
-        .clusters
-        .iter()
-        .map(|c| (c.clone(), feeds[c].clone()))
-        .collect();
     let targets = stream_targets(agent);
     let warm_up = agent.admin.ready_timeout;
-    let (set, handle) = ReplicationSet::new(feeds, warm_up, targets.clone());
+    let set = ReplicationSet::new(&config.clusters, feeds, warm_up, targets.clone());
+    let handle = set.handle();
     (
         RunningReplication {
             config: config.clone(),
@@ -236,7 +233,10 @@ pub(super) fn stream_targets(config: &Config) -> StreamTargets {
         proxies: config
             .proxies
             .iter()
-            .map(|p| (p.listen, p.cluster.clone()))
+            .map(|p| ProxyTarget {
+                listen: p.listen,
+                cluster: p.cluster.clone(),
+            })
             .collect(),
     }
 }
@@ -244,9 +244,7 @@ pub(super) fn stream_targets(config: &Config) -> StreamTargets {
 /// The virtual clusters' feeds, beside the real ones: DNS and proxies look them up by
 /// their labels like any cluster.
 pub(super) fn add_virtual_feeds(feeds: &mut Feeds, handle: &ReplicationHandle) {
-    for (kind, feed) in &handle.feeds {
-        feeds.insert(kind.label().to_string(), feed.clone());
-    }
+    handle.add_to(feeds);
 }
 
 pub(super) fn start_replication(

@@ -233,11 +233,17 @@ impl VaultClient {
         parse_leader(status, &body)
     }
 
-    /// Any other GET of a node (`path` from `/v1/...`): the status and the body, for
-    /// the caller to read (the replication status, see `stream::parse`).
-    pub async fn get_path(&self, node: &Url, path: &str) -> Result<(u16, Vec<u8>), PollError> {
-        self.get(&format!("{}{path}", node.as_str().trim_end_matches('/')))
-            .await
+    /// Any other GET of a node (`path` from `/v1/...`), its status and body read by
+    /// `parse` (the replication status: `stream::parse`).
+    pub async fn get_path<T>(
+        &self,
+        node: &Url,
+        path: &str,
+        parse: impl FnOnce(u16, &[u8]) -> Result<T, PollError>,
+    ) -> Result<T, PollError> {
+        let url = format!("{}{path}", node.as_str().trim_end_matches('/'));
+        let (status, body) = self.get(&url).await?;
+        parse(status, &body)
     }
 
     async fn get(&self, url: &str) -> Result<(u16, Vec<u8>), PollError> {

@@ -159,11 +159,18 @@ pub(super) struct Schedule {
     normal: Duration,
 }
 
+/// A poll to start: the node's index in the cluster's node list, and the registration
+/// that lets the schedule give up on the poll.
+pub(super) struct Start {
+    pub node: usize,
+    pub registration: AbortRegistration,
+}
+
 /// What one turn of the watcher's loop must do.
 pub(super) struct Due {
     /// Nodes to poll now, each with the registration that lets the schedule give up
     /// on the poll.
-    pub start: Vec<(usize, AbortRegistration)>,
+    pub start: Vec<Start>,
     /// Polls given up on, already recorded as the nodes' reports (timeouts at their
     /// age), for the caller to count.
     pub abandoned: Vec<Polled>,
@@ -269,7 +276,10 @@ impl Schedule {
             let (abort, registration) = AbortHandle::new_pair();
             node.flights.push_back((now, abort));
             node.last_start = Some(now);
-            start.push((i, registration));
+            start.push(Start {
+                node: i,
+                registration,
+            });
             wake = wake.min(self.next_due(i, now, interval));
         }
         let abandoned = abandoned
@@ -434,7 +444,7 @@ mod tests {
         };
         let due = s.due(nodes, now, pace, now + Duration::from_secs(60));
         let started = due.start.len();
-        for (i, _) in due.start {
+        for Start { node: i, .. } in due.start {
             s.landed(i, now);
             let mut p = prior(NodeState::Standby, Modes::default(), Duration::ZERO);
             if !answered {
@@ -602,7 +612,7 @@ mod tests {
                     assert_eq!(due.start.len(), 3, "a cluster's nodes are polled together");
                     record.push(t);
                 }
-                for (i, _) in due.start {
+                for Start { node: i, .. } in due.start {
                     s.landed(i, t);
                 }
             }

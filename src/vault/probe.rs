@@ -124,7 +124,7 @@ pub(super) async fn poll_node(
     prior: Option<Polled>,
     with_health: bool,
 ) -> Polled {
-    let (addrs, port) = resolve_url(url, timeout).await;
+    let Target { addrs, port } = resolve_url(url, timeout).await;
     let leader = client.leader(url).await;
     let reachable = !unreachable(&leader);
     // A role change read off the leader answer is reported at once; the health, which
@@ -173,10 +173,18 @@ pub(super) async fn poll_node(
     }
 }
 
-/// The IPs and port a node or leader URL points at. IP literals need no lookup; names
-/// go through the system resolver (config validation keeps names in our own zone out),
-/// under `timeout`: a resolver that hangs holds back only this node.
-pub(super) async fn resolve_url(url: &Url, timeout: Duration) -> (Vec<IpAddr>, u16) {
+/// Where a node or leader URL points: its IPs (none when its name does not resolve)
+/// and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Target {
+    pub addrs: Vec<IpAddr>,
+    pub port: u16,
+}
+
+/// The target a URL points at. IP literals need no lookup; names go through the system
+/// resolver (config validation keeps names in our own zone out), under `timeout`: a
+/// resolver that hangs holds back only this node.
+pub(super) async fn resolve_url(url: &Url, timeout: Duration) -> Target {
     let port = url.port_or_known_default().unwrap_or(8200);
     let addrs = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
@@ -184,7 +192,7 @@ pub(super) async fn resolve_url(url: &Url, timeout: Duration) -> (Vec<IpAddr>, u
         Some(url::Host::Domain(name)) => lookup(name, port, timeout).await,
         None => Vec::new(),
     };
-    (addrs, port)
+    Target { addrs, port }
 }
 
 /// A host name's IPs, sorted, through the system resolver under `timeout`; none when

@@ -16,7 +16,7 @@ use tracing::{error, info};
 pub use super::modes::{Kind, Mode, Modes};
 pub use super::primaries::{cluster_mode, Decision, NoPrimary, SetMember};
 
-use super::feed::ClusterFeed;
+use super::feed::{ClusterFeed, Feeds};
 use super::stream_health::{self, StreamHealth, StreamTargets};
 use super::view::ClusterView;
 use crate::telemetry;
@@ -42,8 +42,24 @@ pub struct ReplicationSet {
 /// What the rest of the agent reads: a feed per virtual cluster, and the decisions.
 #[derive(Clone)]
 pub struct ReplicationHandle {
-    pub feeds: Vec<(Kind, ClusterFeed)>,
+    feeds: Vec<(Kind, ClusterFeed)>,
     pub state: watch::Receiver<Arc<ReplicationState>>,
+}
+
+impl ReplicationHandle {
+    /// Adds the virtual clusters' feeds to `feeds`, under their labels (`perf-primary`,
+    /// `dr-primary`): DNS and proxies look them up like any cluster's.
+    pub fn add_to(&self, feeds: &mut Feeds) {
+        for (kind, feed) in &self.feeds {
+            feeds.insert(kind.label().to_string(), feed.clone());
+        }
+    }
+
+    /// The feed of `kind`'s virtual cluster.
+    pub fn feed(&self, kind: Kind) -> Option<ClusterFeed> {
+        let found = self.feeds.iter().find(|(k, _)| *k == kind);
+        found.map(|(_, feed)| feed.clone())
+    }
 }
 
 /// How often the rule is applied again without a view change: a stale view's window
@@ -51,28 +67,27 @@ pub struct ReplicationHandle {
 const RECHECK: Duration = Duration::from_secs(1);
 
 impl ReplicationSet {
-    /// `feeds`: the set's clusters, in configured order. The first decisions are made
+    /// `clusters`: the set's clusters, in configured order, each with its feed in
+    /// `feeds`. The first decisions are made
     /// here, from the feeds as they are, so a reload that builds a new set has its
     /// virtual views at once. `warm_up`: how long to wait for a cluster never heard.
     /// `targets`: what this agent answers, for judging where the streams dial.
-    pub fn new(
-        feeds: Vec<(String, ClusterFeed)>,
-        warm_up: Duration,
-        targets: StreamTargets,
-    ) -> (Self, ReplicationHandle) {
+    pub fn new(clusters: &[String], feeds: &Feeds, warm_up: Duration, targets: StreamTargets) -> Self {
+        let feeds: Vec<(String, ClusterFeed)> = clusters
+            .iter()
+            .map(|c| (c.clone(), feeds[c].clone()))
+            .collect();
         let now = Instant::now();
         let warm_until = now + warm_up;
         let views = views_of(&feeds);
         let state = decide_all(&views, now, warm_until, &targets);
         let mut virtual_views = Vec::new();
-        let mut handle_feeds = Vec::new();
         for d in &state.decisions {
-            let (tx, rx) = watch::channel(d.view(&views, now));
+            let (tx, _) = watch::channel(d.view(&views, now));
             virtual_views.push((d.kind, tx));
-            handle_feeds.push((d.kind, ClusterFeed::new(rx)));
         }
         let state = Arc::new(state);
-        let (state_tx, state_rx) = watch::channel(state.clone());
+        let (state_tx, _) = watch::channel(state.clone());
         let set = Self {
             feeds,
             virtual_views,
@@ -81,13 +96,19 @@ impl ReplicationSet {
             targets,
         };
         set.report(&state, None);
-        (
-            set,
-            ReplicationHandle {
-                feeds: handle_feeds,
-                state: state_rx,
-            },
-        )
+        set
+    }
+
+    /// What the rest of the agent reads of this set (its senders keep what they hold
+    /// with no reader, so a handle taken any time sees the latest).
+    pub fn handle(&self) -> ReplicationHandle {
+        let feeds = self.virtual_views.iter();
+        ReplicationHandle {
+            feeds: feeds
+                .map(|(kind, tx)| (*kind, ClusterFeed::new(tx.subscribe())))
+                .collect(),
+            state: self.state.subscribe(),
+        }
     }
 
     /// Applies the rule on every view change of a member cluster (and every `RECHECK`)
@@ -284,18 +305,14 @@ mod tests {
         use Mode::{Primary, Secondary};
         let (east, east_rx) = watch::channel(view("east", 1, Primary, Primary));
         let (east_dr, dr_rx) = watch::channel(view("east-dr", 2, Primary, Secondary));
-        let feeds = vec![
+        let feeds = Feeds::from([
             ("east".to_string(), ClusterFeed::new(east_rx)),
             ("east-dr".to_string(), ClusterFeed::new(dr_rx)),
-        ];
-        let (set, handle) = ReplicationSet::new(feeds, Duration::ZERO, StreamTargets::default());
-        let perf = handle
-            .feeds
-            .iter()
-            .find(|(k, _)| *k == Kind::Perf)
-            .unwrap()
-            .1
-            .clone();
+        ]);
+        let clusters = ["east".to_string(), "east-dr".to_string()];
+        let set = ReplicationSet::new(&clusters, &feeds, Duration::ZERO, StreamTargets::default());
+        let handle = set.handle();
+        let perf = handle.feed(Kind::Perf).unwrap();
         assert_eq!(
             perf.latest().cluster,
             "east",

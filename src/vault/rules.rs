@@ -32,7 +32,7 @@ use url::Url;
 
 use super::client::{NodeReport, NodeState, PollError};
 use super::modes::Modes;
-use super::view::{ClusterView, Leader, Member, NoLeader, Role};
+use super::view::{ClusterView, Leader, LeaderChange, Member, NoLeader, Role, Votes};
 
 /// One node's latest report, with the addresses its configured host resolved to.
 #[derive(Debug, Clone)]
@@ -150,7 +150,12 @@ pub struct Election {
     /// The leader a quorum names, or why there is none.
     pub winner: Result<Elected, NoLeader>,
     /// Set when answering nodes disagree: every distinct report with its vote count.
-    pub disagreement: Option<Vec<(String, usize)>>,
+    pub disagreement: Option<Vec<Votes>>,
+}
+
+fn votes_for(address: &str, count: usize) -> Votes {
+    let address = address.to_string();
+    Votes { address, count }
 }
 
 /// Counts `leader_address` reports, one per node in `polled` (one entry per configured
@@ -164,7 +169,7 @@ pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
     // reports that arrived.
     let quorum_of = if load_balanced { votes } else { configured };
     let disagreement =
-        (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect());
+        (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| votes_for(a, *n)).collect());
     let winner = match tally.iter().find(|(_, _, n)| *n * 2 > quorum_of) {
         Some((a, c, _)) => Ok(Elected {
             api_addr: a.clone(),
@@ -176,7 +181,7 @@ pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
         }),
         None if tally.is_empty() && !load_balanced => redacted_claim(polled, configured),
         None => Err(NoLeader::NoMajority {
-            reports: tally.iter().map(|(a, _, n)| (a.clone(), *n)).collect(),
+            reports: tally.iter().map(|(a, _, n)| votes_for(a, *n)).collect(),
             configured,
         }),
     };
@@ -252,7 +257,7 @@ fn redacted_claim(polled: &[Polled], configured: usize) -> Result<Elected, NoLea
             cluster_addr: String::new(),
         }),
         several => Err(NoLeader::NoMajority {
-            reports: several.iter().map(|a| (a.clone(), 1)).collect(),
+            reports: several.iter().map(|a| votes_for(a, 1)).collect(),
             configured,
         }),
     }
@@ -274,6 +279,13 @@ pub enum ViewEvent {
     Recovered,
 }
 
+/// A round's outcome: the view, and what changed since the previous one (for the
+/// watcher's log lines and metrics).
+pub struct NextView {
+    pub view: ClusterView,
+    pub events: Vec<ViewEvent>,
+}
+
 /// Builds the next view from every configured node's current report (see [`current`])
 /// and the leader the election chose (resolved by the watcher, which may need DNS).
 pub fn next_view(
@@ -281,7 +293,7 @@ pub fn next_view(
     polled: Vec<Polled>,
     leader: Result<Leader, NoLeader>,
     now: Instant,
-) -> (ClusterView, Vec<ViewEvent>) {
+) -> NextView {
     let latest_answer = polled.iter().filter(|p| p.answered()).map(|p| p.at).max();
     let Some(latest_answer) = latest_answer else {
         return no_answer(prev, &polled);
@@ -315,12 +327,12 @@ pub fn next_view(
         streams: prev.streams.clone(),
     };
     events.extend(leader_change(prev, &mut view, wall, now));
-    (view, events)
+    NextView { view, events }
 }
 
 /// No node answers: the last confirmed view is kept, marked stale, with why each
 /// node has no answer.
-fn no_answer(prev: &ClusterView, polled: &[Polled]) -> (ClusterView, Vec<ViewEvent>) {
+fn no_answer(prev: &ClusterView, polled: &[Polled]) -> NextView {
     let mut events = Vec::new();
     let mut view = prev.clone();
     if !view.stale {
@@ -339,7 +351,7 @@ fn no_answer(prev: &ClusterView, polled: &[Polled]) -> (ClusterView, Vec<ViewEve
     if view.members.is_empty() {
         view.members = polled.iter().map(|p| unreachable_member(p, None)).collect();
     }
-    (view, events)
+    NextView { view, events }
 }
 
 /// Each configured node as a member: its role from its own health answer, or
@@ -418,7 +430,10 @@ fn leader_change(
     } else {
         None
     };
-    view.leader_changed = Some((wall, reason.clone()));
+    view.leader_changed = Some(LeaderChange {
+        at: wall,
+        reason: reason.clone(),
+    });
     Some(ViewEvent::LeaderChanged {
         old,
         new,
@@ -506,7 +521,8 @@ mod tests {
         now: Instant,
     ) -> (ClusterView, Vec<ViewEvent>) {
         let e = elect(&polled, prev.load_balanced);
-        next_view(prev, polled, resolved(&e), now)
+        let next = next_view(prev, polled, resolved(&e), now);
+        (next.view, next.events)
     }
 
     const L1: &str = "http://127.0.0.1:8200";
@@ -554,12 +570,13 @@ mod tests {
         let e = elect(&polled, false);
         assert_eq!(e.winner.as_ref().unwrap().api_addr, L1);
         assert_eq!(e.disagreement.as_ref().unwrap().len(), 2);
-        let (v, _) = next_view(
+        let v = next_view(
             &ClusterView::empty("dc1", false),
             polled,
             resolved(&e),
             Instant::now(),
-        );
+        )
+        .view;
         assert_eq!(v.leader.unwrap().api_addr, L1);
     }
 

@@ -35,7 +35,14 @@ use super::view::{ClusterView, CLUSTER_PORT};
 pub struct StreamTargets {
     pub domain: String,
     pub datacenter: String,
-    pub proxies: Vec<(SocketAddr, String)>,
+    pub proxies: Vec<ProxyTarget>,
+}
+
+/// A proxy listener and the cluster (or virtual cluster) it forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTarget {
+    pub listen: SocketAddr,
+    pub cluster: String,
 }
 
 /// One cluster's stream of one kind.
@@ -317,7 +324,7 @@ impl StreamTargets {
             return self
                 .proxies
                 .iter()
-                .any(|(listen, cluster)| *listen == SocketAddr::new(ip, port) && ours(cluster));
+                .any(|p| p.listen == SocketAddr::new(ip, port) && ours(&p.cluster));
         }
         let Some(rest) = host.strip_suffix(&format!(".{}", self.domain)) else {
             return false;
@@ -505,7 +512,10 @@ mod tests {
         StreamTargets {
             domain: "consul".into(),
             datacenter: "west".into(),
-            proxies: vec![("127.0.0.5:8201".parse().unwrap(), "perf-primary".into())],
+            proxies: vec![ProxyTarget {
+                listen: "127.0.0.5:8201".parse().unwrap(),
+                cluster: "perf-primary".into(),
+            }],
         }
     }
 

@@ -178,13 +178,34 @@ pub enum NoLeader {
     Unheard { unheard: usize, configured: usize },
     /// No address is named by a majority (an election, or members disagree).
     NoMajority {
-        reports: Vec<(String, usize)>,
+        reports: Vec<Votes>,
         configured: usize,
     },
     /// The majority names a node we poll, and that node does not say it is active.
     Unconfirmed { leader: String, role: Role },
     /// The majority's `leader_address` cannot be used.
     Unusable { leader: String, why: String },
+}
+
+/// A leader address some members name, and how many of them do.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Votes {
+    pub address: String,
+    pub count: usize,
+}
+
+/// As the tuple it replaced, so the disagreement WARN line reads as before.
+impl fmt::Debug for Votes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({:?}, {})", self.address, self.count)
+    }
+}
+
+/// When the leader last changed, and why (for `/status` and `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderChange {
+    pub at: SystemTime,
+    pub reason: String,
 }
 
 impl NoLeader {
@@ -218,8 +239,8 @@ impl fmt::Display for NoLeader {
                 configured,
             } => {
                 write!(f, "no leader named by a majority of {configured} members (")?;
-                for (i, (addr, n)) in reports.iter().enumerate() {
-                    write!(f, "{}{addr}: {n}", if i > 0 { ", " } else { "" })?;
+                for (i, Votes { address, count }) in reports.iter().enumerate() {
+                    write!(f, "{}{address}: {count}", if i > 0 { ", " } else { "" })?;
                 }
                 write!(f, ")")
             }
@@ -250,7 +271,7 @@ pub struct ClusterView {
     /// No node has a current answer; this is the last confirmed view.
     pub stale: bool,
     /// Wall-clock time and reason of the last leader change.
-    pub leader_changed: Option<(SystemTime, String)>,
+    pub leader_changed: Option<LeaderChange>,
     /// Since when the cluster has had no leader (for the "no leader for Xs" log line).
     pub leaderless_since: Option<Instant>,
     /// How long the view may be served once no node answers (the cluster's config). It

@@ -13,7 +13,7 @@
 //! differently ([`ClusterView::answers_like`]); otherwise it replaces the published
 //! one silently, so `/status` still shows the latest report times.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,9 @@ use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::observe;
-use super::poll::{on_grid, Cadence, Schedule};
-use super::probe::{lookup, poll_node, resolve_url, HealthCadence};
-use super::rules::{current, elect, named, next_view, Elected, Polled};
+use super::poll::{on_grid, Cadence, Schedule, Start};
+use super::probe::{lookup, poll_node, resolve_url, HealthCadence, Target};
+use super::rules::{current, elect, named, next_view, Elected, NextView, Polled};
 use super::stream::{self, StreamReport, STATUS_EVERY};
 use super::view::{ClusterAddr, ClusterView, Leader, NoLeader, Role};
 use crate::telemetry;
@@ -62,8 +62,7 @@ pub struct Watcher {
 /// A leader's `api_addr` as its name last resolved (looked up once per leader change).
 struct ResolvedLeader {
     api_addr: String,
-    addrs: Vec<IpAddr>,
-    port: u16,
+    target: Target,
 }
 
 /// What the loop remembers between decisions, for logging transitions once.
@@ -84,7 +83,7 @@ impl Watcher {
     pub fn new(
         config: ClusterConfig,
         seed: Option<Arc<ClusterView>>,
-    ) -> Result<(Self, ClusterFeed), WatcherError> {
+    ) -> Result<Self, WatcherError> {
         // Built from the files as validation read them: the same bytes check-config
         // accepted (a reload re-reads them, see `tls::PemFile`).
         let tls = super::tls::client_config(&config.tls).map_err(|source| WatcherError::Tls {
@@ -116,22 +115,24 @@ impl Watcher {
                 Arc::new(view)
             }
         };
-        let (tx, rx) = watch::channel(initial);
-        let feed = ClusterFeed::new(rx);
+        let (tx, _) = watch::channel(initial);
         // The view is rebuilt at least every poll interval; a poll takes at most the
         // request timeout. Twice both plus slack without a rebuild means the loop is stuck.
         let heartbeat = Heartbeat::new(
             2 * (config.poll_interval + config.request_timeout) + Duration::from_secs(1),
         );
-        Ok((
-            Self {
-                config,
-                client,
-                tx,
-                heartbeat,
-            },
-            feed,
-        ))
+        Ok(Self {
+            config,
+            client,
+            tx,
+            heartbeat,
+        })
+    }
+
+    /// The feed of this watcher's view (its sender keeps what it holds with no reader,
+    /// so a feed taken any time starts at the latest view).
+    pub fn feed(&self) -> ClusterFeed {
+        ClusterFeed::new(self.tx.subscribe())
     }
 
     /// Beats after every rebuilt view (for the systemd watchdog).
@@ -178,7 +179,11 @@ impl Watcher {
             // rebuilds nothing, and failover polling must still end on time.
             let pace = cadence.pace(&self.tx.borrow(), Instant::now());
             let due = schedule.due(nodes, now, pace, next_rebuild);
-            for (i, registration) in due.start {
+            for Start {
+                node: i,
+                registration,
+            } in due.start
+            {
                 let prior = schedule.latest[i].clone();
                 let with_health = health.with_leader(prior.as_ref(), Instant::now(), pace);
                 in_flight.push(self.poll(i, prior, with_health, registration, now));
@@ -270,10 +275,10 @@ impl Watcher {
 
     /// One ask of a cluster's replication status.
     async fn ask_streams(&self, node: Url, path: &'static str) -> StreamReport {
-        let answer = match self.client.get_path(&node, path).await {
-            Ok((status, body)) => stream::parse(path, status, &body),
-            Err(e) => Err(e),
-        };
+        let answer = self
+            .client
+            .get_path(&node, path, |status, body| stream::parse(path, status, body))
+            .await;
         if let Err(e) = &answer {
             debug!(cluster = %self.config.name, %node, error = %e, "replication status not read");
         }
@@ -310,7 +315,7 @@ impl Watcher {
         let reported: Option<Vec<String>> = election
             .disagreement
             .as_ref()
-            .map(|votes| votes.iter().map(|(a, _)| a.clone()).collect());
+            .map(|votes| votes.iter().map(|v| v.address.clone()).collect());
         if reported != memory.disagreement {
             if let Some(votes) = &election.disagreement {
                 warn!(
@@ -327,7 +332,7 @@ impl Watcher {
             Ok(winner) => self.resolve_leader(winner, &polled, &prev, memory).await,
             Err(why) => Err(why),
         };
-        let (view, events) = next_view(&prev, polled, leader, now);
+        let NextView { view, events } = next_view(&prev, polled, leader, now);
         self.heartbeat.beat();
         if warming_up && view.leader.is_none() {
             return prev;
@@ -377,7 +382,7 @@ impl Watcher {
         {
             return Ok(l.clone());
         }
-        let (addrs, port) = self.api_addrs(&api_addr, polled, memory).await?;
+        let Target { addrs, port } = self.api_target(&api_addr, polled, memory).await?;
         let cluster_target = match ClusterAddr::parse(&cluster_addr, &addrs) {
             ClusterAddr::Socket(s) => Some(s),
             ClusterAddr::Unusable => None,
@@ -396,12 +401,12 @@ impl Watcher {
     }
 
     /// The IPs and port of the elected `api_addr`.
-    async fn api_addrs(
+    async fn api_target(
         &self,
         api_addr: &str,
         polled: &[Polled],
         memory: &mut Memory,
-    ) -> Result<(Vec<IpAddr>, u16), NoLeader> {
+    ) -> Result<Target, NoLeader> {
         let url = Url::parse(api_addr).map_err(|e| NoLeader::Unusable {
             leader: api_addr.to_string(),
             why: format!("not a URL: {e}"),
@@ -411,13 +416,14 @@ impl Watcher {
             .iter()
             .find(|p| p.url.host_str() == url.host_str() && p.port == port && !p.addrs.is_empty())
         {
-            return Ok((p.addrs.clone(), port));
+            let addrs = p.addrs.clone();
+            return Ok(Target { addrs, port });
         }
         if let Some(r) = memory.resolved.as_ref().filter(|r| r.api_addr == api_addr) {
-            return Ok((r.addrs.clone(), r.port));
+            return Ok(r.target.clone());
         }
-        let (addrs, port) = resolve_url(&url, self.config.request_timeout).await;
-        if addrs.is_empty() {
+        let target = resolve_url(&url, self.config.request_timeout).await;
+        if target.addrs.is_empty() {
             return Err(NoLeader::Unusable {
                 leader: api_addr.to_string(),
                 why: "its address does not resolve".into(),
@@ -425,10 +431,9 @@ impl Watcher {
         }
         memory.resolved = Some(ResolvedLeader {
             api_addr: api_addr.to_string(),
-            addrs: addrs.clone(),
-            port,
+            target: target.clone(),
         });
-        Ok((addrs, port))
+        Ok(target)
     }
 }
 
@@ -503,7 +508,7 @@ pub(crate) mod tests {
     /// socket address the proxy connects to; one that cannot be used becomes none.
     #[tokio::test]
     async fn the_watcher_resolves_the_leaders_cluster_address_once() {
-        let (watcher, _feed) = Watcher::new(cluster(), None).unwrap();
+        let watcher = Watcher::new(cluster(), None).unwrap();
         let api = "http://127.0.0.1:8200";
         let target = |cluster_addr: &str, prev: ClusterView| {
             let elected = Elected {

@@ -29,7 +29,10 @@ fn view_led_by(node: Option<&FakeNode>) -> Arc<ClusterView> {
             8200,
         )
     });
-    v.leader_changed = Some((SystemTime::now(), "test".into()));
+    v.leader_changed = Some(vault_locator::vault::view::LeaderChange {
+        at: SystemTime::now(),
+        reason: "test".into(),
+    });
     Arc::new(v)
 }
 
