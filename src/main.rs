@@ -146,7 +146,8 @@ async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let (mut supervisor, mut fatal) = Supervisor::start(config, prometheus).await?;
+    let started = Supervisor::start(config, prometheus).await?;
+    let (mut supervisor, mut fatal) = (started.supervisor, started.fatal);
     info!(version = env!("CARGO_PKG_VERSION"), "vault-locator running");
     let result = loop {
         tokio::select! {

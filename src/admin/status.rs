@@ -204,13 +204,10 @@ impl ClusterStatus {
             view_age_seconds: view
                 .last_confirmed
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-            last_leader_change: view
-                .leader_changed
-                .as_ref()
-                .map(|change| ChangeStatus {
-                    at: rfc3339(change.at),
-                    reason: change.reason.clone(),
-                }),
+            last_leader_change: view.leader_changed.as_ref().map(|change| ChangeStatus {
+                at: rfc3339(change.at),
+                reason: change.reason.clone(),
+            }),
             load_balanced: view.load_balanced,
             replication: ModesStatus {
                 perf: replication::cluster_mode(&view, Kind::Perf),

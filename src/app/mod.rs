@@ -16,6 +16,7 @@
 //! (in-flight queries are answered), then stops; proxies stop accepting and give open
 //! connections `drain_timeout`; watchers stop last.
 
+mod part;
 mod parts;
 mod poller;
 
@@ -32,10 +33,9 @@ use tracing::info;
 use crate::admin::{ClusterHandle, Observed};
 use crate::config::Config;
 use crate::dns::server::DnsServer;
-use crate::panic::FatalSender;
 use crate::systemd;
 use crate::vault::feed::Feeds;
-use crate::vault::replication::ReplicationSet;
+use part::{Part, Spawner};
 use parts::*;
 
 /// A running agent.
@@ -43,22 +43,29 @@ pub struct Supervisor {
     config: Config,
     watchers: HashMap<String, RunningWatcher>,
     replication: Option<RunningReplication>,
-    dns: RunningDns,
+    dns: Part,
     proxies: Vec<RunningProxy>,
     admin: Option<RunningAdmin>,
     observed: Arc<Observed>,
     prometheus: Option<PrometheusHandle>,
-    /// Watcher and proxy tasks, including retired ones still draining.
-    tasks: TaskTracker,
-    watcher_tasks: TaskTracker,
+    /// Starts the serving parts (DNS, proxies, retired ones still draining included).
+    serving: Spawner,
+    /// Starts the replication set; `polling` the watchers, on the polling thread.
+    /// Both are waited for after the serving parts, which read their views.
+    watching: Spawner,
+    polling: Spawner,
     /// Cancelled at the end of the drain: closes what retired listeners still hold.
     close_all: CancellationToken,
-    side: SideParts,
-    /// A long-lived part that panics or stops on its own reports here: that is fatal
-    /// (see `panic`).
-    fatal_tx: FatalSender,
-    /// The thread the watchers poll on.
-    poller: poller::Poller,
+    reporting: ReportingParts,
+    /// The thread the watchers poll on (`polling` starts parts there); held, since
+    /// dropping it ends the thread.
+    _poller: poller::Poller,
+}
+
+/// A started agent, and where its parts report a fatal end (the caller then stops it).
+pub struct Started {
+    pub supervisor: Supervisor,
+    pub fatal: mpsc::UnboundedReceiver<anyhow::Error>,
 }
 
 /// What a reload found it must change, every part of it built, bound and checked:
@@ -71,7 +78,7 @@ struct Plan {
     /// Every cluster's feed in the new generation, virtual ones included.
     feeds: Feeds,
     keep_replication: bool,
-    new_replication: Option<(RunningReplication, ReplicationSet)>,
+    new_replication: Option<PreparedReplication>,
     proxies: ProxyPlan,
     dns_server: DnsServer,
     admin: AdminChange,
@@ -80,10 +87,12 @@ struct Plan {
 impl Supervisor {
     /// Binds every listener and starts every task. Fails before serving anything if an
     /// address cannot be bound or a CA file cannot be used.
+    // Long because it starts every part in the order the module docs give, one
+    // statement each; split, that order would be spread over several functions.
     pub async fn start(
         config: Config,
         prometheus: Option<PrometheusHandle>,
-    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<anyhow::Error>)> {
+    ) -> anyhow::Result<Started> {
         let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
         let observed = Arc::new(Observed::new(
             &config.datacenter,
@@ -93,27 +102,31 @@ impl Supervisor {
         let plan = first_plan(&config).await?;
         let poller = poller::Poller::start()
             .map_err(|e| anyhow::anyhow!("cannot start the polling thread: {e}"))?;
-        let (tasks, watcher_tasks) = (TaskTracker::new(), TaskTracker::new());
+        let [serving, watching] =
+            [(); 2].map(|_| Spawner::new(TaskTracker::new(), fatal_tx.clone()));
+        let polling = watching.on(poller.handle().clone());
         let close_all = CancellationToken::new();
-        let watchers = start_watchers(plan.prepared, &poller, &watcher_tasks, &fatal_tx);
-        let replication = plan
-            .new_replication
-            .map(|(r, set)| start_replication(r, set, &watcher_tasks, &fatal_tx));
+        let watchers = start_watchers(plan.prepared, &polling);
+        let replication = plan.new_replication.map(|r| r.start(&watching));
         let proxies = plan
             .proxies
             .new_listeners
             .into_iter()
-            .map(|(p, l)| start_proxy(&p, l, &plan.feeds, &close_all, &tasks, &fatal_tx))
+            .map(|bound| start_proxy(bound, &plan.feeds, &close_all, &serving))
             .collect::<Vec<_>>();
-        let dns = start_dns(plan.dns_server, &tasks, &fatal_tx);
+        let dns = start_dns(plan.dns_server, &serving);
         // What runs is published before systemd's notifier can look (ready means every
         // published cluster has a view).
         publish(&observed, &config, &watchers, &proxies, &replication);
-        let side = start_side_parts(&observed, prometheus.clone(), &fatal_tx);
+        let reporting = Spawner::new(TaskTracker::new(), fatal_tx);
+        let reporting = start_reporting_parts(&observed, prometheus.clone(), reporting);
         let admin = match plan.admin {
-            AdminChange::Rebind(bound) => {
-                Some(start_admin(bound, &observed, prometheus.clone(), &side))
-            }
+            AdminChange::Rebind(bound) => Some(start_admin(
+                bound,
+                &observed,
+                prometheus.clone(),
+                &reporting,
+            )),
             AdminChange::Keep | AdminChange::Disable => None,
         };
         let supervisor = Self {
@@ -125,12 +138,12 @@ impl Supervisor {
             admin,
             observed,
             prometheus,
-            tasks,
-            watcher_tasks,
+            serving,
+            watching,
+            polling,
             close_all,
-            side,
-            fatal_tx,
-            poller,
+            reporting,
+            _poller: poller,
         };
         info!(
             clusters = supervisor.config.clusters.len(),
@@ -138,7 +151,10 @@ impl Supervisor {
             admin = ?supervisor.config.admin.listen,
             "vault-locator started"
         );
-        Ok((supervisor, fatal_rx))
+        Ok(Started {
+            supervisor,
+            fatal: fatal_rx,
+        })
     }
 
     /// Applies a new, already validated config (see the module docs): prepare, which
@@ -179,8 +195,8 @@ impl Supervisor {
             _ => None,
         };
         match (&new_replication, &self.replication) {
-            (Some((r, _)), _) => add_virtual_feeds(&mut feeds, &r.handle),
-            (None, Some(old)) if keep_replication => add_virtual_feeds(&mut feeds, &old.handle),
+            (Some(r), _) => r.handle.add_to(&mut feeds),
+            (None, Some(old)) if keep_replication => old.handle.add_to(&mut feeds),
             _ => {}
         }
         let proxies = self.prepare_proxies(new)?;
@@ -217,7 +233,7 @@ impl Supervisor {
                 .position(|(i, o)| fate[i] == Fate::Retire && o.config == *p);
             match reusable {
                 Some(i) => fate[i] = Fate::Keep,
-                None => new_listeners.push((p.clone(), bind_proxy(p)?)),
+                None => new_listeners.push(bind_proxy(p)?),
             }
         }
         Ok(ProxyPlan {
@@ -235,45 +251,40 @@ impl Supervisor {
             }
         }
         let retired_watchers: Vec<RunningWatcher> = self.watchers.drain().map(|(_, w)| w).collect();
-        let started = start_watchers(
-            plan.prepared,
-            &self.poller,
-            &self.watcher_tasks,
-            &self.fatal_tx,
-        );
-        watchers.extend(started);
+        watchers.extend(start_watchers(plan.prepared, &self.polling));
         let retired_replication = if plan.keep_replication {
             None
         } else {
-            let started = plan
-                .new_replication
-                .map(|(r, set)| start_replication(r, set, &self.watcher_tasks, &self.fatal_tx));
+            let started = plan.new_replication.map(|r| r.start(&self.watching));
             std::mem::replace(&mut self.replication, started)
         };
         let retired_proxies = self.commit_proxies(plan.proxies, &plan.feeds);
-        let new_dns = start_dns(plan.dns_server, &self.tasks, &self.fatal_tx);
-        let old_dns = std::mem::replace(&mut self.dns, new_dns);
-        old_dns.stop.cancel();
-        wait_done(old_dns.done, "retired DNS server").await;
+        let new_dns = start_dns(plan.dns_server, &self.serving);
+        std::mem::replace(&mut self.dns, new_dns).stopped().await;
         for p in retired_proxies {
-            p.stop.cancel();
+            p.stop();
         }
         for w in retired_watchers {
-            w.stop.cancel();
+            w.part.stop();
         }
         if let Some(r) = retired_replication {
-            r.stop.cancel();
+            r.part.stop();
         }
         self.watchers = watchers;
         // Admin: rebound only if its address changed; the new one was bound in prepare.
         if !matches!(plan.admin, AdminChange::Keep) {
             if let Some(old) = self.admin.take() {
-                old.stop.cancel();
+                old.part.stop();
             }
         }
         if let AdminChange::Rebind(bound) = plan.admin {
-            let (observed, side) = (&self.observed, &self.side);
-            self.admin = Some(start_admin(bound, observed, self.prometheus.clone(), side));
+            let (observed, reporting) = (&self.observed, &self.reporting);
+            self.admin = Some(start_admin(
+                bound,
+                observed,
+                self.prometheus.clone(),
+                reporting,
+            ));
         }
     }
 
@@ -289,9 +300,8 @@ impl Supervisor {
                 Fate::Retire => retired.push(old),
             }
         }
-        for (config, listener) in plan.new_listeners {
-            let (close, tasks, fatal) = (&self.close_all, &self.tasks, &self.fatal_tx);
-            proxies.push(start_proxy(&config, listener, feeds, close, tasks, fatal));
+        for bound in plan.new_listeners {
+            proxies.push(start_proxy(bound, feeds, &self.close_all, &self.serving));
         }
         for p in proxies.iter().chain(&retired) {
             if let Some(feed) = feeds.get(&p.config.cluster) {
@@ -327,10 +337,9 @@ impl Supervisor {
             .stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(self.config.dns.lameduck).await;
-        self.dns.stop.cancel();
-        wait_done(self.dns.done, "DNS server").await;
+        self.dns.stopped().await;
         for p in &self.proxies {
-            p.stop.cancel();
+            p.stop();
         }
         // Open connections, retired listeners' too, get until the drain deadline.
         let close_all = self.close_all.clone();
@@ -339,20 +348,23 @@ impl Supervisor {
             tokio::time::sleep(drain).await;
             close_all.cancel();
         });
-        self.tasks.close();
-        self.tasks.wait().await;
+        let serving = self.serving.tasks();
+        serving.close();
+        serving.wait().await;
         closer.abort();
-        self.side.stop.cancel();
+        self.reporting.stop.cancel();
         for w in self.watchers.values() {
-            w.stop.cancel();
+            w.part.stop();
         }
         if let Some(r) = &self.replication {
-            r.stop.cancel();
+            r.part.stop();
         }
-        self.watcher_tasks.close();
-        self.watcher_tasks.wait().await;
-        self.side.tasks.close();
-        self.side.tasks.wait().await;
+        let watching = self.watching.tasks();
+        watching.close();
+        watching.wait().await;
+        let reporting = self.reporting.spawner.tasks();
+        reporting.close();
+        reporting.wait().await;
         info!("stopped");
     }
 }
@@ -373,12 +385,12 @@ async fn first_plan(config: &Config) -> anyhow::Result<Plan> {
         .replication
         .as_ref()
         .map(|r| prepare_replication(r, config, &feeds));
-    if let Some((r, _)) = &new_replication {
-        add_virtual_feeds(&mut feeds, &r.handle);
+    if let Some(r) = &new_replication {
+        r.handle.add_to(&mut feeds);
     }
     let mut new_listeners = Vec::new();
     for p in &config.proxies {
-        new_listeners.push((p.clone(), bind_proxy(p)?));
+        new_listeners.push(bind_proxy(p)?);
     }
     let dns_server = bind_dns(config, &feeds).await?;
     let admin = match config.admin.listen {
@@ -422,17 +434,15 @@ fn publish(
     );
 }
 
-/// Starts each prepared watcher on the polling thread, by cluster name.
+/// Starts each prepared watcher (with `polling`: on the polling thread), by cluster name.
 fn start_watchers(
     prepared: Vec<PreparedWatcher>,
-    poller: &poller::Poller,
-    tasks: &TaskTracker,
-    fatal: &FatalSender,
+    polling: &Spawner,
 ) -> HashMap<String, RunningWatcher> {
     prepared
         .into_iter()
         .map(|p| {
-            let running = p.start(poller.handle(), tasks, fatal);
+            let running = p.start(polling);
             (running.config.name.clone(), running)
         })
         .collect()

@@ -1,15 +1,12 @@
 //! The parts the supervisor runs, and how each is prepared (may fail, changes nothing)
 //! and started (cannot fail): watchers, the replication set, DNS, proxies, the admin
-//! endpoint. Each started part is a supervised task (`panic::supervise`) with a stop
-//! token of its own.
+//! endpoint and the reporting parts. Each started part is a [`Part`], started by a
+//! [`Spawner`] (see `part.rs`).
 
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::error;
 
 use crate::admin::{ClusterHandle, Observed};
 use crate::config::{ClusterConfig, Config, ProxyConfig, ReplicationConfig};
@@ -18,7 +15,6 @@ use crate::dns::handler::Handler;
 use crate::dns::server::DnsServer;
 use crate::dns::zone::Zone;
 use crate::net::Proto;
-use crate::panic::{supervise, supervise_on, FatalSender};
 use crate::proxy::{Proxy, Side};
 use crate::systemd;
 use crate::vault::feed::Feeds;
@@ -26,31 +22,41 @@ use crate::vault::replication::{ReplicationHandle, ReplicationSet};
 use crate::vault::stream_health::{ProxyTarget, StreamTargets};
 use crate::vault::watcher::Watcher;
 
+use super::part::{Part, Spawner};
+
 pub(super) struct RunningWatcher {
     pub(super) config: ClusterConfig,
     pub(super) handle: ClusterHandle,
-    pub(super) stop: CancellationToken,
+    pub(super) part: Part,
 }
 
-pub(super) struct RunningDns {
+/// The reporting parts (the admin endpoint, the systemd notifier, the metrics upkeep):
+/// stopped last, after the watchers' views are no longer needed.
+pub(super) struct ReportingParts {
     pub(super) stop: CancellationToken,
-    /// Finishes once the server has stopped (and been judged, see `panic::supervise`).
-    pub(super) done: JoinHandle<()>,
-}
-
-/// The parts beside the serving ones (admin endpoint, systemd notifier): stopped last,
-/// after the watchers' views are no longer needed.
-pub(super) struct SideParts {
-    pub(super) stop: CancellationToken,
-    pub(super) tasks: TaskTracker,
-    pub(super) fatal: FatalSender,
+    pub(super) spawner: Spawner,
 }
 
 pub(super) struct RunningProxy {
     pub(super) config: ProxyConfig,
     /// The cluster side, and the API side when there is one.
     pub(super) sides: Vec<Arc<Proxy>>,
-    pub(super) stop: CancellationToken,
+    /// One part per side, stopped together.
+    pub(super) parts: Vec<Part>,
+}
+
+impl RunningProxy {
+    pub(super) fn stop(&self) {
+        self.parts.iter().for_each(Part::stop);
+    }
+}
+
+/// The replication set, built (its first decisions made) but not yet running.
+pub(super) struct PreparedReplication {
+    pub(super) config: ReplicationConfig,
+    pub(super) targets: StreamTargets,
+    pub(super) handle: ReplicationHandle,
+    set: ReplicationSet,
 }
 
 /// The replication set's task and the virtual clusters it feeds.
@@ -60,30 +66,44 @@ pub(super) struct RunningReplication {
     /// domain or a proxy starts a new set).
     pub(super) targets: StreamTargets,
     pub(super) handle: ReplicationHandle,
-    pub(super) stop: CancellationToken,
+    pub(super) part: Part,
 }
 
 /// A proxy's listeners, bound: the cluster side's group, then the API side's.
-pub(super) type BoundProxy = Vec<(Side, Vec<std::net::TcpListener>)>;
+pub(super) struct BoundProxy {
+    pub(super) config: ProxyConfig,
+    sides: Vec<BoundSide>,
+}
+
+struct BoundSide {
+    side: Side,
+    listeners: Vec<std::net::TcpListener>,
+}
 
 pub(super) struct RunningAdmin {
     pub(super) addr: std::net::SocketAddr,
-    pub(super) stop: CancellationToken,
+    pub(super) part: Part,
 }
 
-/// Every address `config` listens on, with what listens there.
-pub(super) fn listen_addresses(
-    config: &Config,
-) -> Vec<(std::net::SocketAddr, Proto, &'static str)> {
+/// An address a config listens on, with what listens there.
+pub(super) struct Listening {
+    addr: std::net::SocketAddr,
+    proto: Proto,
+    what: &'static str,
+}
+
+/// Every address `config` listens on.
+pub(super) fn listen_addresses(config: &Config) -> Vec<Listening> {
+    let on = |addr, proto, what| Listening { addr, proto, what };
     let dns = config
         .dns
         .listen
         .iter()
-        .flat_map(|a| [(*a, Proto::Udp, "DNS"), (*a, Proto::Tcp, "DNS")]);
-    let admin = config.admin.listen.map(|a| (a, Proto::Tcp, "admin"));
+        .flat_map(|a| [on(*a, Proto::Udp, "DNS"), on(*a, Proto::Tcp, "DNS")]);
+    let admin = config.admin.listen.map(|a| on(a, Proto::Tcp, "admin"));
     let proxies = config.proxies.iter().flat_map(|p| {
-        std::iter::once((p.listen, Proto::Tcp, "proxy"))
-            .chain(p.api_listen.map(|a| (a, Proto::Tcp, "proxy API side")))
+        std::iter::once(on(p.listen, Proto::Tcp, "proxy"))
+            .chain(p.api_listen.map(|a| on(a, Proto::Tcp, "proxy API side")))
     });
     dns.chain(admin).chain(proxies).collect()
 }
@@ -93,8 +113,8 @@ pub(super) fn listen_addresses(
 /// Addresses the running generation (`held`) already listens on are ours to rebind.
 pub(super) fn claim_addresses(config: &Config, held: Option<&Config>) -> anyhow::Result<()> {
     let ours = held.map(listen_addresses).unwrap_or_default();
-    for (addr, proto, what) in listen_addresses(config) {
-        if addr.port() == 0 || ours.iter().any(|(a, p, _)| *a == addr && *p == proto) {
+    for Listening { addr, proto, what } in listen_addresses(config) {
+        if addr.port() == 0 || ours.iter().any(|l| l.addr == addr && l.proto == proto) {
             continue;
         }
         // Kept for us by systemd across a restart (`fdstore`): ours too.
@@ -119,30 +139,15 @@ pub(super) struct PreparedWatcher {
 }
 
 impl PreparedWatcher {
-    /// Starts polling on the polling thread (`poller`, see `app::poller`).
-    pub(super) fn start(
-        self,
-        poller: &tokio::runtime::Handle,
-        tasks: &TaskTracker,
-        fatal: &FatalSender,
-    ) -> RunningWatcher {
+    /// Starts polling; `spawner` runs it on the polling thread (see `app::poller`).
+    pub(super) fn start(self, spawner: &Spawner) -> RunningWatcher {
         let stop = CancellationToken::new();
-        let run = self.watcher.run(stop.clone());
-        supervise_on(
-            poller,
-            tasks,
-            format!("watcher of cluster {}", self.config.name),
-            stop.clone(),
-            fatal.clone(),
-            async move {
-                run.await;
-                Ok(())
-            },
-        );
+        let name = format!("watcher of cluster {}", self.config.name);
+        let part = spawner.start(name, &stop, self.watcher.run(stop.clone()));
         RunningWatcher {
             config: self.config,
             handle: self.handle,
-            stop,
+            part,
         }
     }
 }
@@ -166,12 +171,13 @@ pub(super) fn prepare_watcher(
 }
 
 pub(super) fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<BoundProxy> {
-    let sides = std::iter::once((Side::Cluster, config.listen))
-        .chain(config.api_listen.map(|a| (Side::Api, a)));
-    sides
+    let mut sides = vec![(Side::Cluster, config.listen)];
+    sides.extend(config.api_listen.map(|a| (Side::Api, a)));
+    let sides = sides
+        .into_iter()
         .map(|(side, addr)| {
             crate::net::bind_tcp_group(addr, crate::net::threads_per_address())
-                .map(|group| (side, group))
+                .map(|listeners| BoundSide { side, listeners })
                 .map_err(|e| {
                     anyhow::anyhow!(
                         "cannot bind proxy {} listener on {addr}: {e}",
@@ -179,28 +185,27 @@ pub(super) fn bind_proxy(config: &ProxyConfig) -> anyhow::Result<BoundProxy> {
                     )
                 })
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(BoundProxy {
+        config: config.clone(),
+        sides,
+    })
 }
 
-/// The set's task, built (its first decisions made) but not yet running.
 pub(super) fn prepare_replication(
     config: &ReplicationConfig,
     agent: &Config,
     feeds: &Feeds,
-) -> (RunningReplication, ReplicationSet) {
+) -> PreparedReplication {
     let targets = stream_targets(agent);
     let warm_up = agent.admin.ready_timeout;
     let set = ReplicationSet::new(&config.clusters, feeds, warm_up, targets.clone());
-    let handle = set.handle();
-    (
-        RunningReplication {
-            config: config.clone(),
-            targets,
-            handle,
-            stop: CancellationToken::new(),
-        },
+    PreparedReplication {
+        config: config.clone(),
+        targets,
+        handle: set.handle(),
         set,
-    )
+    }
 }
 
 /// Whether a reload keeps the running replication set: neither it, nor what it judges
@@ -241,69 +246,47 @@ pub(super) fn stream_targets(config: &Config) -> StreamTargets {
     }
 }
 
-/// The virtual clusters' feeds, beside the real ones: DNS and proxies look them up by
-/// their labels like any cluster.
-pub(super) fn add_virtual_feeds(feeds: &mut Feeds, handle: &ReplicationHandle) {
-    handle.add_to(feeds);
+impl PreparedReplication {
+    pub(super) fn start(self, spawner: &Spawner) -> RunningReplication {
+        let stop = CancellationToken::new();
+        let part = spawner.start("replication set".into(), &stop, self.set.run(stop.clone()));
+        RunningReplication {
+            config: self.config,
+            targets: self.targets,
+            handle: self.handle,
+            part,
+        }
+    }
 }
 
-pub(super) fn start_replication(
-    running: RunningReplication,
-    set: ReplicationSet,
-    tasks: &TaskTracker,
-    fatal: &FatalSender,
-) -> RunningReplication {
-    let run = set.run(running.stop.clone());
-    supervise(
-        tasks,
-        "replication set".into(),
-        running.stop.clone(),
-        fatal.clone(),
-        async move {
-            run.await;
-            Ok(())
-        },
-    );
-    running
-}
-
-/// Starts a proxy on a bound listener. When its `stop` is cancelled (reload or stop) it
-/// stops accepting; its connections stay until they end, or until `close_all` (the
-/// agent's drain deadline).
+/// Starts a proxy on its bound listeners. When it is stopped (reload or stop) it stops
+/// accepting; its connections stay until they end, or until `close_all` (the agent's
+/// drain deadline).
 pub(super) fn start_proxy(
-    config: &ProxyConfig,
     bound: BoundProxy,
     feeds: &Feeds,
     close_all: &CancellationToken,
-    tasks: &TaskTracker,
-    fatal: &FatalSender,
+    spawner: &Spawner,
 ) -> RunningProxy {
-    let stop = CancellationToken::new();
-    let mut sides = Vec::new();
-    for (side, listeners) in bound {
-        let proxy = Arc::new(Proxy::on_side(
-            config.clone(),
-            side,
-            feeds[&config.cluster].clone(),
-        ));
-        supervise(
-            tasks,
-            match side {
-                Side::Cluster => format!("proxy on {}", proxy.listen()),
-                Side::Api => format!("proxy API side on {}", proxy.listen()),
-            },
-            stop.clone(),
-            fatal.clone(),
-            proxy
-                .clone()
-                .run(listeners, stop.clone(), close_all.clone()),
-        );
+    let (config, stop) = (bound.config, CancellationToken::new());
+    let (mut sides, mut parts) = (Vec::new(), Vec::new());
+    for BoundSide { side, listeners } in bound.sides {
+        let feed = feeds[&config.cluster].clone();
+        let proxy = Arc::new(Proxy::on_side(config.clone(), side, feed));
+        let name = match side {
+            Side::Cluster => format!("proxy on {}", proxy.listen()),
+            Side::Api => format!("proxy API side on {}", proxy.listen()),
+        };
+        let run = proxy
+            .clone()
+            .run(listeners, stop.clone(), close_all.clone());
+        parts.push(spawner.start(name, &stop, run));
         sides.push(proxy);
     }
     RunningProxy {
-        config: config.clone(),
+        config,
         sides,
-        stop,
+        parts,
     }
 }
 
@@ -322,23 +305,9 @@ pub(super) async fn bind_dns(config: &Config, feeds: &Feeds) -> anyhow::Result<D
     Ok(DnsServer::bind(listen, handler, idle).await?)
 }
 
-pub(super) fn start_dns(server: DnsServer, tasks: &TaskTracker, fatal: &FatalSender) -> RunningDns {
+pub(super) fn start_dns(server: DnsServer, spawner: &Spawner) -> Part {
     let stop = CancellationToken::new();
-    let done = supervise(
-        tasks,
-        "DNS server".into(),
-        stop.clone(),
-        fatal.clone(),
-        server.run(stop.clone()),
-    );
-    RunningDns { stop, done }
-}
-
-/// Waits for a supervised part's judge (`panic::supervise`), which itself never panics.
-pub(super) async fn wait_done(done: JoinHandle<()>, part: &str) {
-    if let Err(e) = done.await {
-        error!(%part, error = %e, "its supervisor ended abnormally");
-    }
+    spawner.start("DNS server".into(), &stop, server.run(stop.clone()))
 }
 
 /// What a reload does to the proxies.
@@ -346,7 +315,7 @@ pub(super) struct ProxyPlan {
     /// For each running proxy, in order: kept as it is, or retired.
     pub(super) fate: Vec<Fate>,
     /// The new or changed proxies, their listeners bound.
-    pub(super) new_listeners: Vec<(crate::config::ProxyConfig, BoundProxy)>,
+    pub(super) new_listeners: Vec<BoundProxy>,
 }
 
 /// A running proxy's fate in a reload.
@@ -381,60 +350,29 @@ pub(super) fn start_admin(
     BoundAdmin { addr, listener }: BoundAdmin,
     observed: &Arc<Observed>,
     prometheus: Option<PrometheusHandle>,
-    side: &SideParts,
+    reporting: &ReportingParts,
 ) -> RunningAdmin {
-    let stop = side.stop.child_token();
+    let stop = reporting.stop.child_token();
     let run = crate::admin::run(listener, observed.clone(), prometheus, stop.clone());
-    supervise(
-        &side.tasks,
-        format!("admin endpoint on {addr}"),
-        stop.clone(),
-        side.fatal.clone(),
-        async move {
-            run.await;
-            Ok(())
-        },
-    );
-    RunningAdmin { addr, stop }
+    let part = reporting
+        .spawner
+        .start(format!("admin endpoint on {addr}"), &stop, run);
+    RunningAdmin { addr, part }
 }
 
-/// The parts beside the serving ones: the systemd notifier and the metrics upkeep
-/// (the admin endpoint joins them when bound).
-pub(super) fn start_side_parts(
+/// The reporting parts: the systemd notifier and the metrics upkeep (the admin endpoint
+/// joins them when bound). They stop together, with `stop`.
+pub(super) fn start_reporting_parts(
     observed: &Arc<Observed>,
     prometheus: Option<PrometheusHandle>,
-    fatal: &FatalSender,
-) -> SideParts {
-    let side = SideParts {
-        stop: CancellationToken::new(),
-        tasks: TaskTracker::new(),
-        fatal: fatal.clone(),
-    };
+    spawner: Spawner,
+) -> ReportingParts {
+    let stop = CancellationToken::new();
     if let Some(handle) = prometheus {
-        let upkeep = crate::telemetry::upkeep(handle, side.stop.clone());
-        let (stop, fatal) = (side.stop.clone(), fatal.clone());
-        supervise(
-            &side.tasks,
-            "metrics upkeep".into(),
-            stop,
-            fatal,
-            async move {
-                upkeep.await;
-                Ok(())
-            },
-        );
+        let upkeep = crate::telemetry::upkeep(handle, stop.clone());
+        spawner.start("metrics upkeep".into(), &stop, upkeep);
     }
-    let notifier = systemd::run(observed.clone(), side.stop.clone());
-    let (stop, fatal) = (side.stop.clone(), fatal.clone());
-    supervise(
-        &side.tasks,
-        "systemd notifier".into(),
-        stop,
-        fatal,
-        async move {
-            notifier.await;
-            Ok(())
-        },
-    );
-    side
+    let notifier = systemd::run(observed.clone(), stop.clone());
+    spawner.start("systemd notifier".into(), &stop, notifier);
+    ReportingParts { stop, spawner }
 }

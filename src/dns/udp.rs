@@ -203,12 +203,11 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
                 return Outcome::Drop;
             }
             let out = bare_response(handler, &header.metadata, ResponseCode::FormErr);
+            let (qtype, rcode) = (None, ResponseCode::FormErr);
+            let served = Served { qtype, rcode };
             return Outcome::Reply {
                 bytes: out,
-                served: Served {
-                    qtype: None,
-                    rcode: ResponseCode::FormErr,
-                },
+                served,
                 reuse: Reuse::Never,
             };
         }

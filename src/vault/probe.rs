@@ -27,6 +27,7 @@ use super::config::ClusterConfig;
 use super::modes::Modes;
 use super::poll::Pace;
 use super::rules::Polled;
+use super::view::{ClusterView, Role};
 
 /// A speaker's health is asked every this many rounds when its modes can change.
 const SPEAKER_EVERY: u32 = 2;
@@ -171,6 +172,30 @@ pub(super) async fn poll_node(
         health_heard,
         wall: std::time::SystemTime::now(),
     }
+}
+
+/// Whom to ask for a cluster's replication status, and at which endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StreamsSource {
+    pub node: Url,
+    pub path: &'static str,
+}
+
+/// The active node of a cluster that replicates (its modes can change: Vault
+/// Enterprise), or any node of a load-balanced peer (the balancer forwards to a node,
+/// which forwards to the active one). None for OpenBao and Vault Community, and while
+/// there is no leader.
+pub(super) fn streams_source(view: &ClusterView) -> Option<StreamsSource> {
+    view.leader.as_ref()?;
+    let speaker = view
+        .members
+        .iter()
+        .filter(|m| m.replication.can_change())
+        .find(|m| view.load_balanced || m.role == Role::Active)?;
+    Some(StreamsSource {
+        node: speaker.url.clone(),
+        path: super::stream::path(speaker.replication.dr),
+    })
 }
 
 /// Where a node or leader URL points: its IPs (none when its name does not resolve)

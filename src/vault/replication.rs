@@ -72,7 +72,12 @@ impl ReplicationSet {
     /// here, from the feeds as they are, so a reload that builds a new set has its
     /// virtual views at once. `warm_up`: how long to wait for a cluster never heard.
     /// `targets`: what this agent answers, for judging where the streams dial.
-    pub fn new(clusters: &[String], feeds: &Feeds, warm_up: Duration, targets: StreamTargets) -> Self {
+    pub fn new(
+        clusters: &[String],
+        feeds: &Feeds,
+        warm_up: Duration,
+        targets: StreamTargets,
+    ) -> Self {
         let feeds: Vec<(String, ClusterFeed)> = clusters
             .iter()
             .map(|c| (c.clone(), feeds[c].clone()))

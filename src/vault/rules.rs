@@ -6,8 +6,8 @@
 //!   `poll_interval + max(poll_interval, connect_timeout)` (a live node is never that
 //!   overdue) counts as no answer. Nodes are polled independently, so one node that
 //!   stops answering never holds back the others' reports.
-//! - **Roles** come from each node's own `/v1/sys/health`; a node without a current
-//!   answer is `Unreachable`.
+//! - **Roles** come from each node's `/v1/sys/health`; one with no current answer is
+//!   `Unreachable`.
 //! - **Quorum of configured members**: every node answering `/v1/sys/leader` with a
 //!   non-empty `leader_address` casts one vote. The leader is the address named by a
 //!   strict majority of the *configured* nodes (2 of 3, 3 of 5, 1 of 1), so an agent that
@@ -21,9 +21,8 @@
 //!   cut off, and the others still name it until their election ends), `active` is
 //!   withheld rather than answering a dead address. When the leader is not polled (a peer
 //!   region behind a load balancer), the majority's report is trusted.
-//! - **Staleness**: when no node answers at all, the previous view is kept and marked
-//!   stale; the DNS layer serves it for `serve_stale_for` after the last confirmation and
-//!   then answers SERVFAIL.
+//! - **Staleness**: when no node answers, the previous view is kept, marked stale, and
+//!   served for `serve_stale_for` after the last confirmation; then SERVFAIL.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -153,11 +152,6 @@ pub struct Election {
     pub disagreement: Option<Vec<Votes>>,
 }
 
-fn votes_for(address: &str, count: usize) -> Votes {
-    let address = address.to_string();
-    Votes { address, count }
-}
-
 /// Counts `leader_address` reports, one per node in `polled` (one entry per configured
 /// node, see [`current`]). See the module docs for the quorum rule, and
 /// `redacted_claim` for clusters whose listeners redact the addresses.
@@ -169,7 +163,7 @@ pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
     // reports that arrived.
     let quorum_of = if load_balanced { votes } else { configured };
     let disagreement =
-        (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| votes_for(a, *n)).collect());
+        (tally.len() > 1).then(|| tally.iter().map(|(a, _, n)| Votes::new(a, *n)).collect());
     let winner = match tally.iter().find(|(_, _, n)| *n * 2 > quorum_of) {
         Some((a, c, _)) => Ok(Elected {
             api_addr: a.clone(),
@@ -181,7 +175,7 @@ pub fn elect(polled: &[Polled], load_balanced: bool) -> Election {
         }),
         None if tally.is_empty() && !load_balanced => redacted_claim(polled, configured),
         None => Err(NoLeader::NoMajority {
-            reports: tally.iter().map(|(a, _, n)| votes_for(a, *n)).collect(),
+            reports: tally.iter().map(|(a, _, n)| Votes::new(a, *n)).collect(),
             configured,
         }),
     };
@@ -257,7 +251,7 @@ fn redacted_claim(polled: &[Polled], configured: usize) -> Result<Elected, NoLea
             cluster_addr: String::new(),
         }),
         several => Err(NoLeader::NoMajority {
-            reports: several.iter().map(|a| votes_for(a, 1)).collect(),
+            reports: several.iter().map(|a| Votes::new(a, 1)).collect(),
             configured,
         }),
     }
@@ -279,8 +273,7 @@ pub enum ViewEvent {
     Recovered,
 }
 
-/// A round's outcome: the view, and what changed since the previous one (for the
-/// watcher's log lines and metrics).
+/// A round's view, and what changed since the last (for the log lines and metrics).
 pub struct NextView {
     pub view: ClusterView,
     pub events: Vec<ViewEvent>,

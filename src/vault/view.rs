@@ -194,6 +194,13 @@ pub struct Votes {
     pub count: usize,
 }
 
+impl Votes {
+    pub fn new(address: &str, count: usize) -> Self {
+        let address = address.to_string();
+        Self { address, count }
+    }
+}
+
 /// As the tuple it replaced, so the disagreement WARN line reads as before.
 impl fmt::Debug for Votes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -29,11 +29,13 @@ use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::observe;
-use super::poll::{on_grid, Cadence, Schedule, Start};
-use super::probe::{lookup, poll_node, resolve_url, HealthCadence, Target};
+use super::poll::{on_grid, Cadence, Schedule};
+use super::probe::{
+    lookup, poll_node, resolve_url, streams_source, HealthCadence, StreamsSource, Target,
+};
 use super::rules::{current, elect, named, next_view, Elected, NextView, Polled};
 use super::stream::{self, StreamReport, STATUS_EVERY};
-use super::view::{ClusterAddr, ClusterView, Leader, NoLeader, Role};
+use super::view::{ClusterAddr, ClusterView, Leader, NoLeader};
 use crate::telemetry;
 
 /// Errors that keep a watcher from starting.
@@ -179,11 +181,8 @@ impl Watcher {
             // rebuilds nothing, and failover polling must still end on time.
             let pace = cadence.pace(&self.tx.borrow(), Instant::now());
             let due = schedule.due(nodes, now, pace, next_rebuild);
-            for Start {
-                node: i,
-                registration,
-            } in due.start
-            {
+            for start in due.start {
+                let (i, registration) = (start.node, start.registration);
                 let prior = schedule.latest[i].clone();
                 let with_health = health.with_leader(prior.as_ref(), Instant::now(), pace);
                 in_flight.push(self.poll(i, prior, with_health, registration, now));
@@ -192,7 +191,7 @@ impl Watcher {
                 observe::count_errors(&self.config.name, polled);
             }
             let ask_streams = match &streams_poll {
-                None => streams_node(&self.tx.borrow()),
+                None => streams_source(&self.tx.borrow()),
                 Some(_) => None,
             };
             tokio::select! {
@@ -205,8 +204,8 @@ impl Watcher {
                     continue;
                 }
                 _ = tokio::time::sleep_until(streams_due), if ask_streams.is_some() => {
-                    let (url, path) = ask_streams.expect("guarded");
-                    streams_poll = Some(Box::pin(self.ask_streams(url, path)));
+                    let source = ask_streams.expect("guarded");
+                    streams_poll = Some(Box::pin(self.ask_streams(source)));
                     continue;
                 }
                 Some((i, start, result)) = in_flight.next() => {
@@ -274,10 +273,12 @@ impl Watcher {
     }
 
     /// One ask of a cluster's replication status.
-    async fn ask_streams(&self, node: Url, path: &'static str) -> StreamReport {
+    async fn ask_streams(&self, StreamsSource { node, path }: StreamsSource) -> StreamReport {
         let answer = self
             .client
-            .get_path(&node, path, |status, body| stream::parse(path, status, body))
+            .get_path(&node, path, |status, body| {
+                stream::parse(path, status, body)
+            })
             .await;
         if let Err(e) = &answer {
             debug!(cluster = %self.config.name, %node, error = %e, "replication status not read");
@@ -437,23 +438,10 @@ impl Watcher {
     }
 }
 
-/// Whom to ask for the replication status, and which endpoint: the active node of a
-/// cluster that replicates (its modes can change: Vault Enterprise), or any node of a
-/// load-balanced peer (the balancer forwards to a node, which forwards to the active
-/// one). None for OpenBao and Vault Community, and while there is no leader.
-fn streams_node(view: &ClusterView) -> Option<(Url, &'static str)> {
-    view.leader.as_ref()?;
-    let speaker = view
-        .members
-        .iter()
-        .filter(|m| m.replication.can_change())
-        .find(|m| view.load_balanced || m.role == Role::Active)?;
-    Some((speaker.url.clone(), stream::path(speaker.replication.dr)))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::vault::view::Role;
 
     pub(crate) fn cluster() -> ClusterConfig {
         let text = format!(
@@ -484,24 +472,24 @@ pub(crate) mod tests {
             member(1, Role::Standby, Mode::Unavailable, Mode::Unavailable),
             member(2, Role::Active, Mode::Unavailable, Mode::Unavailable),
         ];
-        assert_eq!(streams_node(&view), None);
+        assert_eq!(streams_source(&view), None);
         // Vault Enterprise: the active node, the combined endpoint.
         view.members = vec![
             member(1, Role::Standby, Mode::Primary, Mode::Disabled),
             member(2, Role::Active, Mode::Primary, Mode::Disabled),
         ];
-        let (url, path) = streams_node(&view).unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.2:8200/");
-        assert_eq!(path, "/v1/sys/replication/status");
+        let source = streams_source(&view).unwrap();
+        assert_eq!(source.node.as_str(), "http://127.0.0.2:8200/");
+        assert_eq!(source.path, "/v1/sys/replication/status");
         // A DR secondary: its own DR endpoint.
         view.members[1].replication.dr = Mode::Secondary;
         assert_eq!(
-            streams_node(&view).unwrap().1,
+            streams_source(&view).unwrap().path,
             "/v1/sys/replication/dr/status"
         );
         // No leader: nobody.
         view.leader = None;
-        assert_eq!(streams_node(&view), None);
+        assert_eq!(streams_source(&view), None);
     }
 
     /// The leader is resolved once, here: a `cluster_addr` with a host name becomes the
