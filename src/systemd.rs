@@ -109,7 +109,12 @@ pub async fn run(observed: Arc<Observed>, shutdown: CancellationToken) {
         if let Some(every) = watchdog {
             if Instant::now() >= next_ping {
                 next_ping = Instant::now() + every;
-                if observed.clusters().iter().all(|c| c.heartbeat.is_fresh()) {
+                if observed
+                    .running()
+                    .clusters
+                    .iter()
+                    .all(|c| c.heartbeat.is_fresh())
+                {
                     notify(&[NotifyState::Watchdog]);
                 } else {
                     warn!("a cluster watcher has stopped making progress; withholding WATCHDOG=1");

@@ -34,14 +34,23 @@ pub struct ClusterHandle {
     pub heartbeat: crate::vault::heartbeat::Heartbeat,
 }
 
-/// Everything the admin endpoint reports on. The lists are replaced on reload.
-pub struct Observed {
-    /// The local datacenter (`datacenter` in the config).
-    pub datacenter: std::sync::RwLock<String>,
-    pub clusters: std::sync::RwLock<Vec<ClusterHandle>>,
+/// What one generation runs, as the admin endpoint and systemd read it. It is replaced
+/// whole on start and on every reload, so a reader never sees part of one generation
+/// beside part of the next.
+#[derive(Clone, Default)]
+pub struct Running {
+    /// The local cluster (`datacenter` in the config).
+    pub datacenter: String,
+    /// The clusters in the config's order (what `/status` and `status` list).
+    pub clusters: Vec<ClusterHandle>,
     /// Every proxy side (a listener's cluster side and its API side are two).
-    pub proxies: std::sync::RwLock<Vec<Arc<Proxy>>>,
-    pub replication: std::sync::RwLock<Option<ReplicationHandle>>,
+    pub proxies: Vec<Arc<Proxy>>,
+    pub replication: Option<ReplicationHandle>,
+}
+
+/// Everything the admin endpoint and systemd report on.
+pub struct Observed {
+    running: tokio::sync::watch::Sender<Arc<Running>>,
     pub started: Instant,
     pub ready_timeout: Duration,
     /// Set when the agent is stopping (lame duck): no longer ready.
@@ -53,16 +62,27 @@ pub struct Observed {
 impl Observed {
     /// Nothing running yet: the supervisor [`replace`](Observed::replace)s what starts.
     pub fn new(datacenter: &str, ready_timeout: Duration, started: Instant) -> Self {
+        let running = Running {
+            datacenter: datacenter.to_string(),
+            ..Running::default()
+        };
         Self {
-            datacenter: datacenter.to_string().into(),
-            clusters: Default::default(),
-            proxies: Default::default(),
-            replication: Default::default(),
+            running: tokio::sync::watch::Sender::new(Arc::new(running)),
             started,
             ready_timeout,
             stopping: Default::default(),
             reloads: Default::default(),
         }
+    }
+
+    /// What runs now: one generation, whole.
+    pub fn running(&self) -> Arc<Running> {
+        self.running.borrow().clone()
+    }
+
+    /// Swaps in what a start or reload runs, in one step.
+    pub fn replace(&self, running: Running) {
+        self.running.send_replace(Arc::new(running));
     }
 
     /// Records a reload's outcome: `Err` is why it was rejected (the running config
@@ -85,64 +105,32 @@ impl Observed {
             return false;
         }
         self.started.elapsed() >= self.ready_timeout
-            || self.clusters().iter().all(|c| {
+            || self.running().clusters.iter().all(|c| {
                 let view = c.feed.latest();
                 view.last_confirmed.is_some()
                     || (!view.members.is_empty() && view.members.iter().all(|m| m.error.is_some()))
             })
     }
 
-    pub fn clusters(&self) -> Vec<ClusterHandle> {
-        self.clusters
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn proxies(&self) -> Vec<Arc<Proxy>> {
-        self.proxies
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn replace(
-        &self,
-        datacenter: &str,
-        clusters: Vec<ClusterHandle>,
-        proxies: Vec<Arc<Proxy>>,
-        replication: Option<ReplicationHandle>,
-    ) {
-        *self.datacenter.write().unwrap_or_else(|p| p.into_inner()) = datacenter.to_string();
-        *self.clusters.write().unwrap_or_else(|p| p.into_inner()) = clusters;
-        *self.proxies.write().unwrap_or_else(|p| p.into_inner()) = proxies;
-        *self.replication.write().unwrap_or_else(|p| p.into_inner()) = replication;
-    }
-
     pub fn status(&self) -> Status {
         let now = Instant::now();
-        let replication = self
+        let running = self.running();
+        let replication = running
             .replication
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|r| ReplicationStatus::of(&r.state.borrow()));
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ready: self.is_ready(),
-            datacenter: self
-                .datacenter
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            clusters: self
-                .clusters()
+            datacenter: running.datacenter.clone(),
+            clusters: running
+                .clusters
                 .iter()
                 .map(|c| ClusterStatus::of(&c.feed, now))
                 .collect(),
             replication,
-            proxies: self
-                .proxies()
+            proxies: running
+                .proxies
                 .iter()
                 .map(|p| ProxyStatus {
                     cluster: p.config().cluster.clone(),
@@ -164,7 +152,7 @@ impl Observed {
     /// Gauges that depend on "now" are set at scrape time.
     fn refresh_gauges(&self) {
         let now = Instant::now();
-        for c in &self.clusters() {
+        for c in &self.running().clusters {
             if let Some(t) = c.feed.latest().last_confirmed {
                 metrics::gauge!(telemetry::VIEW_AGE, "cluster" => c.name.clone())
                     .set(now.saturating_duration_since(t).as_secs_f64());
@@ -295,16 +283,16 @@ mod tests {
     fn ready_once_every_cluster_has_a_view_or_every_node_was_tried() {
         let observed = Observed::new("dc1", Duration::from_secs(3600), Instant::now());
         let (tx, rx) = watch::channel(Arc::new(ClusterView::empty("dc1", false)));
-        observed.replace(
-            "dc1",
-            vec![ClusterHandle {
+        observed.replace(Running {
+            datacenter: "dc1".into(),
+            clusters: vec![ClusterHandle {
                 name: "dc1".into(),
                 feed: ClusterFeed::new(rx),
                 heartbeat: crate::vault::heartbeat::Heartbeat::new(Duration::from_secs(1)),
             }],
-            vec![],
-            None,
-        );
+            proxies: vec![],
+            replication: None,
+        });
         assert!(!observed.is_ready(), "nothing polled yet");
         let refused = |i: u8| Member {
             url: format!("http://127.0.0.{i}:8200").parse().unwrap(),

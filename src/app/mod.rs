@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::admin::{ClusterHandle, Observed};
+use crate::admin::{ClusterHandle, Observed, Running};
 use crate::config::Config;
 use crate::dns::server::DnsServer;
 use crate::systemd;
@@ -426,12 +426,12 @@ fn publish(
         .iter()
         .filter_map(|c| watchers.get(&c.name).map(|w| w.handle.clone()))
         .collect();
-    observed.replace(
-        &config.datacenter,
+    observed.replace(Running {
+        datacenter: config.datacenter.clone(),
         clusters,
-        proxies.iter().flat_map(|p| p.sides.clone()).collect(),
-        replication.as_ref().map(|r| r.handle.clone()),
-    );
+        proxies: proxies.iter().flat_map(|p| p.sides.clone()).collect(),
+        replication: replication.as_ref().map(|r| r.handle.clone()),
+    });
 }
 
 /// Starts each prepared watcher (with `polling`: on the polling thread), by cluster name.
