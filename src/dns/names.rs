@@ -342,7 +342,21 @@ mod tests {
         );
         assert_eq!(parse(&["web", "node", "dc1"]), ZoneName::Unknown);
         assert_eq!(parse(&["service"]), ZoneName::Unknown);
-        // Three or five labels are no form; two are a pair only with a pair's key.
+        // Three, five or eight labels are no form (Consul reads at most three pairs);
+        // two are a pair only with a pair's key.
+        let eight = [
+            "default", "ns", "default", "ap", "dc1", "dc", "default", "ns",
+        ];
+        assert_eq!(
+            parse(&[&["vault", "service"], &eight[..]].concat()),
+            ZoneName::Unknown
+        );
+        // An RFC 2782 form needs both underscores; its service cannot be empty.
+        assert_eq!(
+            parse(&["_vault", "active", "service"]),
+            svc("active", Some("_vault"), None)
+        );
+        assert_eq!(parse(&["_", "_tcp", "service"]), ZoneName::Unknown);
         assert_eq!(
             parse(&["vault", "service", "a", "b", "dc"]),
             ZoneName::Unknown

@@ -263,7 +263,8 @@ fn decide_all(
         .map(|kind| {
             let mut waiting = unheard.clone();
             if kind == Kind::Dr {
-                waiting.extend(unsorted.iter().cloned());
+                let unsorted = unsorted.iter().filter(|c| !unheard.contains(c));
+                waiting.extend(unsorted.cloned());
             }
             Decision::make(kind, members.clone(), waiting)
         })
@@ -348,5 +349,194 @@ mod tests {
         assert_eq!(state.decisions[0].primary, Ok("east-dr".into()));
         stop.cancel();
         task.await.unwrap();
+    }
+
+    /// `view` with a DR status giving `cluster_id` (what tells DR sets apart).
+    fn with_dr_set(view: Arc<ClusterView>, cluster_id: &str) -> Arc<ClusterView> {
+        use crate::vault::stream::{Stream, StreamReport, Streams};
+        let mut v = (*view).clone();
+        let dr = Stream {
+            mode: Mode::Primary,
+            cluster_id: cluster_id.into(),
+            ..Stream::default()
+        };
+        v.streams = Some(Arc::new(StreamReport {
+            node: "n".into(),
+            streams: Some(Streams {
+                perf: Stream::default(),
+                dr,
+            }),
+            read_at: None,
+            error: None,
+        }));
+        Arc::new(v)
+    }
+
+    fn named(views: &[Arc<ClusterView>]) -> Vec<(String, Arc<ClusterView>)> {
+        views
+            .iter()
+            .map(|v| (v.cluster.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Until the warm-up ends (and not at its last instant) a cluster with no first
+    /// view holds both decisions; after it, the ones heard decide.
+    #[test]
+    fn the_warm_up_waits_for_every_cluster_until_it_ends() {
+        use Mode::{Primary, Secondary};
+        let east = view("east", 1, Primary, Primary);
+        let mut west = (*view("west", 2, Secondary, Primary)).clone();
+        west.last_confirmed = None;
+        let views = named(&[east, Arc::new(west)]);
+        let (now, targets) = (Instant::now(), StreamTargets::default());
+        let warm_until = now + Duration::from_secs(5);
+        let during = decide_all(&views, now, warm_until, &targets);
+        let [perf, dr] = [&during.decisions[0], &during.decisions[1]];
+        assert_eq!(perf.primary, Err(NoPrimary::WarmingUp(vec!["west".into()])));
+        // DR also waits for east, a DR primary whose set is not known yet; each once.
+        let both = vec!["west".into(), "east".into()];
+        assert_eq!(dr.primary, Err(NoPrimary::WarmingUp(both)));
+        for at in [warm_until, warm_until + Duration::from_secs(1)] {
+            let after = decide_all(&views, at, warm_until, &targets);
+            assert_eq!(after.decisions[0].primary, Ok("east".into()), "perf");
+        }
+    }
+
+    /// During the warm-up a DR primary whose DR set is not known (no status yet, or an
+    /// empty `cluster_id`) holds the DR decision only; once known, DR decides too.
+    #[test]
+    fn a_dr_primary_of_unknown_set_holds_only_the_dr_decision_while_warming_up() {
+        use Mode::Primary;
+        let (now, targets) = (Instant::now(), StreamTargets::default());
+        let warm_until = now + Duration::from_secs(5);
+        let dr_of = |state: &ReplicationState| {
+            let d = state.decisions.iter().find(|d| d.kind == Kind::Dr).unwrap();
+            d.primary.clone()
+        };
+        for unknown in [
+            view("east", 1, Primary, Primary),
+            with_dr_set(view("east", 1, Primary, Primary), ""),
+        ] {
+            let state = decide_all(&named(&[unknown]), now, warm_until, &targets);
+            assert_eq!(state.decisions[0].kind, Kind::Perf);
+            assert_eq!(state.decisions[0].primary, Ok("east".into()));
+            assert_eq!(
+                dr_of(&state),
+                Err(NoPrimary::WarmingUp(vec!["east".into()]))
+            );
+        }
+        let known = with_dr_set(view("east", 1, Primary, Primary), "d1");
+        let state = decide_all(&named(&[known]), now, warm_until, &targets);
+        assert_eq!(dr_of(&state), Ok("east".into()));
+    }
+
+    /// A virtual cluster's feed wakes its readers (DNS caches, proxied connections)
+    /// only when what it answers changes: the cluster it follows, or that cluster's
+    /// answer; a recheck that changes nothing wakes no one.
+    #[tokio::test]
+    async fn a_virtual_feed_wakes_its_readers_only_when_its_answer_changes() {
+        use Mode::{Primary, Secondary};
+        let (east, east_rx) = watch::channel(view("east", 1, Primary, Primary));
+        let (_west, west_rx) = watch::channel(view("west", 2, Secondary, Primary));
+        let feeds = Feeds::from([
+            ("east".to_string(), ClusterFeed::new(east_rx)),
+            ("west".to_string(), ClusterFeed::new(west_rx)),
+        ]);
+        let clusters = ["east".to_string(), "west".to_string()];
+        let mut set =
+            ReplicationSet::new(&clusters, &feeds, Duration::ZERO, StreamTargets::default());
+        let mut perf = set.handle().feed(Kind::Perf).unwrap();
+        perf.seen();
+        set.apply();
+        assert!(!perf.has_changed(), "nothing changed: no wake-up");
+        // The primary's leader moves: same cluster, another answer.
+        east.send_replace(view("east", 3, Primary, Primary));
+        set.apply();
+        assert!(perf.has_changed(), "a new leader of the primary wakes them");
+        perf.seen();
+        // No primary any more: the label follows no cluster.
+        east.send_replace(view("east", 3, Secondary, Primary));
+        set.apply();
+        assert!(perf.has_changed(), "losing the primary wakes them");
+        assert_ne!(perf.seen().cluster, "east");
+    }
+
+    /// The lines `report` logs for `state` after `previous`, as text.
+    fn logged(
+        set: &ReplicationSet,
+        state: &ReplicationState,
+        previous: &ReplicationState,
+    ) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || set.report(state, Some(previous)));
+        let text = buffer.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    /// A primary that changes is logged once, with the old and the new; two primaries
+    /// in one set are an ERROR once, not again on every recheck while they last.
+    #[test]
+    fn changes_of_primary_are_logged_once_each() {
+        use Mode::{Primary, Secondary};
+        let (now, targets) = (Instant::now(), StreamTargets::default());
+        let state = |views: &[Arc<ClusterView>]| decide_all(&named(views), now, now, &targets);
+        let feeds = Feeds::from([("east".to_string(), {
+            let (_tx, rx) = watch::channel(view("east", 1, Primary, Primary));
+            ClusterFeed::new(rx)
+        })]);
+        let set = ReplicationSet::new(
+            &["east".to_string()],
+            &feeds,
+            Duration::ZERO,
+            StreamTargets::default(),
+        );
+        let east_leads = state(&[
+            with_dr_set(view("east", 1, Primary, Primary), "d1"),
+            with_dr_set(view("west", 2, Secondary, Primary), "d2"),
+        ]);
+        let west_leads = state(&[
+            with_dr_set(view("east", 1, Secondary, Primary), "d1"),
+            with_dr_set(view("west", 2, Primary, Primary), "d2"),
+        ]);
+        let log = logged(&set, &west_leads, &east_leads);
+        assert!(log.contains("primary changed"), "{log}");
+        assert!(
+            log.contains("old=east") && log.contains("new=west"),
+            "{log}"
+        );
+        assert_eq!(
+            logged(&set, &west_leads, &west_leads),
+            "",
+            "no change, no line"
+        );
+
+        let split = state(&[
+            with_dr_set(view("east", 1, Primary, Primary), "d1"),
+            with_dr_set(view("west", 2, Primary, Primary), "d2"),
+        ]);
+        let log = logged(&set, &split, &east_leads);
+        assert_eq!(log.matches("ERROR").count(), 1, "{log}");
+        assert!(log.contains("two primaries"), "{log}");
+        assert_eq!(
+            logged(&set, &split, &split),
+            "",
+            "still split: said already"
+        );
     }
 }
