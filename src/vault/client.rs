@@ -11,6 +11,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::modes::{Mode, Modes};
+use super::role::Role;
 
 /// Query string for `/v1/sys/health` that pins every state to its documented code, so
 /// the code can be cross-checked against the body whatever a node's defaults are
@@ -24,22 +25,6 @@ const HEALTH_QUERY: &str = "standbyok=false&perfstandbyok=false&activecode=200&s
 
 /// Largest body we read from a node; health and leader answers are a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
-
-/// What one node said about itself in `/v1/sys/health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeState {
-    Active,
-    Standby,
-    /// A standby that cannot reach its active node (Vault 1.19+: 474,
-    /// `ha_connection_healthy: false`).
-    StandbyHaUnhealthy,
-    PerfStandby,
-    Sealed,
-    Uninitialized,
-    /// Removed from the raft cluster (Vault 1.19+: 530, `removed_from_cluster: true`):
-    /// no longer a member, whatever it still says about the leader.
-    Removed,
-}
 
 /// What `/v1/sys/leader` said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,14 +92,14 @@ impl PollError {
 /// modes as this node sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {
-    pub state: NodeState,
+    pub state: Role,
     pub replication: Modes,
 }
 
 /// One node's answers from one poll round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeReport {
-    pub health: Result<NodeState, PollError>,
+    pub health: Result<Role, PollError>,
     /// From the same health answer; unknown when there was none.
     pub replication: Modes,
     /// `Ok(None)` when the node cannot say (sealed nodes answer 503 here).
@@ -296,19 +281,19 @@ pub fn parse_health(status: u16, body: &[u8]) -> Result<Health, PollError> {
     // Vault's own precedence (`http/sys_health.go`): uninitialised, removed, sealed,
     // HA-unhealthy standby, DR secondary, perf standby, standby, active.
     let state = if !h.initialized {
-        NodeState::Uninitialized
+        Role::Uninitialized
     } else if h.removed_from_cluster || status == 530 {
-        NodeState::Removed
+        Role::Removed
     } else if h.sealed {
-        NodeState::Sealed
+        Role::Sealed
     } else if h.standby && (h.ha_connection_healthy == Some(false) || status == 474) {
-        NodeState::StandbyHaUnhealthy
+        Role::StandbyHaUnhealthy
     } else if h.performance_standby || status == 473 {
-        NodeState::PerfStandby
+        Role::PerfStandby
     } else if h.standby {
-        NodeState::Standby
+        Role::Standby
     } else {
-        NodeState::Active
+        Role::Active
     };
     Ok(Health { state, replication })
 }
@@ -350,12 +335,12 @@ mod tests {
             format!(r#"{{"initialized":true,"sealed":false,"standby":{standby}}}"#).into_bytes()
         };
         let state = |status, body: &[u8]| parse_health(status, body).map(|h| h.state);
-        assert_eq!(state(200, &body(false)), Ok(NodeState::Active));
-        assert_eq!(state(429, &body(true)), Ok(NodeState::Standby));
-        assert_eq!(state(473, &body(true)), Ok(NodeState::PerfStandby));
+        assert_eq!(state(200, &body(false)), Ok(Role::Active));
+        assert_eq!(state(429, &body(true)), Ok(Role::Standby));
+        assert_eq!(state(473, &body(true)), Ok(Role::PerfStandby));
         assert_eq!(
             state(503, br#"{"initialized":true,"sealed":true,"standby":true}"#),
-            Ok(NodeState::Sealed)
+            Ok(Role::Sealed)
         );
         assert_eq!(state(500, &body(false)), Err(PollError::Status(500)));
         // Vault 1.19+: a standby that lost its active node, a node removed from raft.
@@ -364,21 +349,21 @@ mod tests {
                 474,
                 br#"{"initialized":true,"sealed":false,"standby":true,"ha_connection_healthy":false}"#
             ),
-            Ok(NodeState::StandbyHaUnhealthy)
+            Ok(Role::StandbyHaUnhealthy)
         );
         assert_eq!(
             state(
                 429,
                 br#"{"initialized":true,"sealed":false,"standby":true,"ha_connection_healthy":true}"#
             ),
-            Ok(NodeState::Standby)
+            Ok(Role::Standby)
         );
         assert_eq!(
             state(
                 530,
                 br#"{"initialized":true,"sealed":false,"standby":true,"removed_from_cluster":true}"#
             ),
-            Ok(NodeState::Removed)
+            Ok(Role::Removed)
         );
         // The codes are asked for, so a node that answers them is read by its code too.
         assert!(HEALTH_QUERY.contains("removedcode=530"));

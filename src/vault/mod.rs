@@ -10,6 +10,7 @@ mod poll;
 pub mod primaries;
 mod probe;
 pub mod replication;
+pub mod role;
 pub mod rules;
 pub mod stream;
 pub mod stream_health;

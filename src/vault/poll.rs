@@ -419,9 +419,9 @@ mod tests {
         );
     }
 
-    use crate::vault::client::NodeState;
     use crate::vault::modes::Modes;
     use crate::vault::probe::tests::prior;
+    use crate::vault::role::Role;
 
     /// Starts every due poll at `now` and lands it at once as `answered` or not;
     /// returns how many started.
@@ -446,7 +446,7 @@ mod tests {
         let started = due.start.len();
         for Start { node: i, .. } in due.start {
             s.landed(i, now);
-            let mut p = prior(NodeState::Standby, Modes::default(), Duration::ZERO);
+            let mut p = prior(Role::Standby, Modes::default(), Duration::ZERO);
             if !answered {
                 p = Polled::unanswered(
                     &nodes[i],

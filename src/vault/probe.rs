@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 use url::Url;
 
-use super::client::{LeaderReport, NodeReport, NodeState, PollError, VaultClient};
+use super::client::{LeaderReport, NodeReport, PollError, VaultClient};
 use super::config::ClusterConfig;
 use super::modes::Modes;
 use super::poll::Pace;
+use super::role::Role;
 use super::rules::Polled;
-use super::view::{ClusterView, Role};
+use super::view::ClusterView;
 
 /// A speaker's health is asked every this many rounds when its modes can change.
 const SPEAKER_EVERY: u32 = 2;
@@ -66,7 +67,7 @@ impl HealthCadence {
             return false;
         }
         let age = now.saturating_duration_since(heard);
-        let speaks = self.load_balanced || *state == NodeState::Active;
+        let speaks = self.load_balanced || *state == Role::Active;
         if speaks && prior.is_some_and(|p| p.report.replication.can_change()) {
             age >= self.speaker
         } else {
@@ -99,15 +100,15 @@ fn unreachable(leader: &Result<Option<LeaderReport>, PollError>) -> bool {
 fn role_from(
     prior: Option<&Polled>,
     leader: &Result<Option<LeaderReport>, PollError>,
-) -> Option<NodeState> {
+) -> Option<Role> {
     let known = prior.is_some_and(|p| p.report.health.is_ok());
     match leader {
         Ok(Some(l)) if known && l.ha_enabled => Some(if l.is_self {
-            NodeState::Active
+            Role::Active
         } else if l.performance_standby {
-            NodeState::PerfStandby
+            Role::PerfStandby
         } else {
-            NodeState::Standby
+            Role::Standby
         }),
         _ => None,
     }
@@ -247,7 +248,7 @@ pub(crate) mod tests {
 
     /// A node's latest report: `state` from its health heard `health_age` ago, with
     /// `modes`, saying `leader` leads (itself when active).
-    pub(crate) fn prior(state: NodeState, modes: Modes, health_age: Duration) -> Polled {
+    pub(crate) fn prior(state: Role, modes: Modes, health_age: Duration) -> Polled {
         let url: Url = "http://127.0.0.1:8200".parse().unwrap();
         let now = Instant::now();
         Polled {
@@ -258,7 +259,7 @@ pub(crate) mod tests {
                 health: Ok(state),
                 replication: modes,
                 leader: Ok(Some(LeaderReport {
-                    is_self: state == NodeState::Active,
+                    is_self: state == Role::Active,
                     leader_address: "http://127.0.0.1:8200".into(),
                     ..LeaderReport::default()
                 })),
@@ -285,7 +286,7 @@ pub(crate) mod tests {
             dr: Mode::Disabled,
         };
         let ms = Duration::from_millis;
-        use NodeState::{Active, Standby};
+        use Role::{Active, Standby};
         // (state, modes, health heard ms ago) -> asked with the leader
         let cases = [
             (Active, bao, 900, false),
@@ -314,7 +315,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_leader_answer_that_moved_calls_for_the_health_at_once() {
-        let p = prior(NodeState::Standby, Modes::default(), Duration::ZERO);
+        let p = prior(Role::Standby, Modes::default(), Duration::ZERO);
         let same = p.report.leader.clone();
         assert!(!leader_moved(Some(&p), &same));
         let mut elected = same.clone().unwrap().unwrap();
@@ -344,7 +345,7 @@ pub(crate) mod tests {
             perf: Mode::Primary,
             dr: Mode::Disabled,
         };
-        let standby = prior(NodeState::Standby, ent, Duration::ZERO);
+        let standby = prior(Role::Standby, ent, Duration::ZERO);
         let said = |is_self: bool, perf: bool| {
             Ok(Some(LeaderReport {
                 is_self,
@@ -355,15 +356,15 @@ pub(crate) mod tests {
         };
         assert_eq!(
             role_from(Some(&standby), &said(true, false)),
-            Some(NodeState::Active)
+            Some(Role::Active)
         );
         assert_eq!(
             role_from(Some(&standby), &said(false, true)),
-            Some(NodeState::PerfStandby)
+            Some(Role::PerfStandby)
         );
         assert_eq!(
             role_from(Some(&standby), &said(false, false)),
-            Some(NodeState::Standby)
+            Some(Role::Standby)
         );
         // Sealed, an error, no HA, or no health before (no modes to keep): ask it now.
         assert_eq!(role_from(Some(&standby), &Ok(None)), None);

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use url::Url;
 
-use super::client::{NodeReport, NodeState, PollError};
+use super::client::{NodeReport, PollError};
 use super::modes::Modes;
-use super::view::{ClusterView, Leader, LeaderChange, Member, NoLeader, Role, Votes};
+use super::role::Role;
+use super::view::{ClusterView, Leader, LeaderChange, Member, NoLeader, Votes};
 
 /// One node's latest report, with the addresses its configured host resolved to.
 #[derive(Debug, Clone)]
@@ -195,13 +196,13 @@ fn tally(polled: &[Polled]) -> (Vec<(String, String, usize)>, usize) {
         let Ok(Some(report)) = &p.report.leader else {
             continue;
         };
-        if p.report.health == Ok(NodeState::Removed) {
+        if p.report.health == Ok(Role::Removed) {
             continue;
         }
         heard += 1;
         let (addr, cluster_addr) = if !report.ha_enabled {
             // Not part of an HA cluster: an active node leads itself, others lead nobody.
-            if p.report.health != Ok(NodeState::Active) {
+            if p.report.health != Ok(Role::Active) {
                 continue;
             }
             (p.own_api_addr(), String::new())
@@ -241,7 +242,7 @@ fn tally(polled: &[Polled]) -> (Vec<(String, String, usize)>, usize) {
 fn redacted_claim(polled: &[Polled], configured: usize) -> Result<Elected, NoLeader> {
     let claimants: Vec<String> = polled
         .iter()
-        .filter(|p| p.report.health != Ok(NodeState::Removed))
+        .filter(|p| p.report.health != Ok(Role::Removed))
         .filter(|p| matches!(&p.report.leader, Ok(Some(l)) if l.ha_enabled && l.is_self))
         .map(Polled::own_api_addr)
         .collect();
@@ -359,7 +360,7 @@ fn members(prev: &ClusterView, polled: &[Polled]) -> Vec<Member> {
                     url: p.url.clone(),
                     addrs: p.addrs.clone(),
                     port: p.port,
-                    role: Role::from(*state),
+                    role: *state,
                     replication: p.report.replication,
                     last_confirmed: Some(p.wall),
                     error: None,
@@ -453,13 +454,13 @@ mod tests {
     use crate::vault::client::{LeaderReport, PollError};
     use crate::vault::view::Freshness;
 
-    fn node_at(i: u8, health: Result<NodeState, PollError>, leader: Option<&str>) -> Polled {
+    fn node_at(i: u8, health: Result<Role, PollError>, leader: Option<&str>) -> Polled {
         let url: Url = format!("http://127.0.0.{i}:8200").parse().unwrap();
         let leader = match (&health, leader) {
             (Err(e), _) => Err(e.clone()),
             (Ok(state), l) => Ok(Some(LeaderReport {
                 ha_enabled: true,
-                is_self: *state == NodeState::Active,
+                is_self: *state == Role::Active,
                 performance_standby: false,
                 leader_address: l.unwrap_or("").to_string(),
                 leader_cluster_address: l
@@ -482,7 +483,7 @@ mod tests {
         }
     }
 
-    fn node(i: u8, health: NodeState, leader: Option<&str>) -> Polled {
+    fn node(i: u8, health: Role, leader: Option<&str>) -> Polled {
         node_at(i, Ok(health), leader)
     }
 
@@ -524,8 +525,8 @@ mod tests {
     #[test]
     fn a_node_is_named_when_some_report_names_its_url() {
         let latest = vec![
-            Some(node(1, NodeState::Standby, Some("http://127.0.0.2:8200/"))),
-            Some(node(2, NodeState::Standby, Some(L1))),
+            Some(node(1, Role::Standby, Some("http://127.0.0.2:8200/"))),
+            Some(node(2, Role::Standby, Some(L1))),
             Some(down(3)),
             None,
         ];
@@ -539,9 +540,9 @@ mod tests {
         let (v, ev) = round(
             &prev,
             vec![
-                node(1, NodeState::Active, Some(L1)),
-                node(2, NodeState::Standby, Some(L1)),
-                node(3, NodeState::Standby, Some(L1)),
+                node(1, Role::Active, Some(L1)),
+                node(2, Role::Standby, Some(L1)),
+                node(3, Role::Standby, Some(L1)),
             ],
             Instant::now(),
         );
@@ -556,9 +557,9 @@ mod tests {
     #[test]
     fn split_brain_majority_wins_and_is_logged() {
         let polled = vec![
-            node(1, NodeState::Active, Some(L1)),
-            node(2, NodeState::Active, Some(L2)),
-            node(3, NodeState::Standby, Some(L1)),
+            node(1, Role::Active, Some(L1)),
+            node(2, Role::Active, Some(L2)),
+            node(3, Role::Standby, Some(L1)),
         ];
         let e = elect(&polled, false);
         assert_eq!(e.winner.as_ref().unwrap().api_addr, L1);
@@ -576,8 +577,8 @@ mod tests {
     #[test]
     fn even_split_answers_no_leader() {
         let polled = vec![
-            node(1, NodeState::Active, Some(L1)),
-            node(2, NodeState::Active, Some(L2)),
+            node(1, Role::Active, Some(L1)),
+            node(2, Role::Active, Some(L2)),
         ];
         let e = elect(&polled, false);
         assert!(
@@ -590,7 +591,7 @@ mod tests {
     fn a_leader_needs_a_majority_of_the_configured_members() {
         // Three configured, only one heard (the agent is cut off with node 1): node 1's
         // own word is not enough, however sure it is.
-        let polled = vec![node(1, NodeState::Active, Some(L1)), down(2), down(3)];
+        let polled = vec![node(1, Role::Active, Some(L1)), down(2), down(3)];
         let e = elect(&polled, false);
         assert_eq!(
             e.winner,
@@ -609,16 +610,16 @@ mod tests {
 
         // Two of three heard and agreeing: a quorum.
         let polled = vec![
-            node(1, NodeState::Active, Some(L1)),
-            node(2, NodeState::Standby, Some(L1)),
+            node(1, Role::Active, Some(L1)),
+            node(2, Role::Standby, Some(L1)),
             down(3),
         ];
         assert_eq!(elect(&polled, false).winner.unwrap().api_addr, L1);
 
         // Two of three heard but disagreeing: none has a majority of three.
         let polled = vec![
-            node(1, NodeState::Active, Some(L1)),
-            node(2, NodeState::Active, Some(L2)),
+            node(1, Role::Active, Some(L1)),
+            node(2, Role::Active, Some(L2)),
             down(3),
         ];
         assert!(matches!(
@@ -628,9 +629,9 @@ mod tests {
 
         // Five configured (one decommissioned, one down): three agreeing still lead.
         let polled = vec![
-            node(1, NodeState::Active, Some(L1)),
-            node(2, NodeState::Standby, Some(L1)),
-            node(3, NodeState::Standby, Some(L1)),
+            node(1, Role::Active, Some(L1)),
+            node(2, Role::Standby, Some(L1)),
+            node(3, Role::Standby, Some(L1)),
             down(4),
             down(5),
         ];
@@ -641,11 +642,11 @@ mod tests {
     fn a_node_removed_from_the_cluster_casts_no_vote() {
         // Node 3 was removed (530) and still names its old leader L2; nodes 1 and 2 name
         // L1. Of three configured, two count: L1 leads; L2 is never counted.
-        let mut removed = node(3, NodeState::Removed, Some(L2));
-        removed.report.health = Ok(NodeState::Removed);
+        let mut removed = node(3, Role::Removed, Some(L2));
+        removed.report.health = Ok(Role::Removed);
         let polled = vec![
-            node(1, NodeState::Active, Some(L1)),
-            node(2, NodeState::Standby, Some(L1)),
+            node(1, Role::Active, Some(L1)),
+            node(2, Role::Standby, Some(L1)),
             removed.clone(),
         ];
         let e = elect(&polled, false);
@@ -655,7 +656,7 @@ mod tests {
             "the removed node's vote is not counted"
         );
         // It alone naming a leader, with one member down: not heard enough.
-        let polled = vec![node(1, NodeState::Standby, None), down(2), removed];
+        let polled = vec![node(1, Role::Standby, None), down(2), removed];
         assert!(matches!(
             elect(&polled, false).winner,
             Err(NoLeader::Unheard { unheard: 2, .. })
@@ -664,9 +665,9 @@ mod tests {
         let (v, _) = round(
             &ClusterView::empty("dc1", false),
             vec![
-                node(1, NodeState::Standby, Some("http://127.0.0.3:8200")),
-                node(2, NodeState::Standby, Some("http://127.0.0.3:8200")),
-                node(3, NodeState::Removed, None),
+                node(1, Role::Standby, Some("http://127.0.0.3:8200")),
+                node(2, Role::Standby, Some("http://127.0.0.3:8200")),
+                node(3, Role::Removed, None),
             ],
             Instant::now(),
         );
@@ -676,10 +677,10 @@ mod tests {
 
     /// A node behind a listener with `redact_addresses = true`: every address empty,
     /// `is_self` as it is.
-    fn redacted(i: u8, state: NodeState) -> Polled {
+    fn redacted(i: u8, state: Role) -> Polled {
         let mut p = node(i, state, None);
         p.report.leader = Ok(Some(LeaderReport {
-            is_self: state == NodeState::Active,
+            is_self: state == Role::Active,
             ..LeaderReport::default()
         }));
         p
@@ -687,7 +688,7 @@ mod tests {
 
     #[test]
     fn with_redacted_addresses_the_one_member_that_claims_leads() {
-        use NodeState::{Active, Standby};
+        use Role::{Active, Standby};
         let polled = vec![
             redacted(1, Standby),
             redacted(2, Active),
@@ -730,7 +731,7 @@ mod tests {
         ));
         // A removed node's claim is no claim.
         let mut gone = redacted(3, Active);
-        gone.report.health = Ok(NodeState::Removed);
+        gone.report.health = Ok(Role::Removed);
         let polled = vec![redacted(1, Active), redacted(2, Standby), gone];
         assert_eq!(elect(&polled, false).winner.unwrap().api_addr, L1);
         // Through a load balancer a claim names the balancer: never believed.
@@ -749,7 +750,7 @@ mod tests {
     fn a_one_node_cluster_is_its_own_quorum() {
         let (v, _) = round(
             &ClusterView::empty("dc1", false),
-            vec![node(1, NodeState::Active, Some(L1))],
+            vec![node(1, Role::Active, Some(L1))],
             Instant::now(),
         );
         assert_eq!(v.leader.unwrap().api_addr, L1);
@@ -758,7 +759,7 @@ mod tests {
     #[test]
     fn an_active_node_without_ha_leads_alone() {
         // `bao server -dev`: {"ha_enabled": false} and health 200.
-        let mut solo = node(1, NodeState::Active, None);
+        let mut solo = node(1, Role::Active, None);
         solo.report.leader = Ok(Some(LeaderReport {
             ha_enabled: false,
             ..LeaderReport::default()
@@ -773,7 +774,7 @@ mod tests {
         assert_eq!(l.cluster_addr, "", "no cluster port without HA");
 
         // Sealed, it leads nobody.
-        solo.report.health = Ok(NodeState::Sealed);
+        solo.report.health = Ok(Role::Sealed);
         let (v, _) = round(
             &ClusterView::empty("dc1", false),
             vec![solo],
@@ -784,7 +785,7 @@ mod tests {
 
     #[test]
     fn dead_leader_still_reported_by_survivors_is_withheld() {
-        use NodeState::{Active, Standby};
+        use Role::{Active, Standby};
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let all_name_1 = vec![
@@ -833,9 +834,9 @@ mod tests {
             .map(|i| format!("http://127.0.0.{i}:8200").parse().unwrap())
             .collect();
         let t0 = Instant::now();
-        let mut old = node(1, NodeState::Active, Some(L1));
+        let mut old = node(1, Role::Active, Some(L1));
         old.at = t0;
-        let mut fresh = node(2, NodeState::Standby, Some(L1));
+        let mut fresh = node(2, Role::Standby, Some(L1));
         fresh.at = t0 + Duration::from_secs(3);
         let latest = vec![Some(old), Some(fresh), None];
         let now = t0 + Duration::from_secs(4);
@@ -871,7 +872,7 @@ mod tests {
 
     #[test]
     fn load_balanced_peer_trusts_the_report() {
-        let lb = node(9, NodeState::Standby, Some("http://10.1.2.3:8200"));
+        let lb = node(9, Role::Standby, Some("http://10.1.2.3:8200"));
         let (v, _) = round(&ClusterView::empty("peer", true), vec![lb], Instant::now());
         let l = v.leader.as_ref().unwrap();
         assert_eq!(l.addrs, vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
@@ -882,7 +883,7 @@ mod tests {
         );
         // Two LB addresses, one down: the one that answers is trusted alone.
         let polled = vec![
-            node(8, NodeState::Standby, Some("http://10.1.2.3:8200")),
+            node(8, Role::Standby, Some("http://10.1.2.3:8200")),
             down(9),
         ];
         assert!(elect(&polled, true).winner.is_ok());
@@ -892,7 +893,7 @@ mod tests {
     fn unpolled_leader_named_by_the_quorum_is_trusted() {
         let (v, _) = round(
             &ClusterView::empty("peer", false),
-            vec![node(9, NodeState::Standby, Some("http://10.1.2.3:8200"))],
+            vec![node(9, Role::Standby, Some("http://10.1.2.3:8200"))],
             Instant::now(),
         );
         assert!(v.leader.is_some());
@@ -903,7 +904,7 @@ mod tests {
         let t0 = Instant::now();
         let mut empty = ClusterView::empty("dc1", false);
         empty.serve_stale_for = Duration::from_secs(5);
-        let mut first = node(1, NodeState::Active, Some(L1));
+        let mut first = node(1, Role::Active, Some(L1));
         first.at = t0;
         let (v1, _) = round(&empty, vec![first], t0);
         assert_eq!(v1.freshness(t0), Freshness::Fresh);
@@ -916,7 +917,7 @@ mod tests {
             v2.freshness(t0 + Duration::from_secs(6)),
             Freshness::Unusable
         );
-        let mut back = node(1, NodeState::Active, Some(L1));
+        let mut back = node(1, Role::Active, Some(L1));
         back.at = t0 + Duration::from_secs(7);
         let (v3, ev) = round(&v2, vec![back], t0 + Duration::from_secs(7));
         assert_eq!(ev, vec![ViewEvent::Recovered]);
@@ -935,10 +936,7 @@ mod tests {
     fn sealed_node_is_not_serving() {
         let (v, _) = round(
             &ClusterView::empty("dc1", false),
-            vec![
-                node(1, NodeState::Active, Some(L1)),
-                node(2, NodeState::Sealed, None),
-            ],
+            vec![node(1, Role::Active, Some(L1)), node(2, Role::Sealed, None)],
             Instant::now(),
         );
         assert_eq!(v.members[1].role, Role::Sealed);
@@ -951,8 +949,8 @@ mod tests {
         let t0 = Instant::now();
         let polled = || {
             vec![
-                node(1, NodeState::Active, Some(L1)),
-                node(2, NodeState::Standby, Some(L1)),
+                node(1, Role::Active, Some(L1)),
+                node(2, Role::Standby, Some(L1)),
             ]
         };
         let (v1, _) = round(&ClusterView::empty("dc1", false), polled(), t0);
@@ -963,10 +961,7 @@ mod tests {
         // A role change does change them.
         let (v3, _) = round(
             &v2,
-            vec![
-                node(1, NodeState::Active, Some(L1)),
-                node(2, NodeState::Sealed, None),
-            ],
+            vec![node(1, Role::Active, Some(L1)), node(2, Role::Sealed, None)],
             t0 + Duration::from_secs(2),
         );
         assert!(!v2.answers_like(&v3));
