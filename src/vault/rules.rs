@@ -31,8 +31,7 @@ use url::Url;
 
 use super::client::{NodeReport, PollError};
 use super::modes::Modes;
-use super::role::Role;
-use super::view::{ClusterView, Leader, LeaderChange, Member, NoLeader, Votes};
+use super::view::{ClusterView, Leader, LeaderChange, Member, NoLeader, Role, Votes};
 
 /// One node's latest report, with the addresses its configured host resolved to.
 #[derive(Debug, Clone)]
