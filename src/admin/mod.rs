@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use crate::proxy::Proxy;
+use crate::proxy::ProxySide;
 use crate::telemetry;
 use crate::vault::feed::ClusterFeed;
 use crate::vault::replication::ReplicationHandle;
@@ -40,11 +40,11 @@ pub struct ClusterHandle {
 #[derive(Clone, Default)]
 pub struct Running {
     /// The local cluster (`datacenter` in the config).
-    pub datacenter: String,
+    pub local_cluster: String,
     /// The clusters in the config's order (what `/status` and `status` list).
     pub clusters: Vec<ClusterHandle>,
     /// Every proxy side (a listener's cluster side and its API side are two).
-    pub proxies: Vec<Arc<Proxy>>,
+    pub proxies: Vec<Arc<ProxySide>>,
     pub replication: Option<ReplicationHandle>,
 }
 
@@ -61,9 +61,9 @@ pub struct Observed {
 
 impl Observed {
     /// Nothing running yet: the supervisor [`replace`](Observed::replace)s what starts.
-    pub fn new(datacenter: &str, ready_timeout: Duration, started: Instant) -> Self {
+    pub fn new(local_cluster: &str, ready_timeout: Duration, started: Instant) -> Self {
         let running = Running {
-            datacenter: datacenter.to_string(),
+            local_cluster: local_cluster.to_string(),
             ..Running::default()
         };
         Self {
@@ -122,7 +122,7 @@ impl Observed {
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ready: self.is_ready(),
-            datacenter: running.datacenter.clone(),
+            datacenter: running.local_cluster.clone(),
             clusters: running
                 .clusters
                 .iter()
@@ -284,7 +284,7 @@ mod tests {
         let observed = Observed::new("dc1", Duration::from_secs(3600), Instant::now());
         let (tx, rx) = watch::channel(Arc::new(ClusterView::empty("dc1", false)));
         observed.replace(Running {
-            datacenter: "dc1".into(),
+            local_cluster: "dc1".into(),
             clusters: vec![ClusterHandle {
                 name: "dc1".into(),
                 feed: ClusterFeed::new(rx),

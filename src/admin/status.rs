@@ -15,7 +15,8 @@ use crate::vault::view::Freshness;
 pub struct Status {
     pub version: String,
     pub ready: bool,
-    /// The local datacenter, whose primacy `status --is-primary` reports.
+    /// The local cluster (the config's `datacenter`, the field's name in the
+    /// document), whose primacy `status --is-primary` reports.
     #[serde(default)]
     pub datacenter: String,
     pub clusters: Vec<ClusterStatus>,
@@ -244,7 +245,7 @@ impl Status {
                 .any(PrimaryStatus::split)
     }
 
-    /// `status --is-primary KIND`: whether the local datacenter is the primary of that
+    /// `status --is-primary KIND`: whether the local cluster is the primary of that
     /// kind now. None when that cannot be told: no fresh view of the local cluster, its
     /// mode unknown, or two primaries in the set.
     pub fn is_primary(&self, kind: Kind) -> Option<bool> {

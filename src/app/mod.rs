@@ -95,7 +95,7 @@ impl Supervisor {
     ) -> anyhow::Result<Started> {
         let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
         let observed = Arc::new(Observed::new(
-            &config.datacenter,
+            &config.local_cluster,
             config.admin.ready_timeout,
             Instant::now(),
         ));
@@ -427,7 +427,7 @@ fn publish(
         .filter_map(|c| watchers.get(&c.name).map(|w| w.handle.clone()))
         .collect();
     observed.replace(Running {
-        datacenter: config.datacenter.clone(),
+        local_cluster: config.local_cluster.clone(),
         clusters,
         proxies: proxies.iter().flat_map(|p| p.sides.clone()).collect(),
         replication: replication.as_ref().map(|r| r.handle.clone()),

@@ -15,7 +15,7 @@ use crate::dns::handler::Handler;
 use crate::dns::server::DnsServer;
 use crate::dns::zone::Zone;
 use crate::net::Proto;
-use crate::proxy::{Proxy, Side};
+use crate::proxy::{ProxySide, Side};
 use crate::systemd;
 use crate::vault::feed::Feeds;
 use crate::vault::replication::{ReplicationHandle, ReplicationSet};
@@ -40,7 +40,7 @@ pub(super) struct ReportingParts {
 pub(super) struct RunningProxy {
     pub(super) config: ProxyConfig,
     /// The cluster side, and the API side when there is one.
-    pub(super) sides: Vec<Arc<Proxy>>,
+    pub(super) sides: Vec<Arc<ProxySide>>,
     /// One part per side, stopped together.
     pub(super) parts: Vec<Part>,
 }
@@ -234,7 +234,7 @@ pub(super) fn stream_targets(config: &Config) -> StreamTargets {
             .to_ascii()
             .trim_end_matches('.')
             .to_ascii_lowercase(),
-        datacenter: config.datacenter.clone(),
+        local_cluster: config.local_cluster.clone(),
         proxies: config
             .proxies
             .iter()
@@ -272,7 +272,7 @@ pub(super) fn start_proxy(
     let (mut sides, mut parts) = (Vec::new(), Vec::new());
     for BoundSide { side, listeners } in bound.sides {
         let feed = feeds[&config.cluster].clone();
-        let proxy = Arc::new(Proxy::on_side(config.clone(), side, feed));
+        let proxy = Arc::new(ProxySide::on_side(config.clone(), side, feed));
         let name = match side {
             Side::Cluster => format!("proxy on {}", proxy.listen()),
             Side::Api => format!("proxy API side on {}", proxy.listen()),

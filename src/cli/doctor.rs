@@ -147,7 +147,7 @@ pub fn examine(config: &Config, host: &Host) -> Vec<Finding> {
     findings
 }
 
-/// The local datacenter's `active` name through getaddrinfo, against the agent's own
+/// The local cluster's `active` name through getaddrinfo, against the agent's own
 /// answer on its first DNS listener.
 fn resolver(config: &Config, host: &Host) -> Vec<Finding> {
     let Some(&dns) = config.dns.listen.first() else {

@@ -64,7 +64,7 @@ pub enum Command {
         /// Print the raw JSON from /status.
         #[arg(long)]
         json: bool,
-        /// Print nothing; exit 0 while the local datacenter is the primary of this
+        /// Print nothing; exit 0 while the local cluster is the primary of this
         /// replication kind, 3 while it is not, 4 when that cannot be told (agent
         /// unreachable, local view not fresh, mode unknown, two primaries). For
         /// systemd's ExecCondition=, which skips the unit on 1-254.

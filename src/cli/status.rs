@@ -13,7 +13,7 @@ use crate::vault::stream_health::StreamHealth;
 pub const EXIT_UNHEALTHY: u8 = 5;
 /// The agent could not be reached, or did not answer with a status report.
 pub const EXIT_UNREACHABLE: u8 = 1;
-/// `--is-primary`: the local datacenter is not the primary of that kind.
+/// `--is-primary`: the local cluster is not the primary of that kind.
 pub const EXIT_NOT_PRIMARY: u8 = 3;
 /// `--is-primary`: whether it is cannot be told now.
 pub const EXIT_PRIMARY_UNKNOWN: u8 = 4;

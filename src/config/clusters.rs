@@ -46,7 +46,7 @@ impl Check<'_> {
             if out.iter().any(|o| o.name == cluster.name) {
                 return self.fail(
                     format!("clusters[{i}].name"),
-                    format!("datacenter {:?} is defined twice", cluster.name),
+                    format!("cluster {:?} is defined twice", cluster.name),
                 );
             }
             out.push(cluster);
@@ -93,7 +93,7 @@ impl Check<'_> {
     /// and not one Consul's names or a replication set already use.
     fn cluster_name(&self, name: Option<&str>, key: &str, domain: &Name) -> Checked<String> {
         let Some(given) = name else {
-            return self.fail(key, "is required (the datacenter label in DNS names)");
+            return self.fail(key, "is required (the cluster label in DNS names)");
         };
         let name = given.to_ascii_lowercase();
         if !is_label(&name) {
@@ -178,7 +178,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    /// `datacenter`: the cluster that names without a datacenter label refer to.
+    /// `datacenter`: the cluster that names without a cluster label refer to.
     pub(super) fn datacenter(&self, given: &str, clusters: &[ClusterConfig]) -> Checked<String> {
         let name = given.to_ascii_lowercase();
         if !clusters.iter().any(|c| c.name == name) {
@@ -358,7 +358,7 @@ fn names(clusters: &[ClusterConfig]) -> String {
         .join(", ")
 }
 
-/// Labels that select a lookup kind in Consul names; a datacenter named like one of
+/// Labels that select a lookup kind in Consul names; a cluster named like one of
 /// them would make names ambiguous.
 fn is_reserved_label(label: &str) -> bool {
     matches!(

@@ -74,8 +74,8 @@ impl ConfigError {
 /// A validated configuration. Every address is parsed, every name is lower case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The cluster that names without a datacenter label refer to.
-    pub datacenter: String,
+    /// The cluster that names without a cluster label refer to (the `datacenter` key).
+    pub local_cluster: String,
     /// The zone answered authoritatively, lower case, fully qualified.
     pub domain: Name,
     pub dns: DnsConfig,
@@ -89,7 +89,7 @@ pub struct Config {
 }
 
 /// `[replication]`: the set whose performance and DR primaries get the virtual
-/// datacenter labels `perf-primary` and `dr-primary` (see `vault::replication`).
+/// cluster labels `perf-primary` and `dr-primary` (see `vault::replication`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicationConfig {
     /// Configured cluster names, lower case, in the file's order.
@@ -153,11 +153,11 @@ impl Config {
             .expect("the embedded default config is valid")
     }
 
-    /// The zone's settings: static records, the local datacenter, proxy answers.
+    /// The zone's settings: static records, the local cluster, proxy answers.
     pub fn zone(&self) -> ZoneConfig {
         ZoneConfig {
             domain: self.domain.clone(),
-            local_cluster: self.datacenter.clone(),
+            local_cluster: self.local_cluster.clone(),
             ttl: self.dns.ttl,
             records: self.dns.records.clone(),
             proxy_answers: self

@@ -10,9 +10,9 @@ impl Config {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "zone {} (local datacenter {}), DNS on {}",
+            "zone {} (local cluster {}), DNS on {}",
             self.domain,
-            self.datacenter,
+            self.local_cluster,
             join(&self.dns.listen)
         );
         let _ = match self.dns.upstreams.as_slice() {

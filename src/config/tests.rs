@@ -41,7 +41,7 @@ fn parse_err(text: &str) -> ConfigError {
 #[test]
 fn issue_example_is_accepted_as_written() {
     let c = Config::parse(ISSUE_EXAMPLE, "x.toml").unwrap();
-    assert_eq!(c.datacenter, "us-east-1");
+    assert_eq!(c.local_cluster, "us-east-1");
     assert_eq!(c.domain.to_string(), "consul.");
     assert_eq!(c.dns.listen, vec!["127.0.0.1:8600".parse().unwrap()]);
     assert_eq!(c.clusters.len(), 2);
@@ -105,7 +105,7 @@ fn failover_poll_interval_slower_than_the_poll_interval_is_rejected() {
 #[test]
 fn embedded_default_matches_the_contract() {
     let c = Config::embedded_default();
-    assert_eq!(c.datacenter, "dc1");
+    assert_eq!(c.local_cluster, "dc1");
     assert_eq!(c.clusters[0].nodes[0].as_str(), "http://127.0.0.1:8200/");
     assert_eq!(c.dns.listen, vec!["127.0.0.1:8600".parse().unwrap()]);
 }

@@ -32,7 +32,7 @@ pub(super) fn config(raw: FileConfig, file: &str) -> Checked<Config> {
     let Some(datacenter) = raw.datacenter else {
         return check.fail(
             "datacenter",
-            "is required: the [[clusters]] entry names without a datacenter label mean",
+            "is required: the [[clusters]] entry names without a cluster label mean",
         );
     };
     let domain = parse_domain(&raw.domain).or_else(|r| check.fail("domain", r))?;
@@ -40,13 +40,13 @@ pub(super) fn config(raw: FileConfig, file: &str) -> Checked<Config> {
     let upstreams = check.upstreams(&raw.dns, &dns_listen)?;
     let zone_fallback = check.servers("dns.zone_fallback", &raw.dns.zone_fallback, &dns_listen)?;
     let clusters = check.clusters(raw.clusters, &domain)?;
-    let datacenter = check.datacenter(&datacenter, &clusters)?;
+    let local_cluster = check.datacenter(&datacenter, &clusters)?;
     let replication = check.replication(raw.replication, &clusters, &domain)?;
     let records = check.records(raw.dns.records, &domain)?;
     let proxies = check.proxies(raw.proxy, &clusters, replication.is_some(), &dns_listen)?;
     let admin = check.admin(raw.admin, &dns_listen, &proxies)?;
     Ok(Config {
-        datacenter,
+        local_cluster,
         domain,
         dns: DnsConfig {
             listen: dns_listen,

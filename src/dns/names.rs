@@ -1,12 +1,12 @@
 //! Parsing a query name inside our zone into what it asks for, the way Consul does:
 //! scan from the right for the lookup-kind label (`service`, `addr`, `node`, `query`);
-//! the labels after it are the datacenter, the labels before it the query.
+//! the labels after it name the cluster, the labels before it the query.
 //!
-//! - `[tag.]<service>.service[.<dc>].<domain>`
-//! - `_<service>._<tag>[.service][.<dc>].<domain>` (RFC 2782; `_tcp`/`_udp` mean no
+//! - `[tag.]<service>.service[.<cluster>].<domain>`
+//! - `_<service>._<tag>[.service][.<cluster>].<domain>` (RFC 2782; `_tcp`/`_udp` mean no
 //!   tag; Consul: "the service label is optional", and Go's `net.LookupSRV` and Java's
 //!   JNDI ask without it)
-//! - `<hex ip>.addr[.<dc>].<domain>` (the SRV targets we hand out)
+//! - `<hex ip>.addr[.<cluster>].<domain>` (the SRV targets we hand out)
 //!
 //! The labels after the kind name the cluster (Consul's datacenter) as Consul CE's
 //! `parseLabels` reads them: `<dc>`, its older `default.<dc>`, or pairs in any order of
@@ -139,7 +139,7 @@ fn scope(rest: &[&str]) -> Option<Scope> {
     Some(cluster)
 }
 
-/// `_<service>._<tag>[.<dc>]`: RFC 2782 without the `service` label.
+/// `_<service>._<tag>[.<cluster>]`: RFC 2782 without the `service` label.
 fn rfc2782_without_kind(labels: &[&str]) -> ZoneName {
     match labels {
         [s, t, rest @ ..] if s.starts_with('_') && t.starts_with('_') => match scope(rest) {
@@ -176,9 +176,9 @@ pub fn encode_addr(ip: IpAddr) -> String {
     }
 }
 
-/// `<hex ip>.addr.<dc>.<domain>.`, Consul's SRV target form.
-pub fn addr_name(ip: IpAddr, dc: &str, domain: &Name) -> Result<Name, ProtoError> {
-    Name::from_ascii(format!("{}.addr.{dc}", encode_addr(ip)))?.append_domain(domain)
+/// `<hex ip>.addr.<cluster>.<domain>.`, Consul's SRV target form.
+pub fn addr_name(ip: IpAddr, cluster: &str, domain: &Name) -> Result<Name, ProtoError> {
+    Name::from_ascii(format!("{}.addr.{cluster}", encode_addr(ip)))?.append_domain(domain)
 }
 
 /// `<label>.<domain>.` (the SOA's `ns` and `hostmaster` names).
@@ -186,12 +186,13 @@ pub fn in_domain(label: &str, domain: &Name) -> Result<Name, ProtoError> {
     Name::from_ascii(label)?.append_domain(domain)
 }
 
-/// Checks that every name the zone builds for `dc` fits in DNS's 255 octets: the longest
-/// are an IPv6 SRV target (`<32 hex>.addr.<dc>.<domain>`) and `hostmaster.<domain>`.
+/// Checks that every name the zone builds for `cluster` fits in DNS's 255 octets: the
+/// longest are an IPv6 SRV target (`<32 hex>.addr.<cluster>.<domain>`) and
+/// `hostmaster.<domain>`.
 /// Config validation calls this, so answering never meets a name it cannot build.
-pub fn check_buildable(dc: &str, domain: &Name) -> Result<(), ProtoError> {
+pub fn check_buildable(cluster: &str, domain: &Name) -> Result<(), ProtoError> {
     in_domain("hostmaster", domain)?;
-    addr_name(IpAddr::V6(Ipv6Addr::from(u128::MAX)), dc, domain).map(drop)
+    addr_name(IpAddr::V6(Ipv6Addr::from(u128::MAX)), cluster, domain).map(drop)
 }
 
 pub fn decode_addr(hex: &str) -> Option<IpAddr> {

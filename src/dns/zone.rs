@@ -45,7 +45,7 @@ impl Answer {
 pub struct ZoneConfig {
     /// The zone, lower case, fully qualified.
     pub domain: Name,
-    /// The cluster that names without a datacenter label refer to.
+    /// The cluster that names without a cluster label refer to.
     pub local_cluster: String,
     pub ttl: Duration,
     pub records: Vec<StaticRecord>,
@@ -169,7 +169,7 @@ impl Zone {
     }
 
     /// Whether this agent answers `qname` (in the zone) itself: the apex, a static
-    /// record, a vault service name or an address label of a datacenter it knows. The
+    /// record, a vault service name or an address label of a cluster it knows. The
     /// rest of the zone is someone else's (a Consul agent's, during a migration):
     /// with `dns.zone_fallback` it is forwarded there, without it NXDOMAIN.
     pub fn owns(&self, qname: &Name) -> bool {
@@ -390,7 +390,7 @@ fn ttl_secs(d: std::time::Duration) -> u32 {
 
 /// The README's "Names" table, row by row, against a zone with one cluster of
 /// every member kind, a cluster with no view yet, and a replication set's virtual
-/// datacenters (one following `dc1`, one with no primary).
+/// clusters (one following `dc1`, one with no primary).
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;

@@ -15,7 +15,7 @@ use super::config::{DataPath, OnLeaderChange, RouteAction, Side};
 use super::connect::{connect, connect_and_send, reset, set_keepalive, with_deferred_keepalive};
 use super::error::ConnError;
 use super::hello::{read_client_hello, ClientHello};
-use super::listener::Proxy;
+use super::listener::ProxySide;
 use super::route::alpn_label;
 use super::splice::splice_bidirectional;
 use super::target::{target, target_of};
@@ -29,7 +29,7 @@ const COPY_BUF: usize = 64 * 1024;
 /// A refusal: the connection's ALPN label index (None before one is known) and why.
 type Refused = (Option<usize>, ConnError);
 
-impl Proxy {
+impl ProxySide {
     pub(super) async fn handle(
         &self,
         client: TcpStream,
@@ -156,7 +156,7 @@ impl Proxy {
     }
 }
 
-impl Proxy {
+impl ProxySide {
     /// The data path: bytes both ways until either side is done. Dropping it (leader
     /// change, shutdown) leaves both streams to the caller, which closes them.
     async fn move_bytes(

@@ -37,13 +37,13 @@ use crate::vault::feed::ClusterFeed;
 const PIPE_POOL: usize = 256;
 
 /// One side of a `[[proxy]]` listener: its state, shared by its connections.
-pub struct Proxy {
+pub struct ProxySide {
     pub(super) config: ProxyConfig,
     pub(super) side: Side,
     pub(super) router: Router,
     pub(super) metrics: ProxyMetrics,
     /// The cluster's feed; a reload that replaces the cluster's watcher (or its
-    /// replication set) points it at the successor ([`Proxy::follow`]).
+    /// replication set) points it at the successor ([`ProxySide::follow`]).
     feed: Mutex<ClusterFeed>,
     permits: Arc<Semaphore>,
     pub(super) pools: SplicePools,
@@ -51,7 +51,7 @@ pub struct Proxy {
     pub(super) cut_over: AtomicU64,
 }
 
-impl Proxy {
+impl ProxySide {
     /// The cluster side of a `[[proxy]]` listener.
     pub fn new(config: ProxyConfig, feed: ClusterFeed) -> Self {
         Self::on_side(config, Side::Cluster, feed)

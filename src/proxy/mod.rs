@@ -5,7 +5,7 @@
 //! | file | its one job |
 //! |---|---|
 //! | `config` | a listener's settings and the route actions |
-//! | `listener` | [`Proxy`]: worker threads, the accept loop, the drain |
+//! | `listener` | [`ProxySide`]: worker threads, the accept loop, the drain |
 //! | `connection` | one connection: hello -> route -> target -> connect -> pump -> cut-over |
 //! | `target` | the leader's address on a side, to a socket address |
 //! | `connect` | the upstream connect, socket tuning, RST |
@@ -27,7 +27,7 @@ pub mod splice;
 mod target;
 
 pub use config::Side;
-pub use listener::Proxy;
+pub use listener::ProxySide;
 
 #[cfg(test)]
 pub(crate) mod testing {

@@ -9,7 +9,7 @@ use super::tls::ClusterTls;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
-    /// The datacenter label in DNS names, lower case.
+    /// The cluster label in DNS names, lower case.
     pub name: String,
     pub nodes: Vec<Url>,
     pub poll_interval: Duration,

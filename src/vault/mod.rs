@@ -1,11 +1,11 @@
 //! Vault/OpenBao: polling nodes and deciding what each cluster looks like.
 
+mod announce;
 pub mod client;
 pub mod config;
 pub mod feed;
 pub mod heartbeat;
 pub mod modes;
-mod observe;
 mod poll;
 pub mod primaries;
 mod probe;

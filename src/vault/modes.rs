@@ -110,7 +110,7 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 2] = [Kind::Perf, Kind::Dr];
 
-    /// The virtual cluster's name: a datacenter label in DNS, a `[[proxy]] cluster`.
+    /// The virtual cluster's name: a cluster label in DNS, a `[[proxy]] cluster`.
     pub fn label(self) -> &'static str {
         match self {
             Kind::Perf => "perf-primary",

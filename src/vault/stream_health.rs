@@ -28,13 +28,13 @@ use super::stream::{Stream, Streams};
 use super::view::{ClusterView, CLUSTER_PORT};
 
 /// What the agent answers, for telling whether a stream's address reaches a primary:
-/// the DNS domain (lower case, no trailing dot), the local datacenter (the one names
-/// without a datacenter label mean), and the proxy listeners with the cluster or
+/// the DNS domain (lower case, no trailing dot), the local cluster (the one names
+/// without a cluster label mean), and the proxy listeners with the cluster or
 /// virtual cluster each forwards to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamTargets {
     pub domain: String,
-    pub datacenter: String,
+    pub local_cluster: String,
     pub proxies: Vec<ProxyTarget>,
 }
 
@@ -316,10 +316,10 @@ fn dial_warnings(
 
 impl StreamTargets {
     /// Whether `host:port` is something this agent answers for `primary`: a name in
-    /// the zone whose datacenter is `primary` or one of `labels` (the virtual clusters
+    /// the zone whose cluster label is `primary` or one of `labels` (the virtual clusters
     /// naming it now), or a proxy listener forwarding to one of those.
     fn answers_for(&self, host: &str, port: u16, primary: &str, labels: &[&str]) -> bool {
-        let ours = |dc: &str| dc == primary || labels.contains(&dc);
+        let ours = |cluster: &str| cluster == primary || labels.contains(&cluster);
         if let Ok(ip) = host.parse::<IpAddr>() {
             return self
                 .proxies
@@ -330,14 +330,14 @@ impl StreamTargets {
             return false;
         };
         let labels_of_name: Vec<&str> = rest.split('.').collect();
-        // `<...>.service.<dc>`, `<...>.addr.<dc>`, `<node>.node.<dc>`; without the
-        // datacenter label, the local one.
-        let dc = match labels_of_name.as_slice() {
-            [.., kind, dc] if matches!(*kind, "service" | "addr" | "node") => *dc,
-            [.., "service" | "node"] => self.datacenter.as_str(),
+        // `<...>.service.<cluster>`, `<...>.addr.<cluster>`, `<node>.node.<cluster>`;
+        // without the cluster label, the local one.
+        let cluster = match labels_of_name.as_slice() {
+            [.., kind, cluster] if matches!(*kind, "service" | "addr" | "node") => *cluster,
+            [.., "service" | "node"] => self.local_cluster.as_str(),
             _ => return false,
         };
-        ours(dc)
+        ours(cluster)
     }
 }
 
@@ -511,7 +511,7 @@ mod tests {
     fn targets() -> StreamTargets {
         StreamTargets {
             domain: "consul".into(),
-            datacenter: "west".into(),
+            local_cluster: "west".into(),
             proxies: vec![ProxyTarget {
                 listen: "127.0.0.5:8201".parse().unwrap(),
                 cluster: "perf-primary".into(),
@@ -596,7 +596,7 @@ mod tests {
         ] {
             assert!(warnings(fine, &node).is_empty(), "{fine}");
         }
-        // Not east: west's own names (the local datacenter without a label), another
+        // Not east: west's own names (the local cluster without a label), another
         // port of the proxy's address, a host nobody knows.
         for wrong in [
             "https://active.vault.service.consul:8201",

@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use url::Url;
 
+use super::announce;
 use super::client::VaultClient;
 use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
-use super::observe;
 use super::poll::{on_grid, Cadence, Schedule};
 use super::probe::{
     lookup, poll_node, resolve_url, streams_source, HealthCadence, StreamsSource, Target,
@@ -76,7 +76,7 @@ struct Memory {
     disagreement: Option<Vec<String>>,
     resolved: Option<ResolvedLeader>,
     /// What the cluster's gauges show.
-    gauges: Option<observe::Gauges>,
+    gauges: Option<announce::Gauges>,
 }
 
 impl Watcher {
@@ -188,7 +188,7 @@ impl Watcher {
                 in_flight.push(self.poll(i, prior, with_health, registration, now));
             }
             for polled in &due.abandoned {
-                observe::count_errors(&self.config.name, polled);
+                announce::count_errors(&self.config.name, polled);
             }
             let ask_streams = match &streams_poll {
                 None => streams_source(&self.tx.borrow()),
@@ -213,7 +213,7 @@ impl Watcher {
                     let Ok(polled) = result else {
                         continue; // given up on in `due`, and reported as such
                     };
-                    observe::count_errors(&self.config.name, &polled);
+                    announce::count_errors(&self.config.name, &polled);
                     if !schedule.report(i, start, polled) {
                         continue;
                     }
@@ -311,7 +311,7 @@ impl Watcher {
         crate::panic::fault_point("watcher");
         let now = Instant::now();
         let polled = current(&self.config.nodes, latest, now, self.max_report_age());
-        observe::log_nodes(&self.config.name, &polled, &mut memory.failing);
+        announce::log_nodes(&self.config.name, &polled, &mut memory.failing);
         let election = elect(&polled, self.config.load_balanced);
         let reported: Option<Vec<String>> = election
             .disagreement
@@ -338,13 +338,13 @@ impl Watcher {
         if warming_up && view.leader.is_none() {
             return prev;
         }
-        observe::log_events(
+        announce::log_events(
             &self.config.name,
             self.config.serve_stale_for,
             &events,
             &view,
         );
-        observe::record(&self.config.name, &view, &events, &mut memory.gauges);
+        announce::record(&self.config.name, &view, &events, &mut memory.gauges);
         let view = Arc::new(view);
         self.tx.send_if_modified(|published| {
             let wake = !published.answers_like(&view);

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vault_locator::config::Config;
-use vault_locator::proxy::Proxy;
+use vault_locator::proxy::ProxySide;
 use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
@@ -37,7 +37,7 @@ fn view_led_by(node: Option<&FakeNode>) -> Arc<ClusterView> {
 }
 
 struct Running {
-    proxy: Arc<Proxy>,
+    proxy: Arc<ProxySide>,
     addr: SocketAddr,
     views: watch::Sender<Arc<ClusterView>>,
     shutdown: CancellationToken,
@@ -52,7 +52,10 @@ async fn start_proxy(listen: &str, extra: &str, leader: Option<&FakeNode>) -> Ru
         .toml();
     let config = Config::parse(&text, "test").unwrap();
     let (tx, rx) = watch::channel(view_led_by(leader));
-    let proxy = Arc::new(Proxy::new(config.proxies[0].clone(), ClusterFeed::new(rx)));
+    let proxy = Arc::new(ProxySide::new(
+        config.proxies[0].clone(),
+        ClusterFeed::new(rx),
+    ));
     // Two listeners in one SO_REUSEPORT group, each on a worker thread of its own.
     let listener = vault_locator::net::bind_tcp_group(config.proxies[0].listen, 2).unwrap();
     let addr = listener[0].local_addr().unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vault_locator::config::Config;
-use vault_locator::proxy::Proxy;
+use vault_locator::proxy::ProxySide;
 use vault_locator::vault::feed::ClusterFeed;
 use vault_locator::vault::view::{ClusterView, Leader};
 
@@ -26,7 +26,7 @@ fn proxy_for(
     node: &FakeNode,
     listen: &str,
     extra: &str,
-) -> (Arc<Proxy>, watch::Sender<Arc<ClusterView>>) {
+) -> (Arc<ProxySide>, watch::Sender<Arc<ClusterView>>) {
     let config = Config::parse(
         &format!(
             "datacenter = \"dc1\"\n[[clusters]]\nname = \"dc1\"\nnodes = [\"http://127.0.0.1:8200\"]\n\
@@ -45,7 +45,10 @@ fn proxy_for(
     ));
     let (tx, rx) = watch::channel(Arc::new(v));
     (
-        Arc::new(Proxy::new(config.proxies[0].clone(), ClusterFeed::new(rx))),
+        Arc::new(ProxySide::new(
+            config.proxies[0].clone(),
+            ClusterFeed::new(rx),
+        )),
         tx,
     )
 }
@@ -75,7 +78,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
-async fn wait_idle(proxy: &Proxy) {
+async fn wait_idle(proxy: &ProxySide) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while proxy.open_connections() != 0 {
         assert!(

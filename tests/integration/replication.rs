@@ -375,7 +375,7 @@ async fn proxy_mode_follows_the_primary_across_reloads() {
         (leader_behind(api).await? == "http://127.48.1.1:8200").then_some(())
     })
     .await;
-    // The local datacenter is a secondary.
+    // The local cluster is a secondary.
     assert_eq!(
         run_cli(&[
             "status",

@@ -1,4 +1,4 @@
-//! What a watcher tells operators: a log line on each transition (never one per poll)
+//! What a watcher announces to operators: a log line on each transition (never one per poll)
 //! and the cluster's metrics after each view.
 
 use std::time::Duration;
