@@ -232,7 +232,11 @@ fn static_record_rules() {
 #[test]
 fn missing_required_key_is_named() {
     let e = parse_err("[dns]\nlisten = [\"127.0.0.1:53\"]\n");
-    assert!(e.reason.contains("datacenter"), "{e}");
+    assert_eq!(
+        (e.key.as_str(), e.reason.contains("required")),
+        ("datacenter", true),
+        "{e}"
+    );
     // Inside a table, the missing key is named with its path.
     let e = parse_err("datacenter = \"dc1\"\n[[clusters]]\nnodes = [\"http://127.0.0.1:8200\"]\n");
     assert_eq!(

@@ -27,11 +27,19 @@ const EDNS_VERSION: u8 = 0;
 pub(crate) enum Decision {
     /// An error response with this code (no records).
     Error(ResponseCode),
-    /// An answer; `authoritative` sets AA.
-    Answer { answer: Answer, authoritative: bool },
+    /// The zone's answer (authoritative).
+    Answer(Answer),
     /// The name is outside what we serve and upstreams are configured, or in the zone
     /// but not ours, with a zone fallback.
     Forward,
+}
+
+/// Where a response comes from, which decides AA: the agent's own zone (authoritative),
+/// or elsewhere (an upstream, the zone fallback, an error before the zone was asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Zone,
+    Elsewhere,
 }
 
 pub struct Handler {
@@ -86,11 +94,11 @@ impl Handler {
     pub(crate) fn response_metadata(
         &self,
         request: &Metadata,
-        authoritative: bool,
+        origin: Origin,
         rcode: ResponseCode,
     ) -> Metadata {
         let mut metadata = Metadata::response_from_request(request);
-        metadata.authoritative = authoritative;
+        metadata.authoritative = origin == Origin::Zone;
         metadata.recursion_available = self.recursion_available();
         metadata.response_code = rcode;
         metadata
@@ -120,10 +128,7 @@ impl Handler {
             return Decision::Forward;
         }
         match self.zone.answer(qname, *qtype) {
-            Some(answer) => Decision::Answer {
-                answer,
-                authoritative: true,
-            },
+            Some(answer) => Decision::Answer(answer),
             None if self.forwarder.is_some() => Decision::Forward,
             None => Decision::Error(ResponseCode::Refused),
         }
@@ -195,20 +200,20 @@ impl Handler {
             .iter()
             .map(|q| (q.original().name(), q.query_type(), q.query_class()))
             .collect();
-        let (answer, authoritative) =
+        let (answer, origin) =
             match self.decide(request.metadata.op_code, request.edns.as_ref(), &queries) {
                 Decision::Error(code) => {
                     let mut response = builder.error_msg(&request.metadata, code);
                     response.metadata_mut().recursion_available = self.recursion_available();
                     return finish(request, response_handle.send_response(response).await);
                 }
-                Decision::Answer {
-                    answer,
-                    authoritative,
-                } => (answer, authoritative),
-                Decision::Forward => (self.forward(queries[0].0, queries[0].1).await, false),
+                Decision::Answer(answer) => (answer, Origin::Zone),
+                Decision::Forward => {
+                    let forwarded = self.forward(queries[0].0, queries[0].1).await;
+                    (forwarded, Origin::Elsewhere)
+                }
             };
-        let metadata = self.response_metadata(&request.metadata, authoritative, answer.rcode);
+        let metadata = self.response_metadata(&request.metadata, origin, answer.rcode);
         let response = builder.build(
             metadata,
             answer.answers.iter(),

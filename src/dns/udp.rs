@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::cache::{AnswerCache, Reuse};
-use super::handler::{response_edns, Decision, Handler};
+use super::handler::{response_edns, Decision, Handler, Origin};
 use super::metrics::Served;
 use super::zone::Answer;
 use crate::net::Proto;
@@ -110,7 +110,7 @@ async fn forward(
         qtype: Some(qtype),
         rcode: answer.rcode,
     };
-    let bytes = encode(&handler, &request, answer, false);
+    let bytes = encode(&handler, &request, answer, Origin::Elsewhere);
     send(&socket, &bytes, src);
     handler.metrics.record(Proto::Udp, served, started);
 }
@@ -223,13 +223,10 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
         .map(|q| (q.name(), q.query_type(), q.query_class()))
         .collect();
     let decision = handler.decide(request.metadata.op_code, request.edns.as_ref(), &queries);
-    let (answer, authoritative) = match decision {
+    let (answer, origin) = match decision {
         Decision::Forward => return Outcome::Forward(request),
-        Decision::Error(code) => (Answer::empty(code), false),
-        Decision::Answer {
-            answer,
-            authoritative,
-        } => (answer, authoritative),
+        Decision::Error(code) => (Answer::empty(code), Origin::Elsewhere),
+        Decision::Answer(answer) => (answer, Origin::Zone),
     };
     let rcode = answer.rcode;
     let mut answer = answer;
@@ -246,7 +243,7 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
         Reuse::AsIs
     };
     Outcome::Reply {
-        bytes: encode(handler, &request, answer, authoritative),
+        bytes: encode(handler, &request, answer, origin),
         served: Served { qtype, rcode },
         reuse,
     }
@@ -255,13 +252,13 @@ fn handle(handler: &Handler, raw: &[u8]) -> Outcome {
 /// The response message within 512 bytes, or the client's EDNS size. An answer that
 /// does not fit loses records from its end, each with its glue (Consul's `syncExtra`),
 /// until it does, and says so with TC: the client can ask again over TCP.
-fn encode(handler: &Handler, request: &Message, answer: Answer, authoritative: bool) -> Vec<u8> {
+fn encode(handler: &Handler, request: &Message, answer: Answer, origin: Origin) -> Vec<u8> {
     let mut response = Message::new(
         request.metadata.id,
         MessageType::Response,
         request.metadata.op_code,
     );
-    response.metadata = handler.response_metadata(&request.metadata, authoritative, answer.rcode);
+    response.metadata = handler.response_metadata(&request.metadata, origin, answer.rcode);
     response.queries = request.queries.clone();
     response.answers = answer.answers;
     response.authorities = answer.authority;
@@ -326,7 +323,7 @@ fn trim_in_step(answers: &mut Vec<Record>, additionals: &mut Vec<Record>, keep: 
 fn bare_response(handler: &Handler, request: &Metadata, rcode: ResponseCode) -> Vec<u8> {
     let mut out = Vec::with_capacity(12);
     let _ = Header {
-        metadata: handler.response_metadata(request, false, rcode),
+        metadata: handler.response_metadata(request, Origin::Elsewhere, rcode),
         counts: Default::default(),
     }
     .emit(&mut BinEncoder::new(&mut out));

@@ -42,6 +42,13 @@ pub(super) struct HealthCadence {
     load_balanced: bool,
 }
 
+/// What one poll asks: `/v1/sys/leader` always, and the health after it when due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Asks {
+    Leader,
+    LeaderAndHealth,
+}
+
 impl HealthCadence {
     pub fn new(config: &ClusterConfig) -> Self {
         // Half an interval short of the round count, so that the round lands on it.
@@ -58,7 +65,14 @@ impl HealthCadence {
     /// node has a health: an election is when the nodes are busiest, and when a vote
     /// must not wait behind a health answer (measured: kill -9 and step-down answered
     /// 30-80 ms later with it).
-    pub fn with_leader(&self, prior: Option<&Polled>, now: Instant, pace: Pace) -> bool {
+    pub fn asks(&self, prior: Option<&Polled>, now: Instant, pace: Pace) -> Asks {
+        match self.health_due(prior, now, pace) {
+            true => Asks::LeaderAndHealth,
+            false => Asks::Leader,
+        }
+    }
+
+    fn health_due(&self, prior: Option<&Polled>, now: Instant, pace: Pace) -> bool {
         let Some((Ok(state), Some(heard))) = prior.map(|p| (&p.report.health, p.health_heard))
         else {
             return true;
@@ -115,7 +129,7 @@ fn role_from(
 }
 
 /// Polls one node: resolves its configured host, asks `/v1/sys/leader`, then the health
-/// when `with_health` (from [`HealthCadence`]) or the leader answer moved; otherwise the
+/// when `asks` says (from [`HealthCadence`]) or the leader answer moved; otherwise the
 /// node's health is carried over from `prior`. One request after the other on one
 /// connection: each node costs each agent one connection, and the leader answer, which
 /// decides, never waits for the health.
@@ -124,8 +138,9 @@ pub(super) async fn poll_node(
     url: &Url,
     timeout: Duration,
     prior: Option<Polled>,
-    with_health: bool,
+    asks: Asks,
 ) -> Polled {
+    let with_health = asks == Asks::LeaderAndHealth;
     let Target { addrs, port } = resolve_url(url, timeout).await;
     let leader = client.leader(url).await;
     let reachable = !unreachable(&leader);
@@ -275,7 +290,8 @@ pub(crate) mod tests {
         use super::super::modes::Mode;
         let mut config = crate::vault::watcher::tests::cluster(); // poll_interval 1 s
         let health = |c: &ClusterConfig, p: Option<&Polled>| {
-            HealthCadence::new(c).with_leader(p, Instant::now(), Pace::Normal(c.poll_interval))
+            let pace = Pace::Normal(c.poll_interval);
+            HealthCadence::new(c).asks(p, Instant::now(), pace) == Asks::LeaderAndHealth
         };
         let bao = Modes {
             perf: Mode::Unavailable,

@@ -31,7 +31,7 @@ use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
 use super::poll::{on_grid, Cadence, Schedule};
 use super::probe::{
-    lookup, poll_node, resolve_url, streams_source, HealthCadence, StreamsSource, Target,
+    lookup, poll_node, resolve_url, streams_source, Asks, HealthCadence, StreamsSource, Target,
 };
 use super::rules::{current, elect, named, next_view, Elected, NextView, Polled};
 use super::stream::{self, StreamReport, STATUS_EVERY};
@@ -184,8 +184,8 @@ impl Watcher {
             for start in due.start {
                 let (i, registration) = (start.node, start.registration);
                 let prior = schedule.latest[i].clone();
-                let with_health = health.with_leader(prior.as_ref(), Instant::now(), pace);
-                in_flight.push(self.poll(i, prior, with_health, registration, now));
+                let asks = health.asks(prior.as_ref(), Instant::now(), pace);
+                in_flight.push(self.poll(i, prior, asks, registration, now));
             }
             for polled in &due.abandoned {
                 announce::count_errors(&self.config.name, polled);
@@ -245,19 +245,13 @@ impl Watcher {
         &self,
         i: usize,
         prior: Option<Polled>,
-        with_health: bool,
+        asks: Asks,
         registration: AbortRegistration,
         start: tokio::time::Instant,
     ) -> impl std::future::Future<Output = (usize, tokio::time::Instant, Result<Polled, Aborted>)> + '_
     {
         let timeout = self.config.request_timeout;
-        let poll = poll_node(
-            &self.client,
-            &self.config.nodes[i],
-            timeout,
-            prior,
-            with_health,
-        );
+        let poll = poll_node(&self.client, &self.config.nodes[i], timeout, prior, asks);
         Abortable::new(poll, registration).map(move |r| (i, start, r))
     }
 
