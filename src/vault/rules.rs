@@ -486,6 +486,40 @@ mod tests {
         node_at(i, Ok(health), leader)
     }
 
+    /// A report says the same as another when its answers, addresses and port match,
+    /// whenever each was heard; any of them differing is news for the view.
+    #[test]
+    fn a_report_says_the_same_only_with_the_same_answers_addresses_and_port() {
+        let a = node(1, Role::Standby, Some(L1));
+        let mut later = a.clone();
+        later.at += Duration::from_secs(1);
+        later.wall += Duration::from_secs(1);
+        assert!(a.says_the_same(&later), "only the times differ");
+        let mut other = a.clone();
+        other.report.health = Ok(Role::Sealed);
+        assert!(!a.says_the_same(&other), "another answer");
+        let mut moved = a.clone();
+        moved.addrs = vec!["10.0.0.9".parse().unwrap()];
+        assert!(!a.says_the_same(&moved), "another address");
+        let mut port = a.clone();
+        port.port = 8300;
+        assert!(!a.says_the_same(&port), "another port");
+    }
+
+    /// A node answered when either endpoint did: a sealed node's health answer counts
+    /// though its leader answer failed, and the other way round.
+    #[test]
+    fn a_node_answered_when_either_endpoint_did() {
+        let refused = || PollError::Connect("refused".into());
+        let mut health_only = node(1, Role::Sealed, None);
+        health_only.report.leader = Err(refused());
+        assert!(health_only.answered());
+        let mut leader_only = node(1, Role::Standby, Some(L1));
+        leader_only.report.health = Err(refused());
+        assert!(leader_only.answered());
+        assert!(!node_at(1, Err(refused()), None).answered());
+    }
+
     fn down(i: u8) -> Polled {
         node_at(i, Err(PollError::Connect("refused".into())), None)
     }
