@@ -2,78 +2,13 @@
 //! cluster nodes (each with its own certificate), the proxy runs in-process, and the
 //! cluster view is set by the test (the proxy reads only the view; it never polls).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use vault_locator::config::Config;
-use vault_locator::proxy::ProxySide;
-use vault_locator::vault::feed::ClusterFeed;
-use vault_locator::vault::view::{ClusterView, Leader};
 
 use crate::support::addr;
-use crate::support::config::{agent_config, nodes};
+use crate::support::proxy::{view_led_by, InProcessProxy};
 use crate::support::tls::{connect, FakeNode, Pki, ALPN_FW};
-
-fn view_led_by(node: Option<&FakeNode>) -> Arc<ClusterView> {
-    let mut v = ClusterView::empty("dc1", false);
-    v.last_confirmed = Some(Instant::now());
-    v.leader = node.map(|n| {
-        Leader::literal(
-            &format!("http://{}:8200", n.addr.ip()),
-            &format!("https://{}", n.addr),
-            vec![n.addr.ip()],
-            8200,
-        )
-    });
-    v.leader_changed = Some(vault_locator::vault::view::LeaderChange {
-        at: SystemTime::now(),
-        reason: "test".into(),
-    });
-    Arc::new(v)
-}
-
-struct Running {
-    proxy: Arc<ProxySide>,
-    addr: SocketAddr,
-    views: watch::Sender<Arc<ClusterView>>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_proxy(listen: &str, extra: &str, leader: Option<&FakeNode>) -> Running {
-    let text = agent_config("dc1", "127.0.0.1:8600")
-        .cluster("dc1", &nodes("127.0.0", 1), &[])
-        .proxy("dc1", listen, &[])
-        .raw(extra)
-        .toml();
-    let config = Config::parse(&text, "test").unwrap();
-    let (tx, rx) = watch::channel(view_led_by(leader));
-    let proxy = Arc::new(ProxySide::new(
-        config.proxies[0].clone(),
-        ClusterFeed::new(rx),
-    ));
-    // Two listeners in one SO_REUSEPORT group, each on a worker thread of its own.
-    let listener = vault_locator::net::bind_tcp_group(config.proxies[0].listen, 2).unwrap();
-    let addr = listener[0].local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(proxy.clone().run(
-        listener,
-        shutdown.clone(),
-        // Closed at once on shutdown: no drain.
-        shutdown.clone(),
-    ));
-    Running {
-        proxy,
-        addr,
-        views: tx,
-        shutdown,
-        task,
-    }
-}
 
 /// Deterministic pseudo-random bytes, so a corrupted or reordered byte is caught.
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
@@ -98,7 +33,7 @@ async fn large_transfers_round_trip_intact_with_half_close() {
 }
 
 async fn round_trip(pki: &Pki, a: &FakeNode, listen: &str, data_path: &str) {
-    let p = start_proxy(listen, &format!("data_path = \"{data_path}\""), Some(a)).await;
+    let p = InProcessProxy::start(listen, &format!("data_path = \"{data_path}\""), Some(a));
 
     let tls = connect(p.addr, pki.client(&[ALPN_FW])).await.unwrap();
     {
@@ -144,8 +79,8 @@ async fn leader_change_closes_old_connections_and_moves_new_ones() {
     let pki = Pki::new();
     let a = FakeNode::start(&pki, addr("127.52.0.1:0"), "node-a").await;
     let b = FakeNode::start(&pki, addr("127.52.0.2:0"), "node-b").await;
-    let close = start_proxy("127.52.0.100:0", "", Some(&a)).await;
-    let keep = start_proxy("127.52.0.101:0", "on_leader_change = \"keep\"", Some(&a)).await;
+    let close = InProcessProxy::start("127.52.0.100:0", "", Some(&a));
+    let keep = InProcessProxy::start("127.52.0.101:0", "on_leader_change = \"keep\"", Some(&a));
 
     let mut old = connect(close.addr, pki.client(&[ALPN_FW])).await.unwrap();
     let mut kept = connect(keep.addr, pki.client(&[ALPN_FW])).await.unwrap();
@@ -188,7 +123,7 @@ async fn no_leader_or_rejected_alpn_is_refused_not_left_hanging() {
     let pki = Pki::new();
     let a = FakeNode::start(&pki, addr("127.53.0.1:0"), "node-a").await;
     // A long ClientHello deadline: a refusal must come from the decision, not a timeout.
-    let p = start_proxy("127.53.0.100:0", "client_hello_timeout = \"60s\"", None).await;
+    let p = InProcessProxy::start("127.53.0.100:0", "client_hello_timeout = \"60s\"", None);
     let err = tokio::time::timeout(
         Duration::from_secs(10),
         connect(p.addr, pki.client(&[ALPN_FW])),

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod mock;
 pub mod netlab;
 pub mod openbao;
+pub mod proxy;
 pub mod tls;
 
 /// A file of this repository (a unit, an example config), as text.
