@@ -59,7 +59,6 @@ async fn metrics_and_status_follow_a_real_cluster() {
         .proxy("dc1", "127.24.0.200:8201", &[]),
     );
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
-    let leader_api = format!("http://{}:8200", cluster.ip(leader));
     eventually(
         Duration::from_secs(20),
         "ready with a full view",
@@ -74,7 +73,15 @@ async fn metrics_and_status_follow_a_real_cluster() {
     .await;
     assert_eq!(agent.admin_get("/live").0, 200);
 
-    // `status`: leader and roles, human and JSON.
+    status_names_the_leader_and_each_role(&agent, &cluster, leader);
+    let changes_before = counters_move_with_the_traffic(&agent, dns).await;
+    a_failover_moves_the_leader_change_counter(&mut cluster, &agent, leader, changes_before).await;
+    a_dead_cluster_is_unhealthy_then_stale(&mut cluster, &agent).await;
+}
+
+/// Step: `status` names the leader and every member's role, in the table and in JSON.
+fn status_names_the_leader_and_each_role(agent: &Agent, cluster: &Cluster, leader: usize) {
+    let leader_api = format!("http://{}:8200", cluster.ip(leader));
     let out = run_cli(&["status", "--admin", &agent.admin.to_string()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&leader_api), "{text}");
@@ -91,8 +98,11 @@ async fn metrics_and_status_follow_a_real_cluster() {
     assert_eq!(v["clusters"][0]["leader"]["api_addr"], leader_api.as_str());
     assert_eq!(v["clusters"][0]["state"], "fresh");
     assert_eq!(v["proxies"][0]["listen"], "127.24.0.200:8201");
+}
 
-    // DNS counters move with the traffic we send.
+/// Step: the DNS and proxy counters move with the traffic sent; returns the leader
+/// changes counted so far.
+async fn counters_move_with_the_traffic(agent: &Agent, dns: std::net::SocketAddr) -> f64 {
     let before = scrape(&agent);
     for _ in 0..3 {
         ask(dns, "active.vault.service.consul", RecordType::A).once();
@@ -176,8 +186,17 @@ async fn metrics_and_status_follow_a_real_cluster() {
         &[("cluster", "dc1")],
     );
     assert!(changes_before >= 1.0, "the first view counts as a change");
+    changes_before
+}
 
-    // A real failover moves the leader-change counter.
+/// Step: a real failover moves the leader-change counter and counts the dead node's
+/// connect errors.
+async fn a_failover_moves_the_leader_change_counter(
+    cluster: &mut Cluster,
+    agent: &Agent,
+    leader: usize,
+    changes_before: f64,
+) {
     cluster.kill(leader);
     let new = cluster.wait_leader(Duration::from_secs(60)).await;
     let new_api = format!("http://{}:8200", cluster.ip(new));
@@ -211,8 +230,10 @@ async fn metrics_and_status_follow_a_real_cluster() {
             &[("cluster", "dc1"), ("kind", "connect")]
         ) >= 1.0
     );
+}
 
-    // The leader's cluster unreachable: status exits non-zero.
+/// Step: with every node dead, `status` exits 5 at once, and the view turns stale.
+async fn a_dead_cluster_is_unhealthy_then_stale(cluster: &mut Cluster, agent: &Agent) {
     for i in 0..3 {
         cluster.kill(i);
     }
