@@ -1,7 +1,7 @@
 //! Integration tests against a real OpenBao cluster (3 raft nodes on loopback) and a
 //! 1-node peer cluster, with the real agent binary answering DNS.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::support::addr;
@@ -36,12 +36,6 @@ const LB: (&str, &str) = ("load_balanced", "true");
 async fn answers_from_a_real_cluster_and_a_peer_region() {
     let (main, peer) = tokio::join!(Cluster::start(21, 0, 3), Cluster::start(21, 1, 1));
     let leader = main.wait_leader(Duration::from_secs(30)).await;
-    let standbys: Vec<IpAddr> = sorted(
-        (0..3)
-            .filter(|i| *i != leader)
-            .map(|i| main.ip(i))
-            .collect(),
-    );
 
     // An upstream for names outside the zone: a second agent, authoritative for
     // "internal" with one static record.
@@ -82,8 +76,18 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
         .until("both standbys are listed", |m| ips(m).len() == 2)
         .await;
 
-    // Two OpenBao clusters in a replication set: OpenBao has no replication, so neither
-    // virtual datacenter has a primary, in any name form, and /status says why.
+    no_primary_without_replication(&agent, dns);
+    the_leader_and_members_answer_over_udp_and_tcp(dns, &main, leader);
+    srv_targets_are_hex_addr_names_with_glue(dns, &main, leader);
+    names_without_an_instance_are_negative(dns);
+    the_peer_region_and_static_records_answer(dns);
+    names_outside_the_zone_go_upstream_or_are_refused(dns, upstream_dns);
+    drop((agent, peer));
+}
+
+/// Step: two OpenBao clusters in a replication set: OpenBao has no replication, so
+/// neither virtual cluster has a primary, in any name form, and /status says why.
+fn no_primary_without_replication(agent: &Agent, dns: SocketAddr) {
     for name in [
         "active.vault.service.perf-primary.consul",
         "vault.service.perf-primary.consul",
@@ -104,7 +108,17 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
             "{json}"
         );
     }
+}
 
+/// Step: `active`, `standby` and `vault.service`, in every name form, over UDP and TCP:
+/// authoritative, TTL 0.
+fn the_leader_and_members_answer_over_udp_and_tcp(dns: SocketAddr, main: &Cluster, leader: usize) {
+    let standbys: Vec<IpAddr> = sorted(
+        (0..3)
+            .filter(|i| *i != leader)
+            .map(|i| main.ip(i))
+            .collect(),
+    );
     for proto in [Proto::Udp, Proto::Tcp] {
         for name in [
             "active.vault.service.consul",
@@ -134,8 +148,10 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
             "vault.service over {proto:?}"
         );
     }
+}
 
-    // SRV: port 8200, Consul's <hex>.addr.<dc>.<domain> target, A in additional.
+/// Step: SRV: port 8200, Consul's <hex>.addr.<cluster>.<domain> target, A in additional.
+fn srv_targets_are_hex_addr_names_with_glue(dns: SocketAddr, main: &Cluster, leader: usize) {
     let m = ask(dns, "active.vault.service.consul", RecordType::SRV).once();
     assert_eq!(m.answers.len(), 1);
     let RData::SRV(srv) = &m.answers[0].data else {
@@ -162,7 +178,11 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
         .over(Proto::Tcp)
         .once();
     assert_eq!(m.answers.len(), 3);
+}
 
+/// Step: AAAA where only IPv4 exists is NOERROR with the SOA; unknown tags, services,
+/// clusters and forms, and a known tag with no instance, are NXDOMAIN.
+fn names_without_an_instance_are_negative(dns: SocketAddr) {
     // Only IPv4 exists: AAAA is NOERROR with no answer and the SOA.
     let m = ask(dns, "active.vault.service.consul", RecordType::AAAA).once();
     assert_eq!(rcode(&m), ResponseCode::NoError);
@@ -181,18 +201,22 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
     // No perf standbys on OpenBao: a known tag with no healthy instance.
     let m = ask(dns, "perf-standby.vault.service.consul", RecordType::A).once();
     assert_eq!(rcode(&m), ResponseCode::NXDomain);
+}
 
-    // The peer region, known through one address only.
+/// Step: the peer region, known through one address only, and the static records.
+fn the_peer_region_and_static_records_answer(dns: SocketAddr) {
     let m = ask(dns, "active.vault.service.us-west-2.consul", RecordType::A).once();
     assert_eq!(ips(&m), vec![ip("127.21.1.1")]);
-    let _ = &peer;
 
     // Static records.
     let m = ask(dns, "nomad.service.consul", RecordType::A).once();
     assert_eq!(ips(&m), vec![ip("127.0.0.9")]);
     assert!(m.metadata.authoritative);
+}
 
-    // Outside the zone: forwarded to the upstream, which answers its own zone...
+/// Step: outside the zone, forwarded to the upstream, which answers its own zone and
+/// refuses what is not its own.
+fn names_outside_the_zone_go_upstream_or_are_refused(dns: SocketAddr, upstream_dns: SocketAddr) {
     let m = ask(dns, "db.example.internal", RecordType::A).once();
     assert_eq!(rcode(&m), ResponseCode::NoError);
     assert_eq!(ips(&m), vec![ip("192.0.2.10")]);
@@ -207,8 +231,6 @@ async fn answers_from_a_real_cluster_and_a_peer_region() {
         .over(Proto::Tcp)
         .once();
     assert_eq!(rcode(&m), ResponseCode::Refused);
-
-    drop(agent);
 }
 
 /// Kills the active node and watches the answer move; a restarted (sealed) node stays

@@ -103,7 +103,7 @@ fn status_names_the_leader_and_each_role(agent: &Agent, cluster: &Cluster, leade
 /// Step: the DNS and proxy counters move with the traffic sent; returns the leader
 /// changes counted so far.
 async fn counters_move_with_the_traffic(agent: &Agent, dns: std::net::SocketAddr) -> f64 {
-    let before = scrape(&agent);
+    let before = scrape(agent);
     for _ in 0..3 {
         ask(dns, "active.vault.service.consul", RecordType::A).once();
     }
@@ -117,7 +117,7 @@ async fn counters_move_with_the_traffic(agent: &Agent, dns: std::net::SocketAddr
     let proxy = addr("127.24.0.200:8201");
     assert!(observe(proxy, b"req_fw_sb-act_v1").await.is_some());
     assert!(observe(proxy, b"raft_storage_v1").await.is_none());
-    let after = scrape(&agent);
+    let after = scrape(agent);
     let delta = |name: &str, labels: &[(&str, &str)]| {
         metric(&after, name, labels) - metric(&before, name, labels)
     };
@@ -215,7 +215,7 @@ async fn a_failover_moves_the_leader_change_counter(
         },
     )
     .await;
-    let m = scrape(&agent);
+    let m = scrape(agent);
     assert!(
         metric(
             &m,
@@ -250,7 +250,7 @@ async fn a_dead_cluster_is_unhealthy_then_stale(cluster: &mut Cluster, agent: &A
     // (the kills are sequential, and leaderless rounds run every 50 ms).
     eventually(Duration::from_secs(20), "the stale gauge", || async {
         let stale = metric(
-            &scrape(&agent),
+            &scrape(agent),
             "vault_locator_vault_cluster_stale",
             &[("cluster", "dc1")],
         );
