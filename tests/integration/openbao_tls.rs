@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::support::agent::Agent;
 use crate::support::config::agent_config;
 use crate::support::dns::{ask, ips, rcode, Proto};
-use crate::support::openbao::{eventually, Cluster, CLIENT_CERT_REQUIRED, NAME_ONLY, TLS_NAME};
+use crate::support::openbao::{
+    eventually, ApiTls, Cluster, CLIENT_CERT_REQUIRED, NAME_ONLY, TLS_NAME,
+};
 
 /// An agent on `127.55.0.<host>` polling the TLS cluster with `tls` lines (and `extra`
 /// after the cluster).
@@ -121,17 +123,40 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
         "ca_file = \"{ca}\"\nclient_cert_file = \"{cert}\"\nclient_key_file = \"{key}\"\ntls_server_name = \"{TLS_NAME}\""
     );
 
-    // A server whose certificate expired (from the same CA, naming the right host).
+    let good = every_setting_right_every_member_answers(&cluster, leader, &tls, &full).await;
+    the_wrong_ca_is_servfail_and_named(&tls, &full).await;
+    without_a_client_certificate_one_node_refuses(&cluster, leader, &tls).await;
+    without_a_server_name_one_node_is_not_valid_for_its_ip(&tls).await;
+    a_rotated_client_certificate_is_used_after_sighup(&good, &tls).await;
+    cluster.kill(leader);
+    let new = cluster.wait_leader(Duration::from_secs(60)).await;
+    assert_ne!(new, leader);
+    active_is(
+        &good,
+        cluster.ip(new),
+        "the new leader is answered over TLS",
+    )
+    .await;
+}
+
+/// Step: every setting right: all three members answer, node 2 with our certificate
+/// and node 3 verified as TLS_NAME; an expired server (same CA, right name) is named
+/// as such; the client certificate's expiry is a metric. Returns that agent.
+async fn every_setting_right_every_member_answers(
+    cluster: &Cluster,
+    leader: usize,
+    tls: &ApiTls,
+    full: &str,
+) -> Agent {
+    let ca = tls.ca_file.display().to_string();
     let (old_cert, old_key) = tls
         .pki
         .issue_pem(&[TLS_NAME, "127.55.1.1"], Some((2021, 1, 1)));
     let _expired = LoneServer::start("127.55.1.1", &old_cert, &old_key);
 
-    // Every setting right: all three members answer, node 2 with our certificate and
-    // node 3 verified as TLS_NAME.
     let good = agent(
         100,
-        &full,
+        full,
         &format!(
             "[[clusters]]\nname = \"old\"\nnodes = [\"https://127.55.1.1:8200\"]\nca_file = \"{ca}\"\ntls_server_name = \"{TLS_NAME}\"\n"
         ),
@@ -173,10 +198,14 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
         expiry > now,
         "rcgen's default validity runs far ahead: {expiry}"
     );
+    good
+}
 
-    // The wrong CA (another CA of the same name, so rustls reports the signature): every
-    // node fails verification; SERVFAIL, and the reason is named in /status and in the
-    // WARN line.
+/// Step: the wrong CA (another CA of the same name, so rustls reports the signature):
+/// every node fails verification; SERVFAIL, and the reason is named in /status and in
+/// the WARN line.
+async fn the_wrong_ca_is_servfail_and_named(tls: &ApiTls, full: &str) {
+    let ca = tls.ca_file.display().to_string();
     let other_ca = crate::support::tls::Pki::new();
     let wrong_ca = tls.dir.path().join("other-ca.pem");
     std::fs::write(&wrong_ca, &other_ca.ca_pem).unwrap();
@@ -207,8 +236,15 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
             && l.contains("TLS: invalid peer certificate: BadSignature")),
         "the WARN names the verification error:\n{log}"
     );
+}
 
-    // No client certificate: node 2 refuses us, named; the other two still elect.
+/// Step: no client certificate: node 2 refuses us, named; the other two still elect.
+async fn without_a_client_certificate_one_node_refuses(
+    cluster: &Cluster,
+    leader: usize,
+    tls: &ApiTls,
+) {
+    let ca = tls.ca_file.display().to_string();
     let anonymous = agent(
         102,
         &format!("ca_file = \"{ca}\"\ntls_server_name = \"{TLS_NAME}\""),
@@ -227,8 +263,13 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
     )
     .await;
     active_is(&anonymous, cluster.ip(leader), "two of three still elect").await;
+}
 
-    // No server name: node 3, addressed by IP, has a certificate for TLS_NAME only.
+/// Step: no server name: node 3, addressed by IP, has a certificate for TLS_NAME only.
+async fn without_a_server_name_one_node_is_not_valid_for_its_ip(tls: &ApiTls) {
+    let ca = tls.ca_file.display().to_string();
+    let cert = tls.client_cert_file.display().to_string();
+    let key = tls.client_key_file.display().to_string();
     let by_ip = agent(
         103,
         &format!("ca_file = \"{ca}\"\nclient_cert_file = \"{cert}\"\nclient_key_file = \"{key}\""),
@@ -247,11 +288,13 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
         },
     )
     .await;
-    drop((wrong, anonymous, by_ip));
+}
 
-    // Rotation: a new client certificate on disk, then SIGHUP, and the next polls use
-    // it. Seen from the server side: node 2 refuses a certificate from another CA, and
-    // takes a good one again after the next rotation; and in the expiry metric.
+/// Step: rotation: a new client certificate on disk, then SIGHUP, and the next polls
+/// use it. Seen from the server side: node 2 refuses a certificate from another CA,
+/// and takes a good one again after the next rotation; and in the expiry metric.
+async fn a_rotated_client_certificate_is_used_after_sighup(good: &Agent, tls: &ApiTls) {
+    let other_ca = crate::support::tls::Pki::new();
     let rotate = |pki: &crate::support::tls::Pki, not_after| {
         let (c, k) = pki.issue_pem(&["agent.test"], Some(not_after));
         std::fs::write(&tls.client_cert_file, c).unwrap();
@@ -263,8 +306,8 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
         Duration::from_secs(20),
         "node 2 refuses the foreign certificate",
         || async {
-            let errors = member_errors(&good, "dc1");
-            (expiry_metric(&good)? == 2_253_657_600.0 // 2041-06-01T00:00:00Z
+            let errors = member_errors(good, "dc1");
+            (expiry_metric(good)? == 2_253_657_600.0 // 2041-06-01T00:00:00Z
             && errors[CLIENT_CERT_REQUIRED].contains("TLS:")
             && (0..3).filter(|i| *i != CLIENT_CERT_REQUIRED).all(|i| errors[i].is_empty()))
             .then_some(())
@@ -276,23 +319,12 @@ async fn polls_over_tls_with_client_certs_and_a_server_name() {
         Duration::from_secs(20),
         "node 2 takes the good one again",
         || async {
-            let errors = member_errors(&good, "dc1");
-            (expiry_metric(&good)? == 2_272_147_200.0 // 2042-01-01T00:00:00Z
+            let errors = member_errors(good, "dc1");
+            (expiry_metric(good)? == 2_272_147_200.0 // 2042-01-01T00:00:00Z
             && errors.iter().all(|e| e.is_empty()))
             .then_some(())
         },
     )
     .await;
     assert_eq!(good.log().matches("reload applied").count(), 2);
-
-    // kill -9 of the leader, over TLS.
-    cluster.kill(leader);
-    let new = cluster.wait_leader(Duration::from_secs(60)).await;
-    assert_ne!(new, leader);
-    active_is(
-        &good,
-        cluster.ip(new),
-        "the new leader is answered over TLS",
-    )
-    .await;
 }
