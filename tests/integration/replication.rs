@@ -182,10 +182,24 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
             .toml(),
         dns,
     );
-    let within = Duration::from_secs(10);
 
-    // us-east-1 is the performance primary: every name form under perf-primary answers
-    // for it.
+    every_name_form_answers_for_the_primary(&agent, dns).await;
+    // The proxy follows the primary: a replication stream reaches the east active.
+    let stream = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.get_ref().1.peer_certificates().unwrap()[0],
+        east_fw.cert
+    );
+    a_promotion_moves_names_proxy_and_gate(dns, &east, &west, &pki, &west_fw, stream).await;
+    two_primaries_are_answered_as_neither(&agent, dns, &east, &pki).await;
+    a_stale_primary_never_counts_as_a_second_one(&agent, dns, &east).await;
+}
+
+/// Step: us-east-1 is the performance primary: every name form under perf-primary
+/// answers for it; no cluster is a DR primary; the gate starts the job.
+async fn every_name_form_answers_for_the_primary(agent: &Agent, dns: SocketAddr) {
     perf_active(dns, "perf-primary names the east active node", |m| {
         ips(m) == vec![ip("127.47.1.1")]
     })
@@ -219,22 +233,24 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
     assert!(has_soa(&m));
     assert_eq!(is_primary("perf"), 0, "us-east-1 is the perf primary");
     assert_eq!(is_primary("dr"), 3, "us-east-1 is no DR primary");
-    assert_eq!(primaries_metric(&agent, "perf"), Some(1.0));
-    assert_eq!(primaries_metric(&agent, "dr"), Some(0.0));
+    assert_eq!(primaries_metric(agent, "perf"), Some(1.0));
+    assert_eq!(primaries_metric(agent, "dr"), Some(0.0));
     assert_eq!(gate(), "start consul-replicate.service");
+}
 
-    // The proxy follows the primary: a replication stream reaches the east active.
-    let stream = connect(PROXY.parse().unwrap(), pki.client(&[ALPN_FW]))
-        .await
-        .unwrap();
-    assert_eq!(
-        stream.get_ref().1.peer_certificates().unwrap()[0],
-        east_fw.cert
-    );
-
-    // Promotion: us-west-2 becomes the primary, us-east-1 a secondary.
-    set_modes(&east, "secondary", "disabled");
-    set_modes(&west, "primary", "disabled");
+/// Step: promotion: us-west-2 becomes the primary, us-east-1 a secondary; the names,
+/// the proxy's streams (the open one closed, new ones to the west) and the gate follow.
+async fn a_promotion_moves_names_proxy_and_gate<S: tokio::io::AsyncRead + Unpin>(
+    dns: SocketAddr,
+    east: &[MockNode],
+    west: &[MockNode],
+    pki: &Pki,
+    west_fw: &FakeNode,
+    stream: S,
+) {
+    let within = Duration::from_secs(10);
+    set_modes(east, "secondary", "disabled");
+    set_modes(west, "primary", "disabled");
     perf_active(dns, "perf-primary follows the promotion", |m| {
         ips(m) == vec![ip("127.47.2.1")]
     })
@@ -242,14 +258,22 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
     assert_closed(stream, within).await;
     let west_cert = west_fw.cert.to_vec();
     eventually(within, "new streams reach the west active", || async {
-        (reached(&pki, PROXY).await? == west_cert).then_some(())
+        (reached(pki, PROXY).await? == west_cert).then_some(())
     })
     .await;
     assert_eq!(is_primary("perf"), 3, "us-east-1 is no longer the primary");
     assert_eq!(gate(), "stop consul-replicate.service");
+}
 
-    // Two primaries: names under the label answer SERVFAIL, never either cluster.
-    set_modes(&east, "primary", "disabled");
+/// Step: two primaries: names under the label answer SERVFAIL, never either cluster;
+/// the proxy refuses, `status` exits 5, an ERROR names both; their own names answer.
+async fn two_primaries_are_answered_as_neither(
+    agent: &Agent,
+    dns: SocketAddr,
+    east: &[MockNode],
+    pki: &Pki,
+) {
+    set_modes(east, "primary", "disabled");
     perf_active(dns, "two primaries answer SERVFAIL", |m| {
         rcode(m) == ResponseCode::ServFail
     })
@@ -261,8 +285,8 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
         let m = ask(dns, name, RecordType::A).once();
         assert_eq!(rcode(&m), ResponseCode::ServFail, "{name}");
     }
-    assert_eq!(primaries_metric(&agent, "perf"), Some(2.0));
-    assert!(reached(&pki, PROXY).await.is_none(), "the proxy refuses");
+    assert_eq!(primaries_metric(agent, "perf"), Some(2.0));
+    assert!(reached(pki, PROXY).await.is_none(), "the proxy refuses");
     assert_eq!(is_primary("perf"), 4, "two primaries: unknown");
     assert_eq!(gate(), "", "cannot tell: the gate leaves the job as it is");
     let status = run_cli(&["status", "--admin", ADMIN]);
@@ -284,17 +308,23 @@ async fn names_and_proxy_follow_the_primary_and_never_name_two() {
         a("active.vault.service.us-west-2.consul"),
         vec![ip("127.47.2.1")]
     );
+}
 
-    // Cut off from us-east-1 (its nodes stop answering): its view goes stale, still
-    // saying "primary", and a stale primary never counts as a second one.
-    for n in &east {
+/// Step: cut off from us-east-1 (its nodes stop answering): its view goes stale, still
+/// saying "primary", and a stale primary never counts as a second one.
+async fn a_stale_primary_never_counts_as_a_second_one(
+    agent: &Agent,
+    dns: SocketAddr,
+    east: &[MockNode],
+) {
+    for n in east {
         n.set(Behavior::Stall);
     }
     perf_active(dns, "the fresh primary wins over the stale one", |m| {
         ips(m) == vec![ip("127.47.2.1")]
     })
     .await;
-    assert_eq!(primaries_metric(&agent, "perf"), Some(1.0));
+    assert_eq!(primaries_metric(agent, "perf"), Some(1.0));
     assert_eq!(is_primary("perf"), 4, "the local view is stale: unknown");
     let (_, json) = agent.admin_get("/status");
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
