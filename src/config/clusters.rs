@@ -21,7 +21,7 @@ use crate::vault::tls::{client_config, TlsError};
 const MIN_POLL: Duration = Duration::from_millis(10);
 
 /// The key that caps `failover_poll_interval`, and what to do about it.
-const FAST_POLL_CEILING: (&str, &str) = ("poll_interval", "; set it equal to poll at one rate");
+const FAILOVER_POLL_CEILING: (&str, &str) = ("poll_interval", "; set it equal to poll at one rate");
 /// The key that caps `connect_timeout`, and why.
 const CONNECT_CEILING: (&str, &str) = ("request_timeout", ", which bounds the whole request");
 
@@ -132,8 +132,8 @@ impl Check<'_> {
             return self.fail(key("poll_interval"), "must be at least 10ms");
         }
         // Unset, each is its default, or its ceiling when that is lower.
-        let fast = c.failover_poll_interval;
-        let fast = fast.unwrap_or_else(|| {
+        let failover = c.failover_poll_interval;
+        let failover = failover.unwrap_or_else(|| {
             let default = match c.load_balanced {
                 true => LOAD_BALANCED_FAILOVER_POLL_INTERVAL,
                 false => FAILOVER_POLL_INTERVAL,
@@ -141,7 +141,12 @@ impl Check<'_> {
             default.min(c.poll_interval)
         });
         let most = (MIN_POLL, c.poll_interval);
-        self.between(key("failover_poll_interval"), fast, most, FAST_POLL_CEILING)?;
+        self.between(
+            key("failover_poll_interval"),
+            failover,
+            most,
+            FAILOVER_POLL_CEILING,
+        )?;
         if c.request_timeout.is_zero() {
             return self.fail(key("request_timeout"), "must be above 0");
         }
@@ -150,7 +155,7 @@ impl Check<'_> {
         let most = (Duration::ZERO, c.request_timeout);
         self.between(key("connect_timeout"), connect, most, CONNECT_CEILING)?;
         Ok(Timings {
-            failover_poll_interval: fast,
+            failover_poll_interval: failover,
             connect_timeout: connect,
         })
     }

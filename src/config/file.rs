@@ -162,7 +162,7 @@ impl Default for FileCluster {
             poll_interval: Duration::from_secs(1),
             failover_poll_interval: None,
             // An election takes seconds (raft's election timeout, OpenBao's step-down);
-            // a cluster leaderless for longer is sealed or cut off, and fast polls
+            // a cluster leaderless for longer is sealed or cut off, and failover polling
             // would only load it.
             failover_poll_for: Duration::from_secs(30),
             request_timeout: Duration::from_secs(2),

@@ -69,8 +69,8 @@ fn failover_polling_defaults_to_50ms_250ms_behind_a_load_balancer_or_the_poll_in
         c.clusters[0].failover_poll_interval,
         Duration::from_millis(250)
     );
-    let fast = ISSUE_EXAMPLE.replace("\"250ms\"", "\"20ms\"");
-    let c = Config::parse(&fast, "x.toml").unwrap();
+    let quick = ISSUE_EXAMPLE.replace("\"250ms\"", "\"20ms\"");
+    let c = Config::parse(&quick, "x.toml").unwrap();
     assert_eq!(
         c.clusters[0].failover_poll_interval,
         Duration::from_millis(20)

@@ -258,7 +258,7 @@ impl Zone {
         let proxy = self.proxy_answers.get(cluster).map(|l| (l.ip(), l.port()));
         let mut instances: Vec<Instance> = match tag {
             // Proxy mode: the local listener stands for the active node, answered as long
-            // as the view is usable; the proxy refuses fast while no leader is known.
+            // as the view is usable; the proxy refuses at once while no leader is known.
             Tag::Active if proxy.is_some() => proxy.into_iter().collect(),
             Tag::Active => leader.collect(),
             Tag::Standby => of_role(Role::Standby).collect(),

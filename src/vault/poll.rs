@@ -1,4 +1,4 @@
-//! Each node's polls: at which pace (`Cadence`: normal, or failover polling while the
+//! Each node's polls: at which pace (`Pacer`: normal, or failover polling while the
 //! cluster has no leader), on the agent's round grid with back-off (`Schedule`), and how
 //! many may be pending at once during failover polling. What one poll asks is
 //! [`super::probe`]'s.
@@ -89,9 +89,9 @@ struct NodePolls {
 /// from the moment there is none (a crash, a step-down, a cluster still starting) until
 /// one is confirmed again or `failover_poll_for` has passed. The new leader is then seen
 /// within a few tens of milliseconds of its election, while a cluster that stays
-/// leaderless (sealed, say) goes back to the normal rate instead of being polled fast
+/// leaderless (sealed, say) goes back to the normal pace instead of failover polling
 /// forever. HAProxy's `fastinter` is the same idea.
-pub(super) struct Cadence {
+pub(super) struct Pacer {
     normal: Duration,
     failover: Duration,
     failover_for: Duration,
@@ -99,7 +99,7 @@ pub(super) struct Cadence {
     started: Instant,
 }
 
-impl Cadence {
+impl Pacer {
     pub fn new(config: &ClusterConfig) -> Self {
         Self {
             normal: config.poll_interval,
@@ -188,7 +188,7 @@ impl Schedule {
         }
     }
 
-    /// Node `i`'s gap between poll starts at the cadence's `interval` (that, or its
+    /// Node `i`'s gap between poll starts at the pace's `interval` (that, or its
     /// back-off), and the interval of the grid its polls fall on.
     /// While the cluster is leaderless a backed-off node is polled every poll interval:
     /// not at the failover pace, and not at its longer back-off either, since a node that
@@ -345,8 +345,8 @@ mod tests {
     use super::*;
     use crate::vault::view::Leader;
 
-    fn cadence() -> Cadence {
-        Cadence::new(&crate::vault::watcher::tests::cluster())
+    fn pacer() -> Pacer {
+        Pacer::new(&crate::vault::watcher::tests::cluster())
     }
 
     fn led() -> ClusterView {
@@ -369,22 +369,22 @@ mod tests {
     #[test]
     fn polls_at_the_failover_pace_from_the_loss_of_a_leader_until_one_is_confirmed() {
         let t0 = Instant::now();
-        let c = cadence();
-        let (fast, normal) = (Duration::from_millis(50), Duration::from_secs(1));
+        let c = pacer();
+        let (failover, normal) = (Duration::from_millis(50), Duration::from_secs(1));
         let s = Duration::from_secs;
         // (the view, seconds after t0) -> the interval; failover_poll_for is 10 s.
         let lost_again = t0 + s(62);
         let cases = [
             (led(), t0, normal),
-            (leaderless_since(t0), t0, fast),
-            (leaderless_since(t0), t0 + s(9), fast),
+            (leaderless_since(t0), t0, failover),
+            (leaderless_since(t0), t0 + s(9), failover),
             (led(), t0 + s(9), normal),
             // A cluster that stays leaderless goes back to the normal rate.
             (leaderless_since(t0), t0 + s(10), normal),
             (leaderless_since(t0), t0 + s(60), normal),
-            // A leader, then a new loss: fast again, with a fresh window.
+            // A leader, then a new loss: failover polling again, with a fresh window.
             (led(), t0 + s(61), normal),
-            (leaderless_since(lost_again), lost_again, fast),
+            (leaderless_since(lost_again), lost_again, failover),
         ];
         for (i, (view, at, want)) in cases.into_iter().enumerate() {
             assert_eq!(c.pace(&view, at).interval(), want, "case {i}");
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_watcher_starting_without_a_leader_polls_at_the_failover_pace() {
-        let c = cadence();
+        let c = pacer();
         let no_view_yet = ClusterView::empty("dc1", false);
         assert_eq!(
             c.pace(&no_view_yet, Instant::now()),
@@ -410,7 +410,7 @@ mod tests {
     /// the same) is the normal pace: one poll per node at a time.
     #[test]
     fn a_failover_interval_as_long_as_the_normal_one_is_no_failover_pace() {
-        let mut c = cadence();
+        let mut c = pacer();
         c.failover = c.normal;
         let no_view_yet = ClusterView::empty("dc1", false);
         assert_eq!(
@@ -425,8 +425,11 @@ mod tests {
 
     /// Starts every due poll at `now` and lands it at once as `answered` or not;
     /// returns how many started.
+    const FAILOVER: Pace = Pace::Failover(Duration::from_millis(50));
+    const NORMAL: Pace = Pace::Normal(Duration::from_secs(1));
+
     fn round(s: &mut Schedule, nodes: &[Url], now: tokio::time::Instant, answered: bool) -> usize {
-        round_at(s, nodes, now, answered, true)
+        round_at(s, nodes, now, answered, FAILOVER)
     }
 
     /// `round` at the failover pace (50 ms, leaderless) or the normal one (1 s).
@@ -435,13 +438,8 @@ mod tests {
         nodes: &[Url],
         now: tokio::time::Instant,
         answered: bool,
-        fast: bool,
+        pace: Pace,
     ) -> usize {
-        let pace = if fast {
-            Pace::Failover(Duration::from_millis(50))
-        } else {
-            Pace::Normal(Duration::from_secs(1))
-        };
         let due = s.due(nodes, now, pace, now + Duration::from_secs(60));
         let started = due.start.len();
         for Start { node: i, .. } in due.start {
@@ -467,12 +465,12 @@ mod tests {
         from: tokio::time::Instant,
         span: Duration,
         answered: bool,
-        fast: bool,
+        pace: Pace,
     ) -> Vec<tokio::time::Instant> {
         let mut starts = Vec::new();
         let mut t = from;
         while t < from + span {
-            if round_at(s, nodes, t, answered, fast) > 0 {
+            if round_at(s, nodes, t, answered, pace) > 0 {
                 starts.push(t);
             }
             t += Duration::from_millis(10);
@@ -493,7 +491,7 @@ mod tests {
         let mut s = Schedule::new(1, Duration::from_secs(1));
         // On the 1 s grid: within half a poll interval (and the 10 ms step here).
         let near = |got: f64, want: f64| (got - want).abs() <= 0.52;
-        // Steady cadence: every second until BACKOFF_AFTER failures, then 2, 4, 8, 10,
+        // The normal pace: every second until BACKOFF_AFTER failures, then 2, 4, 8, 10,
         // 10 ... seconds.
         let t0 = tokio::time::Instant::now();
         let steady = gaps(&run(
@@ -502,7 +500,7 @@ mod tests {
             t0,
             Duration::from_secs(60),
             false,
-            false,
+            NORMAL,
         ));
         let first = BACKOFF_AFTER as usize - 1;
         assert!(steady[..first].iter().all(|g| near(*g, 1.0)), "{steady:?}");
@@ -525,15 +523,15 @@ mod tests {
             t1,
             Duration::from_secs(6),
             false,
-            true,
+            FAILOVER,
         ));
         assert!(leaderless.len() >= 4, "{leaderless:?}");
         assert!(leaderless.iter().all(|g| near(*g, 1.0)), "{leaderless:?}");
         // Steady again, still failing: back at the cap; its return is seen within it.
         let t2 = t1 + Duration::from_secs(6);
-        run(&mut s, &nodes, t2, Duration::from_secs(25), false, false);
+        run(&mut s, &nodes, t2, Duration::from_secs(25), false, NORMAL);
         let back = t2 + Duration::from_secs(25);
-        let answered = run(&mut s, &nodes, back, Duration::from_secs(15), true, false);
+        let answered = run(&mut s, &nodes, back, Duration::from_secs(15), true, NORMAL);
         assert!(
             answered[0] - back <= Duration::from_millis(10_520),
             "{:?}",

@@ -5,7 +5,7 @@
 //! `website/content/api-docs/system/replication/index.mdx` and `replication-dr.mdx`:
 //! "This is an unauthenticated endpoint").
 //!
-//! A leaf of types and parsing: the watcher asks (at its own slow cadence, see
+//! A leaf of types and parsing: the watcher asks (every `STATUS_EVERY`, see
 //! `watcher`), the view carries the latest answer, and `replication` judges the streams
 //! of the whole set from every cluster's answer.
 

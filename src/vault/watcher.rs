@@ -29,7 +29,7 @@ use super::client::VaultClient;
 use super::config::ClusterConfig;
 use super::feed::ClusterFeed;
 use super::heartbeat::Heartbeat;
-use super::poll::{on_grid, Cadence, Schedule};
+use super::poll::{on_grid, Pacer, Schedule};
 use super::probe::{
     lookup, poll_node, resolve_url, streams_source, Asks, HealthCadence, StreamsSource, Target,
 };
@@ -162,7 +162,7 @@ impl Watcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let nodes = &self.config.nodes;
         let started = tokio::time::Instant::now();
-        let cadence = Cadence::new(&self.config);
+        let pacer = Pacer::new(&self.config);
         let health = HealthCadence::new(&self.config);
         let mut schedule = Schedule::new(nodes.len(), self.config.poll_interval);
         let mut in_flight = FuturesUnordered::new();
@@ -179,7 +179,7 @@ impl Watcher {
             let now = tokio::time::Instant::now();
             // Every turn, not only after a rebuild: a report that repeats the last one
             // rebuilds nothing, and failover polling must still end on time.
-            let pace = cadence.pace(&self.tx.borrow(), Instant::now());
+            let pace = pacer.pace(&self.tx.borrow(), Instant::now());
             let due = schedule.due(nodes, now, pace, next_rebuild);
             for start in due.start {
                 let (i, registration) = (start.node, start.registration);
