@@ -486,6 +486,33 @@ mod tests {
         node_at(i, Ok(health), leader)
     }
 
+    /// Three of five members heard is a heard majority: with their votes split, there
+    /// is no majority for a leader (not "unheard"); two of five is unheard.
+    #[test]
+    fn three_of_five_heard_is_no_majority_two_of_five_is_unheard() {
+        let refused = || Err(PollError::Connect("refused".into()));
+        let mut polled = vec![
+            node(1, Role::Standby, Some(L1)),
+            node(2, Role::Standby, Some(L1)),
+            node(3, Role::Standby, Some(L2)),
+            node_at(4, refused(), None),
+            node_at(5, refused(), None),
+        ];
+        let e = elect(&polled, false);
+        assert!(
+            matches!(&e.winner, Err(NoLeader::NoMajority { configured: 5, .. })),
+            "{:?}",
+            e.winner
+        );
+        polled[2] = node_at(3, refused(), None);
+        let e = elect(&polled, false);
+        let unheard = Err(NoLeader::Unheard {
+            unheard: 3,
+            configured: 5,
+        });
+        assert_eq!(e.winner, unheard);
+    }
+
     /// A report says the same as another when its answers, addresses and port match,
     /// whenever each was heard; any of them differing is news for the view.
     #[test]
