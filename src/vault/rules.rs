@@ -486,6 +486,51 @@ mod tests {
         node_at(i, Ok(health), leader)
     }
 
+    /// With no node answering, each member keeps its own error (in `/status`), and a
+    /// node that stops answering keeps its own last confirmation, not another's.
+    #[test]
+    fn each_member_keeps_its_own_error_and_last_confirmation() {
+        use std::time::UNIX_EPOCH;
+        let (mut a, mut b) = (
+            node(1, Role::Active, Some(L1)),
+            node(2, Role::Standby, Some(L1)),
+        );
+        a.wall = UNIX_EPOCH + Duration::from_secs(100);
+        b.wall = UNIX_EPOCH + Duration::from_secs(200);
+        let (v1, _) = round(
+            &ClusterView::empty("dc1", false),
+            vec![a, b.clone()],
+            Instant::now(),
+        );
+        // Node 1 stops answering, node 2 still answers: node 1's last confirmation stays.
+        let down = node_at(1, Err(PollError::Connect("refused".into())), None);
+        let (v2, _) = round(&v1, vec![down, b], Instant::now());
+        assert_eq!(
+            v2.members[0].last_confirmed,
+            Some(UNIX_EPOCH + Duration::from_secs(100))
+        );
+        assert_eq!(
+            v2.members[1].last_confirmed,
+            Some(UNIX_EPOCH + Duration::from_secs(200))
+        );
+        // Neither answers: the view goes stale, each member with its own error.
+        let polled = vec![
+            node_at(1, Err(PollError::Connect("refused".into())), None),
+            node_at(2, Err(PollError::Timeout(Duration::from_secs(2))), None),
+        ];
+        let (v3, _) = round(&v2, polled, Instant::now());
+        assert!(v3.stale);
+        let errors: Vec<String> = v3
+            .members
+            .iter()
+            .map(|m| m.error.clone().unwrap())
+            .collect();
+        assert!(
+            errors[0].contains("refused") && !errors[1].contains("refused"),
+            "{errors:?}"
+        );
+    }
+
     /// Three of five members heard is a heard majority: with their votes split, there
     /// is no majority for a leader (not "unheard"); two of five is unheard.
     #[test]
