@@ -734,6 +734,88 @@ mod tests {
         drop(writer.await);
     }
 
+    /// A hello bigger than one read's buffer (a padding extension takes it past
+    /// READ_CHUNK, twice): the buffer grows until it is whole, every byte kept.
+    #[tokio::test]
+    async fn a_hello_longer_than_one_read_is_read_whole() {
+        let (mut client, server) = tcp_pair().await;
+        // A padding extension of 10,000 bytes: the hello spans reads that fill the
+        // buffer exactly (4096, then 8192 bytes).
+        let mut padding = vec![0, 21, 0x27, 0x10];
+        padding.resize(4 + 10_000, 0);
+        let raw = with_extra_extension(
+            &client_hello_bytes("fw.example", &[b"replication_v1"], false),
+            &padding,
+        );
+        assert!(raw.len() > READ_CHUNK);
+        client.write_all(&raw).await.unwrap();
+        let hello = read_client_hello(&server, Duration::from_secs(5), 16384)
+            .await
+            .unwrap();
+        assert_eq!(hello.bytes, raw);
+        assert_eq!(ours(&hello).1, vec![b"replication_v1".to_vec()]);
+    }
+
+    /// What a connection holds while its hello is read stays within the cap, even when
+    /// the client sends early data right behind the hello.
+    #[tokio::test]
+    async fn the_bytes_held_never_pass_the_cap() {
+        let (mut client, server) = tcp_pair().await;
+        let mut padding = vec![0, 21, 0x10, 0xcc]; // 4300 bytes: a 4.5 KB hello
+        padding.resize(4 + 4300, 0);
+        let mut raw = with_extra_extension(
+            &client_hello_bytes("fw.example", &[b"replication_v1"], false),
+            &padding,
+        );
+        let hello_len = raw.len();
+        raw.extend_from_slice(&[23, 3, 3, 0x0f, 0x9c]); // application data, 3996 bytes
+        raw.resize(hello_len + 4001, 0xab);
+        client.write_all(&raw).await.unwrap();
+        let hello = read_client_hello(&server, Duration::from_secs(5), 5000)
+            .await
+            .unwrap();
+        assert!(
+            hello.bytes.len() <= 5000,
+            "{} bytes held",
+            hello.bytes.len()
+        );
+        assert_eq!(hello.bytes[..], raw[..hello.bytes.len()]);
+    }
+
+    /// `scan_reads` (the fuzz target's entry) reads as the socket path does: pieces
+    /// until a whole hello, at most `max` bytes in all, `None` when the reads end first.
+    #[test]
+    fn scan_reads_takes_pieces_up_to_the_cap() {
+        let raw = client_hello_bytes("a.example", &[b"h2"], false);
+        let (a, b) = raw.split_at(raw.len() / 2);
+        let hello = scan_reads(&[a, b], raw.len()).unwrap().expect("whole");
+        assert_eq!(hello.bytes, raw);
+        assert!(
+            scan_reads(&[a], raw.len()).unwrap().is_none(),
+            "reads ended"
+        );
+        // One byte short of the hello: the second read is cut at the cap...
+        assert!(scan_reads(&[a, b], raw.len() - 1).unwrap().is_none());
+        // ...and a third read finds the cap reached.
+        let e = scan_reads(&[a, b, b"x"], raw.len() - 1);
+        assert!(matches!(e, Err(HelloError::TooLarge(_))), "{e:?}");
+    }
+
+    /// The refusal labels are metric label values (alert rules and dashboards read them).
+    #[test]
+    fn refusal_kinds_are_stable_labels() {
+        let kinds = [
+            (HelloError::Timeout(Duration::from_secs(1)), "hello_timeout"),
+            (HelloError::TooLarge(1), "hello_too_large"),
+            (HelloError::NotTls("x".into()), "not_tls"),
+            (HelloError::Eof, "hello_eof"),
+            (HelloError::Io(io::ErrorKind::Other.into()), "io"),
+        ];
+        for (e, kind) in kinds {
+            assert_eq!(e.kind(), kind);
+        }
+    }
+
     #[tokio::test]
     async fn socket_refusals_eof_cap_and_deadline() {
         let (mut client, server) = tcp_pair().await;
