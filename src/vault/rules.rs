@@ -486,6 +486,56 @@ mod tests {
         node_at(i, Ok(health), leader)
     }
 
+    /// Every leader change is recorded once, with its reason: a first view names its
+    /// leader as such, a later change says the majority moved; a first view without a
+    /// leader is a change too (from nothing); the same leader again is none.
+    #[test]
+    fn leader_changes_are_recorded_once_with_their_reason() {
+        let changes = |events: &[ViewEvent]| -> Vec<(Option<String>, Option<String>)> {
+            let changed = events.iter().filter_map(|e| match e {
+                ViewEvent::LeaderChanged { old, new, .. } => Some((old.clone(), new.clone())),
+                _ => None,
+            });
+            changed.collect()
+        };
+        let led_by = |leader: &str, active: u8| -> Vec<Polled> {
+            let role = |i: u8| {
+                if i == active {
+                    Role::Active
+                } else {
+                    Role::Standby
+                }
+            };
+            (1..=3).map(|i| node(i, role(i), Some(leader))).collect()
+        };
+        let (v1, e1) = round(
+            &ClusterView::empty("dc1", false),
+            led_by(L1, 1),
+            Instant::now(),
+        );
+        assert_eq!(changes(&e1), vec![(None, Some(L1.to_string()))]);
+        let reason = |v: &ClusterView| v.leader_changed.as_ref().unwrap().reason.clone();
+        assert_eq!(reason(&v1), format!("first view: {L1} leads"));
+        let (v2, e2) = round(&v1, led_by(L1, 1), Instant::now());
+        assert!(changes(&e2).is_empty(), "the same leader is no change");
+        let (v3, e3) = round(&v2, led_by(L2, 2), Instant::now());
+        assert_eq!(
+            changes(&e3),
+            vec![(Some(L1.to_string()), Some(L2.to_string()))]
+        );
+        assert_eq!(
+            reason(&v3),
+            format!("a majority of members now report {L2}")
+        );
+        let no_leader: Vec<Polled> = (1..=3).map(|i| node(i, Role::Standby, None)).collect();
+        let (_, e0) = round(&ClusterView::empty("dc1", false), no_leader, Instant::now());
+        assert_eq!(
+            changes(&e0),
+            vec![(None, None)],
+            "a first view without a leader"
+        );
+    }
+
     /// With no node answering, each member keeps its own error (in `/status`), and a
     /// node that stops answering keeps its own last confirmation, not another's.
     #[test]
