@@ -25,7 +25,7 @@ pub(super) async fn connect(target: SocketAddr, timeout: Duration) -> Result<Tcp
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(e)) => Err(ConnError::Connect(target, e)),
+        Ok(Err(error)) => Err(ConnError::Connect { target, error }),
         Err(_) => Err(ConnError::ConnectTimeout(target)),
     }
 }
@@ -40,7 +40,7 @@ pub(super) async fn connect_and_send(
     hello: &[u8],
     timeout: Duration,
 ) -> Result<TcpStream, ConnError> {
-    let failed = |e: io::Error| ConnError::Connect(target, e);
+    let failed = |error: io::Error| ConnError::Connect { target, error };
     let sock = Socket::new(
         Domain::for_address(target),
         Type::STREAM.nonblocking(),
@@ -157,7 +157,7 @@ mod tests {
         // Nothing listening: refused, and said so.
         drop(listener);
         let e = connect_and_send(target, &hello, Duration::from_secs(5)).await;
-        assert!(matches!(e, Err(ConnError::Connect(..))), "{e:?}");
+        assert!(matches!(e, Err(ConnError::Connect { .. })), "{e:?}");
 
         // A listener whose accept queue is full drops SYNs: the connect never completes.
         let full = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();

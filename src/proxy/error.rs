@@ -17,8 +17,11 @@ pub enum ConnError {
     Unusable(String),
     #[error("connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, io::Error),
+    #[error("connect to {target}: {error}")]
+    Connect {
+        target: SocketAddr,
+        error: io::Error,
+    },
 }
 
 impl ConnError {
@@ -29,7 +32,7 @@ impl ConnError {
             ConnError::NoLeader => "no_leader",
             ConnError::Unusable(_) => "resolve",
             ConnError::ConnectTimeout(_) => "connect_timeout",
-            ConnError::Connect(..) => "connect",
+            ConnError::Connect { .. } => "connect",
         }
     }
 }

@@ -55,7 +55,7 @@ pub enum ClusterAddr {
     /// An IP literal (or none reported: the leader's own address).
     Socket(SocketAddr),
     /// A host name, to be looked up, and the port.
-    Name(String, u16),
+    Name { host: String, port: u16 },
     /// Not a usable address.
     Unusable,
 }
@@ -81,7 +81,10 @@ impl ClusterAddr {
         match url.host() {
             Some(url::Host::Ipv4(ip)) => ClusterAddr::Socket(SocketAddr::new(ip.into(), port)),
             Some(url::Host::Ipv6(ip)) => ClusterAddr::Socket(SocketAddr::new(ip.into(), port)),
-            Some(url::Host::Domain(name)) => ClusterAddr::Name(name.to_string(), port),
+            Some(url::Host::Domain(name)) => ClusterAddr::Name {
+                host: name.to_string(),
+                port,
+            },
             None => ClusterAddr::Unusable,
         }
     }
@@ -93,7 +96,7 @@ impl Leader {
     pub fn literal(api_addr: &str, cluster_addr: &str, addrs: Vec<IpAddr>, port: u16) -> Self {
         let cluster_target = match ClusterAddr::parse(cluster_addr, &addrs) {
             ClusterAddr::Socket(s) => Some(s),
-            ClusterAddr::Name(..) | ClusterAddr::Unusable => None,
+            ClusterAddr::Name { .. } | ClusterAddr::Unusable => None,
         };
         Self {
             api_addr: api_addr.to_string(),
@@ -351,7 +354,10 @@ mod tests {
             ("", sock("10.0.0.2:8201")),
             (
                 "https://vault-1.internal:8202",
-                ClusterAddr::Name("vault-1.internal".into(), 8202),
+                ClusterAddr::Name {
+                    host: "vault-1.internal".into(),
+                    port: 8202,
+                },
             ),
             ("https://", ClusterAddr::Unusable),
             ("https://a b", ClusterAddr::Unusable),

@@ -381,7 +381,7 @@ impl Watcher {
         let cluster_target = match ClusterAddr::parse(&cluster_addr, &addrs) {
             ClusterAddr::Socket(s) => Some(s),
             ClusterAddr::Unusable => None,
-            ClusterAddr::Name(host, port) => lookup(&host, port, self.config.request_timeout)
+            ClusterAddr::Name { host, port } => lookup(&host, port, self.config.request_timeout)
                 .await
                 .first()
                 .map(|ip| SocketAddr::new(*ip, port)),
