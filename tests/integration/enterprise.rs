@@ -213,32 +213,36 @@ async fn the_recommended_topology_is_healthy_and_a_dr_promotion_moves_perf_prima
         vec![ip("127.49.1.1")],
         "dr-primary follows the performance primary's DR set"
     );
-    // Healthy: status 0, one primary per set in the metric, no ERROR.
+    the_topology_is_healthy(&agent, &admin).await;
+    a_dr_promotion_moves_both_labels(&t, dns, perf_active).await;
+    the_old_primary_back_is_two_primaries(&t, dns, &admin, perf_active).await;
+}
+
+/// Step: healthy: status 0, one primary per set in the metric, no ERROR; every stream
+/// flowing from its primary, with the lag and secondaries their primaries report.
+async fn the_topology_is_healthy(agent: &Agent, admin: &str) {
     eventually(WITHIN, "every stream is read and judged", || async {
-        let s = status_json(&agent);
+        let s = status_json(agent);
         let streams = s["replication"]["streams"].as_array()?.len();
         (streams == 6).then_some(())
     })
     .await;
-    let (code, table) = status(&admin);
+    let (code, table) = status(admin);
     assert_eq!(code, 0, "{table}");
     assert!(
         table.contains("east-dr: primary as a DR secondary"),
         "{table}"
     );
     assert_eq!(
-        metric(
-            &agent,
-            r#"vault_locator_replication_primaries{kind="perf"}"#
-        ),
+        metric(agent, r#"vault_locator_replication_primaries{kind="perf"}"#),
         Some(1.0)
     );
     assert_eq!(
-        metric(&agent, r#"vault_locator_replication_primaries{kind="dr"}"#),
+        metric(agent, r#"vault_locator_replication_primaries{kind="dr"}"#),
         Some(1.0)
     );
     assert!(!agent.log().contains("level=ERROR"), "{}", agent.log());
-    let s = status_json(&agent);
+    let s = status_json(agent);
     let dr = &s["replication"]["primaries"][1];
     assert_eq!(dr["sets"], json!([["east"], ["west"]]));
     for (cluster, kind, from) in [
@@ -257,13 +261,16 @@ async fn the_recommended_topology_is_healthy_and_a_dr_promotion_moves_perf_prima
         "west"
     );
     assert_eq!(
-        run_cli(&["status", "--admin", &admin, "--is-primary", "perf"])
+        run_cli(&["status", "--admin", admin, "--is-primary", "perf"])
             .status
             .code(),
         Some(0)
     );
+}
 
-    // east is lost; its DR secondary is promoted: it is the performance primary now.
+/// Step: east is lost; its DR secondary is promoted: it is the performance primary now,
+/// and both labels move to it.
+async fn a_dr_promotion_moves_both_labels(t: &Topology, dns: SocketAddr, perf_active: &str) {
     for n in &t.east {
         n.set(Behavior::Stall);
     }
@@ -283,9 +290,16 @@ async fn the_recommended_topology_is_healthy_and_a_dr_promotion_moves_perf_prima
     ask(dns, "active.vault.service.dr-primary.consul", RecordType::A)
         .until("so does dr-primary", |m| ips(m) == vec![ip("127.49.2.1")])
         .await;
+}
 
-    // The old primary comes back still claiming both: two primaries, answered as
-    // neither.
+/// Step: the old primary comes back still claiming both: two primaries, answered as
+/// neither (they share a DR set); each cluster's own name still answers.
+async fn the_old_primary_back_is_two_primaries(
+    t: &Topology,
+    dns: SocketAddr,
+    admin: &str,
+    perf_active: &str,
+) {
     for (i, n) in t.east.iter().enumerate() {
         n.set(Behavior::Node {
             active: i == 0,
@@ -303,7 +317,7 @@ async fn the_recommended_topology_is_healthy_and_a_dr_promotion_moves_perf_prima
         ResponseCode::ServFail,
         "east and east-dr share a DR set"
     );
-    assert_eq!(status(&admin).0, 5);
+    assert_eq!(status(admin).0, 5);
     // Each cluster's own name still answers for its own active node.
     assert_eq!(
         a(dns, "active.vault.service.east-dr.consul"),
