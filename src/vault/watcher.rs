@@ -157,6 +157,10 @@ impl Watcher {
     /// Polls until `shutdown` is cancelled: each node on its own schedule, the view
     /// rebuilt on every answer that changes a node's report and at least every poll
     /// interval, and the replication status asked beside.
+    ///
+    /// Two clocks, on purpose: `tokio::time::Instant` for this loop's timers, `Instant`
+    /// (std's) for what reports and views carry, since the DNS threads that read them
+    /// run no tokio clock. They meet only in `poll::on_grid` (clippy.toml holds that).
     // Long because it is the one select loop over the polls, the rebuild timer and the
     // replication status asks; each branch hands its work to a method.
     pub async fn run(self, shutdown: CancellationToken) {
