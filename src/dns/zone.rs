@@ -640,6 +640,33 @@ mod tests {
         assert!(ask(&zone, "example.com.", A).is_none());
     }
 
+    /// The apex SOA is in the answer section; an IPv6 `.addr` label answers its AAAA
+    /// (and no A); the zone says which names are inside it, in any case; and it hands
+    /// every cluster's feed to the answer caches.
+    #[test]
+    fn the_apex_ipv6_addr_names_the_zone_and_its_feeds() {
+        let (zone, _senders) = zone();
+        let soa = ask(&zone, "consul.", RecordType::SOA).unwrap();
+        assert_eq!(soa.answers.len(), 1);
+        assert_eq!(soa.answers[0].record_type(), RecordType::SOA);
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        let label = format!("{}.addr.dc1.consul.", super::names::encode_addr(v6));
+        assert_eq!(
+            ips(&ask(&zone, &label, RecordType::AAAA).unwrap()),
+            vec![v6]
+        );
+        let a = ask(&zone, &label, RecordType::A).unwrap();
+        assert!(
+            a.answers.is_empty() && has_soa(&a),
+            "no A for an IPv6 label"
+        );
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        assert!(zone.contains(&name("nomad.service.consul.")));
+        assert!(zone.contains(&name("Nomad.Service.CONSUL.")));
+        assert!(!zone.contains(&name("example.org.")));
+        assert_eq!(zone.feeds().len(), 4, "dc1, dc2 and both virtual clusters");
+    }
+
     #[test]
     fn srv_names_the_api_port_and_an_addr_target_with_glue() {
         let (zone, _senders) = zone();
