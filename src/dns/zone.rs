@@ -667,6 +667,32 @@ mod tests {
         assert_eq!(zone.feeds().len(), 4, "dc1, dc2 and both virtual clusters");
     }
 
+    /// What the agent owns in its zone (the rest goes to `zone_fallback`, a Consul
+    /// agent's during a migration): the apex, its static records, the vault service
+    /// and `.addr` names of the clusters it knows; not other services, nodes, clusters.
+    #[test]
+    fn the_zone_owns_only_its_own_names() {
+        let (zone, _senders) = zone();
+        let owns = |n: &str| zone.owns(&Name::from_ascii(n).unwrap());
+        for ours in [
+            "consul.",
+            "nomad.service.consul.",
+            "active.vault.service.consul.",
+            "Vault.Service.DC2.consul.",
+            "0a000001.addr.perf-primary.consul.",
+        ] {
+            assert!(owns(ours), "{ours}");
+        }
+        for theirs in [
+            "web.service.consul.",
+            "n1.node.consul.",
+            "vault.service.dc9.consul.",
+            "0a000001.addr.dc9.consul.",
+        ] {
+            assert!(!owns(theirs), "{theirs}");
+        }
+    }
+
     #[test]
     fn srv_names_the_api_port_and_an_addr_target_with_glue() {
         let (zone, _senders) = zone();

@@ -686,6 +686,13 @@ mod tests {
             scanner.scan(&raw),
             Err(HelloError::TooLarge(1024))
         ));
+        // A handshake length past 64 KiB (its high byte set) is refused at its header.
+        let mut scanner = Scanner::new(16384);
+        let big = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x01, 0x00, 0x00];
+        assert!(matches!(
+            scanner.scan(&big),
+            Err(HelloError::TooLarge(16384))
+        ));
     }
 
     #[test]
