@@ -667,6 +667,33 @@ mod tests {
         assert_eq!(zone.feeds().len(), 4, "dc1, dc2 and both virtual clusters");
     }
 
+    /// A cluster between leaders still lists its standbys; `active` has nothing.
+    #[test]
+    fn a_leaderless_cluster_still_answers_its_standbys() {
+        let (zone, senders) = zone();
+        let mut leaderless = dc1();
+        leaderless.leader = None;
+        senders[0].send_replace(Arc::new(leaderless));
+        let standby = ask(&zone, "standby.vault.service.dc1.consul.", RecordType::A).unwrap();
+        assert_eq!(ips(&standby), ip_list(&["10.0.0.2"]));
+        let active = ask(&zone, "active.vault.service.dc1.consul.", RecordType::A).unwrap();
+        assert_eq!(active.rcode, ResponseCode::NXDomain);
+    }
+
+    /// In proxy mode (`answer = true`) `active` is the proxy's listener, the other tags
+    /// the real nodes.
+    #[test]
+    fn proxy_mode_answers_active_with_the_listener() {
+        let config = Config::parse(&crate::config::with_proxy("answer = true"), "t").unwrap();
+        let (_tx, rx) = watch::channel(Arc::new(dc1()));
+        let feeds = crate::vault::feed::Feeds::from([("dc1".to_string(), ClusterFeed::new(rx))]);
+        let zone = Zone::new(&config.zone(), feeds);
+        let active = ask(&zone, "active.vault.service.dc1.consul.", RecordType::A).unwrap();
+        assert_eq!(ips(&active), ip_list(&["127.77.0.1"]));
+        let standby = ask(&zone, "standby.vault.service.dc1.consul.", RecordType::A).unwrap();
+        assert_eq!(ips(&standby), ip_list(&["10.0.0.2"]));
+    }
+
     /// What the agent owns in its zone (the rest goes to `zone_fallback`, a Consul
     /// agent's during a migration): the apex, its static records, the vault service
     /// and `.addr` names of the clusters it knows; not other services, nodes, clusters.
