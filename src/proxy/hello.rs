@@ -622,6 +622,13 @@ mod tests {
         assert!(scan_in_pieces(b"G", &[]).is_err());
         assert!(refuse(&[0x16, 3, 1, 0, 0]).contains("empty handshake record"));
         assert!(refuse(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]).contains("not ClientHello"));
+        // A whole message too short for its fields: named by the field cut short.
+        let short = [0x16, 3, 1, 0, 14, 1, 0, 0, 10, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(
+            refuse(&short).contains("version and random cut short"),
+            "{}",
+            refuse(&short)
+        );
         // A hello whose extension list claims more than there is.
         let mut raw = client_hello_bytes("a.example", &[b"h2"], false);
         let body = &raw[9..];
@@ -639,6 +646,15 @@ mod tests {
         let raw = client_hello_bytes("a.example", &[b"h2"], false);
         let doubled = with_extra_extension(&raw, &[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
         assert!(refuse(&doubled).contains("two ALPN"));
+        // Two server names, likewise.
+        let mut sni = vec![0, 0, 0, 14, 0, 12, 0, 0, 9];
+        sni.extend_from_slice(b"b.example");
+        let doubled = with_extra_extension(&raw, &sni);
+        assert!(
+            refuse(&doubled).contains("two server_name"),
+            "{}",
+            refuse(&doubled)
+        );
         let bad_list = with_extra_extension(
             &client_hello_bytes("a.example", &[], false),
             &[0, 16, 0, 4, 0, 2, 0, 0],
