@@ -694,6 +694,32 @@ mod tests {
         assert_eq!(ips(&standby), ip_list(&["10.0.0.2"]));
     }
 
+    /// A leader on IPv6 answers AAAA, not A; records carry `dns.ttl`.
+    #[test]
+    fn an_ipv6_leader_answers_aaaa_with_the_configured_ttl() {
+        let mut zone_config = config().zone();
+        zone_config.ttl = std::time::Duration::from_secs(30);
+        let mut v6 = dc1();
+        let addr: IpAddr = "fd00::1".parse().unwrap();
+        v6.leader = Some(Leader::literal(
+            "http://[fd00::1]:8200",
+            "",
+            vec![addr],
+            8200,
+        ));
+        let (_tx, rx) = watch::channel(Arc::new(v6));
+        let feeds = crate::vault::feed::Feeds::from([("dc1".to_string(), ClusterFeed::new(rx))]);
+        let zone = Zone::new(&zone_config, feeds);
+        let aaaa = ask(&zone, "active.vault.service.consul.", RecordType::AAAA).unwrap();
+        assert_eq!(ips(&aaaa), vec![addr]);
+        assert!(aaaa.answers.iter().all(|r| r.ttl == 30), "dns.ttl");
+        let a = ask(&zone, "active.vault.service.consul.", RecordType::A).unwrap();
+        assert!(
+            a.answers.is_empty() && has_soa(&a),
+            "no A for an IPv6 leader"
+        );
+    }
+
     /// What the agent owns in its zone (the rest goes to `zone_fallback`, a Consul
     /// agent's during a migration): the apex, its static records, the vault service
     /// and `.addr` names of the clusters it knows; not other services, nodes, clusters.

@@ -646,6 +646,20 @@ mod tests {
         let raw = client_hello_bytes("a.example", &[b"h2"], false);
         let doubled = with_extra_extension(&raw, &[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
         assert!(refuse(&doubled).contains("two ALPN"));
+        // An ALPN list whose length is not its extension's, or that is empty.
+        let no_alpn = client_hello_bytes("a.example", &[], false);
+        let short = with_extra_extension(&no_alpn, &[0, 16, 0, 5, 0, 4, 2, b'h', b'2']);
+        assert!(
+            refuse(&short).contains("ALPN list length"),
+            "{}",
+            refuse(&short)
+        );
+        let empty = with_extra_extension(&no_alpn, &[0, 16, 0, 2, 0, 0]);
+        assert!(
+            refuse(&empty).contains("ALPN list length"),
+            "{}",
+            refuse(&empty)
+        );
         // Two server names, likewise.
         let mut sni = vec![0, 0, 0, 14, 0, 12, 0, 0, 9];
         sni.extend_from_slice(b"b.example");
