@@ -275,6 +275,31 @@ mod tests {
             .collect()
     }
 
+    /// Entries live within one wall-clock second (the SOA serial is the Unix time):
+    /// kept while it lasts, dropped when it turns.
+    #[test]
+    fn entries_last_until_the_second_turns() {
+        let (_tx, rx) = watch::channel(Arc::new(view(false)));
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
+        let q = request(1, "active.vault.service.consul.");
+        let r = response(1, "active.vault.service.consul.", &[[10, 0, 0, 1]]);
+        let mut out = Vec::new();
+        let kept = loop {
+            let now = unix_second();
+            c.second = now;
+            c.insert(&q, &r, served(None, ResponseCode::NoError), Reuse::AsIs);
+            c.refresh();
+            let hit = c.lookup(&q, &mut out).is_some();
+            if unix_second() == now {
+                break hit; // else the second turned mid-way: again
+            }
+        };
+        assert!(kept, "the same second: kept");
+        c.second -= 1;
+        c.refresh();
+        assert!(c.lookup(&q, &mut out).is_none(), "a new second: dropped");
+    }
+
     #[test]
     fn a_repeat_gets_the_same_bytes_with_its_own_id() {
         let (_tx, rx) = watch::channel(Arc::new(view(false)));
