@@ -275,6 +275,30 @@ mod tests {
             .collect()
     }
 
+    /// What is never kept: anything while a view is stale, a truncated response,
+    /// requests or responses too short to be DNS messages (without panicking on them).
+    #[test]
+    fn what_is_never_kept() {
+        let (tx, rx) = watch::channel(Arc::new(view(false)));
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
+        let q = request(1, "active.vault.service.consul.");
+        let r = response(1, "active.vault.service.consul.", &[[10, 0, 0, 1]]);
+        let ok = served(None, ResponseCode::NoError);
+        let mut truncated = r.clone();
+        truncated[2] |= 0x02;
+        c.insert(&q, &truncated, ok, Reuse::AsIs);
+        c.insert(&q[..5], &r, ok, Reuse::AsIs);
+        c.insert(&q[..1], &r, ok, Reuse::AsIs);
+        c.insert(&q, &r[..5], ok, Reuse::AsIs);
+        assert!(c.entries.is_empty(), "TC, short request, short response");
+        let mut out = Vec::new();
+        assert!(c.lookup(&q[..1], &mut out).is_none(), "a 1-byte request");
+        tx.send_replace(Arc::new(view(true)));
+        c.refresh();
+        c.insert(&q, &r, ok, Reuse::AsIs);
+        assert!(c.entries.is_empty(), "nothing while a view is stale");
+    }
+
     /// Entries live within one wall-clock second (the SOA serial is the Unix time):
     /// kept while it lasts, dropped when it turns.
     #[test]

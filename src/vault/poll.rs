@@ -45,6 +45,11 @@ fn phase() -> f64 {
     *PHASE.get_or_init(|| rand::rng().random_range(0.0..1.0))
 }
 
+/// `at` moved on by this process's phase of `interval`.
+fn offset_by_phase(at: tokio::time::Instant, interval: Duration) -> tokio::time::Instant {
+    at + interval.mul_f64(phase())
+}
+
 /// The first instant at or after `t` on this agent's grid for `interval`: the process's
 /// epoch plus `phase()` of an interval plus whole intervals.
 #[allow(clippy::disallowed_methods)] // the one place the two clocks meet (clippy.toml)
@@ -52,7 +57,7 @@ pub(super) fn on_grid(t: tokio::time::Instant, interval: Duration) -> tokio::tim
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let epoch = tokio::time::Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now));
     let step = interval.as_nanos().max(1);
-    let first = epoch + interval.mul_f64(phase());
+    let first = offset_by_phase(epoch, interval);
     let late = t.saturating_duration_since(first).as_nanos();
     let steps = late.div_ceil(step);
     first + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
@@ -425,6 +430,38 @@ mod tests {
 
     /// Starts every due poll at `now` and lands it at once as `answered` or not;
     /// returns how many started.
+    /// A poll that started before the node's latest report's poll never replaces that
+    /// report when it answers late; one that started at the same time or later does.
+    #[test]
+    fn a_late_answer_never_replaces_a_newer_report() {
+        let t0 = tokio::time::Instant::now();
+        let (older, newer) = (t0, t0 + Duration::from_millis(10));
+        let report = || prior(Role::Standby, Modes::default(), Duration::ZERO);
+        let (mut latest, mut latest_start) = (None, None);
+        assert!(keep_newest(&mut latest, &mut latest_start, newer, report()));
+        assert!(!keep_newest(
+            &mut latest,
+            &mut latest_start,
+            older,
+            report()
+        ));
+        assert_eq!(latest_start, Some(newer), "the newer poll's report stays");
+        assert!(keep_newest(&mut latest, &mut latest_start, newer, report()));
+    }
+
+    /// The agent's phase is a fraction of an interval, so its grid has one point per
+    /// interval, at the same offset every time.
+    #[test]
+    fn the_grid_is_one_point_per_interval() {
+        assert!((0.0..1.0).contains(&phase()), "{}", phase());
+        let interval = Duration::from_millis(100);
+        let t = tokio::time::Instant::now();
+        let a = on_grid(t, interval);
+        assert!(a >= t && a < t + interval, "the first point at or after t");
+        assert_eq!(on_grid(a, interval), a, "a point is on the grid");
+        assert_eq!(on_grid(a + Duration::from_nanos(1), interval), a + interval);
+    }
+
     const FAILOVER: Pace = Pace::Failover(Duration::from_millis(50));
     const NORMAL: Pace = Pace::Normal(Duration::from_secs(1));
 
