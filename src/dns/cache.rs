@@ -299,6 +299,22 @@ mod tests {
         assert!(c.entries.is_empty(), "nothing while a view is stale");
     }
 
+    /// Below its bound the cache keeps every question it was given, not just the last.
+    #[test]
+    fn it_keeps_many_questions_below_its_bound() {
+        let (_tx, rx) = watch::channel(Arc::new(view(false)));
+        let mut c = AnswerCache::new(vec![ClusterFeed::new(rx)]);
+        let ok = served(None, ResponseCode::NoError);
+        let names = ["a.consul.", "b.consul.", "c.consul."];
+        for name in names {
+            c.insert(&request(1, name), &response(1, name, &[]), ok, Reuse::AsIs);
+        }
+        let mut out = Vec::new();
+        for name in names {
+            assert!(c.lookup(&request(2, name), &mut out).is_some(), "{name}");
+        }
+    }
+
     /// Entries live within one wall-clock second (the SOA serial is the Unix time):
     /// kept while it lasts, dropped when it turns.
     #[test]
