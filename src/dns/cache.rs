@@ -338,6 +338,12 @@ mod tests {
         c.second -= 1;
         c.refresh();
         assert!(c.lookup(&q, &mut out).is_none(), "a new second: dropped");
+        // The second is the wall clock's, as the SOA serial is.
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(unix_second().abs_diff(wall) <= 1);
     }
 
     #[test]

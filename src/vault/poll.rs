@@ -462,6 +462,45 @@ mod tests {
         assert_eq!(on_grid(a + Duration::from_nanos(1), interval), a + interval);
     }
 
+    /// How many polls start over six turns a second apart while every poll hangs
+    /// (none lands): every turn is due, at any pace and back-off.
+    fn hanging(s: &mut Schedule, nodes: &[Url], from: tokio::time::Instant, pace: Pace) -> usize {
+        let step = Duration::from_secs(1);
+        (0..6u32)
+            .map(|k| {
+                let t = from + step * k;
+                s.due(nodes, t, pace, t + Duration::from_secs(60))
+                    .start
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Failover polling starts a poll every interval even while earlier ones hang (the
+    /// oldest given up past MAX_PENDING); the normal pace, and a backed-off node that
+    /// nobody names the leader, have one poll at a time.
+    #[test]
+    fn failover_polling_overlaps_hanging_polls_but_not_for_a_backed_off_node() {
+        let nodes: Vec<Url> = vec!["http://127.0.0.1:8200".parse().unwrap()];
+        let t0 = tokio::time::Instant::now();
+        let mut s = Schedule::new(1, Duration::from_secs(1));
+        assert_eq!(hanging(&mut s, &nodes, t0, FAILOVER), 6, "one per interval");
+        assert!(s.polls[0].flights.len() <= MAX_PENDING);
+        let mut s = Schedule::new(1, Duration::from_secs(1));
+        assert_eq!(hanging(&mut s, &nodes, t0, NORMAL), 1, "one at a time");
+        // Backed off: BACKOFF_AFTER polls in a row without an answer.
+        let mut s = Schedule::new(1, Duration::from_secs(1));
+        run(&mut s, &nodes, t0, Duration::from_secs(6), false, NORMAL);
+        assert!(s.backed_off(0));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(hanging(&mut s, &nodes, later, FAILOVER), 1, "backed off");
+        // ...unless some member names it the leader: then it is polled as any other.
+        s.mark_named(&[true]);
+        assert!(!s.backed_off(0));
+        let later = later + Duration::from_secs(60);
+        assert!(hanging(&mut s, &nodes, later, FAILOVER) > 1, "named");
+    }
+
     const FAILOVER: Pace = Pace::Failover(Duration::from_millis(50));
     const NORMAL: Pace = Pace::Normal(Duration::from_secs(1));
 
