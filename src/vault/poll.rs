@@ -476,6 +476,25 @@ mod tests {
             .sum()
     }
 
+    /// A report says whether the node now says something else; a repeat, or a late
+    /// answer to an older poll, does not. Every node heard once is `all_heard`.
+    #[test]
+    fn a_report_is_news_only_when_it_differs() {
+        let mut s = Schedule::new(2, Duration::from_secs(1));
+        let t0 = tokio::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let standby = || prior(Role::Standby, Modes::default(), Duration::ZERO);
+        let active = || prior(Role::Active, Modes::default(), Duration::ZERO);
+        assert!(!s.all_heard());
+        assert!(s.report(0, at(10), standby()), "a first report");
+        assert!(!s.report(0, at(20), standby()), "a repeat");
+        assert!(s.report(0, at(30), active()), "another answer");
+        assert!(!s.report(0, at(5), standby()), "an older poll's, late");
+        assert!(!s.all_heard(), "node 1 not yet");
+        s.report(1, at(10), standby());
+        assert!(s.all_heard());
+    }
+
     /// Failover polling starts a poll every interval even while earlier ones hang (the
     /// oldest given up past MAX_PENDING); the normal pace, and a backed-off node that
     /// nobody names the leader, have one poll at a time.
@@ -485,7 +504,11 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         let mut s = Schedule::new(1, Duration::from_secs(1));
         assert_eq!(hanging(&mut s, &nodes, t0, FAILOVER), 6, "one per interval");
-        assert!(s.polls[0].flights.len() <= MAX_PENDING);
+        assert_eq!(
+            s.polls[0].flights.len(),
+            MAX_PENDING,
+            "the oldest given up past it"
+        );
         let mut s = Schedule::new(1, Duration::from_secs(1));
         assert_eq!(hanging(&mut s, &nodes, t0, NORMAL), 1, "one at a time");
         // Backed off: BACKOFF_AFTER polls in a row without an answer.
