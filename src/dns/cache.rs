@@ -275,6 +275,21 @@ mod tests {
             .collect()
     }
 
+    /// Names in the answers are skipped label by label or by a compression pointer;
+    /// a pointer cut short, a 64-byte label and the reserved label types are not names.
+    #[test]
+    fn skip_name_reads_labels_and_pointers_and_nothing_else() {
+        assert_eq!(skip_name(&[3, b'a', b'b', b'c', 0], 0), Some(5));
+        assert_eq!(skip_name(&[1, b'x', 0xC0, 0x0C], 0), Some(4));
+        assert_eq!(skip_name(&[0xC0], 0), None, "a pointer cut short");
+        let mut odd = vec![0x40];
+        odd.extend([b'x'; 64]);
+        odd.push(0);
+        assert_eq!(skip_name(&odd, 0), None, "64: too long, and label type 01");
+        odd[0] = 0x80;
+        assert_eq!(skip_name(&odd, 0), None, "label type 10");
+    }
+
     /// What is never kept: anything while a view is stale, a truncated response,
     /// requests or responses too short to be DNS messages (without panicking on them).
     #[test]
