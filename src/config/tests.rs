@@ -465,4 +465,10 @@ fn proxy_validation() {
             ),
     );
     assert_eq!(e.key, "proxy[0].answer");
+    // A second proxy on the first one's API side (127.77.0.1:8200, with answer = true).
+    let e = parse_err(&with_proxy(
+        "answer = true\n[[proxy]]\ncluster = \"dc1\"\nlisten = \"127.77.0.1:8200\"\n",
+    ));
+    assert_eq!(e.key, "proxy[1].listen");
+    assert!(e.reason.contains("already used"), "{e}");
 }

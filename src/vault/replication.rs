@@ -319,6 +319,12 @@ mod tests {
         let set = ReplicationSet::new(&clusters, &feeds, Duration::ZERO, StreamTargets::default());
         let handle = set.handle();
         let perf = handle.feed(Kind::Perf).unwrap();
+        let dr = handle.feed(Kind::Dr).unwrap();
+        assert!(!perf.same_source(&dr), "one feed per kind");
+        let mut all = Feeds::new();
+        handle.add_to(&mut all);
+        assert!(all["perf-primary"].same_source(&perf));
+        assert!(all["dr-primary"].same_source(&dr));
         assert_eq!(
             perf.latest().cluster,
             "east",
