@@ -544,5 +544,25 @@ mod tests {
             "",
             "still split: said already"
         );
+
+        // A split in a DR set the label does not follow (west's, while east leads) is
+        // as loud, once.
+        let healthy = state(&[
+            with_dr_set(view("east", 1, Primary, Primary), "d1"),
+            with_dr_set(view("west", 2, Secondary, Primary), "d2"),
+            with_dr_set(view("west-dr", 3, Secondary, Secondary), "d2"),
+        ]);
+        let west_split = state(&[
+            with_dr_set(view("east", 1, Primary, Primary), "d1"),
+            with_dr_set(view("west", 2, Secondary, Primary), "d2"),
+            with_dr_set(view("west-dr", 3, Secondary, Primary), "d2"),
+        ]);
+        let log = logged(&set, &west_split, &healthy);
+        assert!(
+            log.contains("two primaries in one replication set"),
+            "{log}"
+        );
+        assert!(log.contains("west,west-dr"), "{log}");
+        assert_eq!(logged(&set, &west_split, &west_split), "", "said already");
     }
 }
