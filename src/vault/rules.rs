@@ -528,7 +528,13 @@ mod tests {
             format!("a majority of members now report {L2}")
         );
         let no_leader: Vec<Polled> = (1..=3).map(|i| node(i, Role::Standby, None)).collect();
-        let (_, e0) = round(&ClusterView::empty("dc1", false), no_leader, Instant::now());
+        let (v0, e0) = round(
+            &ClusterView::empty("dc1", false),
+            no_leader.clone(),
+            Instant::now(),
+        );
+        let (_, e00) = round(&v0, no_leader, Instant::now());
+        assert!(changes(&e00).is_empty(), "still no leader: no change");
         assert_eq!(
             changes(&e0),
             vec![(None, None)],
