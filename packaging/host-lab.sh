@@ -18,7 +18,7 @@
 # root is cached under target/host-lab/ (built once, ~3 min); every run boots a fresh
 # copy and removes it, and the container, even when a check fails.
 #
-#   packaging/host-lab.sh [DEB]     (default: the newest target/debian/*.deb)
+#   packaging/host-lab.sh [DEB]     (default: target/dist/'s amd64 .deb)
 #
 # Given an older package (bench/RESULTS.md measured the one before the file-descriptor
 # store this way), the checks that package cannot pass fail and the figures still print.
@@ -29,7 +29,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-deb=${1:-$(ls -1t target/debian/vault-locator_*.deb 2>/dev/null | head -1)}
+deb=${1:-$(ls -1t target/dist/vault-locator_*_amd64.deb 2>/dev/null | head -1)}
 [ -f "$deb" ] || { echo "host lab: no .deb (run packaging/build.sh)"; echo "0 passed, 1 failed"; exit 1; }
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
@@ -457,7 +457,7 @@ check "... and systemd-resolved no longer routes ~consul" not_routed
 # --- the .rpm's scriptlets, on the same host once the .deb is purged. No EL root can be
 # had here: rpm from Debian, `--nodeps` (its dependencies are glibc's and systemd's,
 # which this host has), and the same checks as for the .deb.
-rpmf=${RPM:-$(ls -1t target/rpm/vault-locator-*.rpm 2>/dev/null | head -1)}
+rpmf=${RPM:-$(ls -1t target/dist/vault-locator-*.x86_64.rpm 2>/dev/null | head -1)}
 if [ -n "$rpmf" ]; then
     cp "$rpmf" "$work/root/root/vault-locator.rpm"
     rpm_installed() {

@@ -9,7 +9,10 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 . packaging/checks.sh
 has() { grep -qE -- "$2" "$1"; }
 
-command -v rpm >/dev/null || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; }
+# rpm (rpm2cpio) and cpio unpack the .rpm; file names a binary's machine.
+missing=()
+for tool in rpm:rpm cpio:cpio file:file; do command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}"); done
+[ ${#missing[@]} = 0 ] || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
 # Ansible and ansible-lint, in a virtual environment under target/ (PEP 668).
 venv=$(packaging/ansible-venv.sh)
 export PATH="$venv/bin:$PATH"
@@ -23,38 +26,108 @@ if ! command -v promtool >/dev/null; then
 fi
 
 packaging/build.sh >"$work/build.log" 2>&1 || { cat "$work/build.log"; echo "0 passed, 1 failed"; exit 1; }
-deb=$(ls -1t target/debian/vault-locator_*.deb | head -1)
-rpmf=$(ls -1t target/rpm/vault-locator-*.rpm | head -1)
-
-# --- .deb contents, conffiles, scripts
-dpkg-deb -c "$deb" > "$work/deb.list"
-for p in ./usr/bin/vault-locator ./usr/lib/systemd/system/vault-locator.service \
-         ./usr/lib/sysusers.d/vault-locator.conf ./etc/vault-locator/config.toml \
-         ./etc/systemd/resolved.conf.d/vault-locator.conf \
-         ./etc/dnssec-trust-anchors.d/vault-locator.negative \
-         ./usr/share/vault-locator/vault-locator.rules.yml \
-         ./usr/share/vault-locator/vault-locator.dashboard.json \
-         ./usr/share/man/man1/vault-locator.1.gz ./usr/share/man/man1/vault-locator-run.1.gz \
-         ./usr/share/bash-completion/completions/vault-locator \
-         ./usr/share/zsh/vendor-completions/_vault-locator \
-         ./usr/share/fish/vendor_completions.d/vault-locator.fish \
-         ./usr/share/doc/vault-locator/copyright ./usr/share/doc/vault-locator/changelog.gz \
-         ./usr/share/doc/vault-locator/docs/leader.md; do
-    check "deb ships $p" has "$work/deb.list" " $p\$"
-done
-
-# --- lintian: clean (the one override, beside its reason, in packaging/deb/)
 command -v lintian >/dev/null || { apt-get install -y -qq lintian >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq lintian >/dev/null; }; }
-check "lintian reports nothing on the .deb" bash -c "lintian --tag-display-limit 0 '$deb' 2>&1 | grep -v 'running with root privileges' | tee /dev/stderr | (! grep -qE '^[EW]: ')"
+command -v rpmlint >/dev/null || { apt-get update -qq && apt-get install -y -qq rpmlint >/dev/null; }
+# rust-audit-info reads the dependency list cargo-auditable embeds (as `cargo audit
+# bin` does, without needing the advisory database).
+command -v rust-audit-info >/dev/null || cargo install --quiet --locked rust-audit-info@0.5.4
+dist=target/dist
+version=$(cargo metadata --no-deps --format-version 1 --locked \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
+# The host's packages: installed below, by dpkg, by the role, and in the host lab.
+deb="$dist/vault-locator_${version}-1_amd64.deb"
+rpmf="$dist/vault-locator-${version}-1.x86_64.rpm"
 
-# --- the binary runs on glibc 2.28 (RHEL/Rocky 8) and later
-dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/vault-locator > "$work/packaged-bin"
-glibc=$(objdump -T "$work/packaged-bin" | grep -oE 'GLIBC_[0-9.]+' | sort -uV | tail -1)
-echo "     highest glibc symbol version: $glibc"
-check "the deb asks for the glibc the binary needs (libc6 >= 2.28)" \
-    bash -c "dpkg-deb -f '$deb' Depends | grep -q 'libc6 (>= 2.28)'"
-check "packaged binary needs glibc <= 2.28 (got $glibc)" \
-    bash -c "[ \"\$(printf '%s\n' GLIBC_2.28 '$glibc' | sort -V | tail -1)\" = GLIBC_2.28 ]"
+check "the release has both architectures' packages and SBOMs, and SHA256SUMS over them" bash -c "
+    cd $dist && for f in vault-locator_${version}-1_amd64.deb vault-locator_${version}-1_arm64.deb \
+        vault-locator-${version}-1.x86_64.rpm vault-locator-${version}-1.aarch64.rpm \
+        vault-locator-${version}.x86_64.cdx.json vault-locator-${version}.aarch64.cdx.json; do
+        grep -q \"  \$f\$\" SHA256SUMS || { echo \"\$f not in SHA256SUMS\"; exit 1; }; done
+    sha256sum -c SHA256SUMS && grep -q '^source: [0-9a-f]\{40\}' BUILDINFO"
+
+# --- each architecture: contents, lintian, rpmlint, the ELF machine, the glibc floor,
+# the SBOM shipped, and the dependency list in the binary agreeing with it.
+for arch in x86_64 aarch64; do
+    a_deb="$dist/vault-locator_${version}-1_$([ "$arch" = x86_64 ] && echo amd64 || echo arm64).deb"
+    a_rpm="$dist/vault-locator-${version}-1.$arch.rpm"
+    machine=$([ "$arch" = x86_64 ] && echo x86-64 || echo "ARM aarch64")
+    dpkg-deb -c "$a_deb" > "$work/deb.list"
+    for p in ./usr/bin/vault-locator ./usr/lib/systemd/system/vault-locator.service \
+             ./usr/lib/sysusers.d/vault-locator.conf ./etc/vault-locator/config.toml \
+             ./etc/systemd/resolved.conf.d/vault-locator.conf \
+             ./etc/dnssec-trust-anchors.d/vault-locator.negative \
+             ./usr/share/vault-locator/vault-locator.rules.yml \
+             ./usr/share/vault-locator/vault-locator.dashboard.json \
+             ./usr/share/man/man1/vault-locator.1.gz ./usr/share/man/man1/vault-locator-run.1.gz \
+             ./usr/share/bash-completion/completions/vault-locator \
+             ./usr/share/zsh/vendor-completions/_vault-locator \
+             ./usr/share/fish/vendor_completions.d/vault-locator.fish \
+             ./usr/share/doc/vault-locator/copyright ./usr/share/doc/vault-locator/changelog.gz \
+             ./usr/share/doc/vault-locator/docs/leader.md \
+             ./usr/share/doc/vault-locator/vault-locator.cdx.json; do
+        check "[$arch] deb ships $p" has "$work/deb.list" " $p\$"
+    done
+    rpm -qlp "$a_rpm" > "$work/rpm.list" 2>/dev/null
+    for p in /usr/bin/vault-locator /usr/lib/systemd/system/vault-locator.service \
+             /usr/lib/sysusers.d/vault-locator.conf /etc/vault-locator/config.toml \
+             /etc/systemd/resolved.conf.d/vault-locator.conf \
+             /usr/share/vault-locator/vault-locator.rules.yml \
+             /usr/share/vault-locator/vault-locator.dashboard.json \
+             /usr/share/man/man1/vault-locator.1.gz /usr/share/man/man1/vault-locator-run.1.gz \
+             /usr/share/licenses/vault-locator/LICENSE \
+             /usr/share/bash-completion/completions/vault-locator \
+             /usr/share/zsh/site-functions/_vault-locator \
+             /usr/share/fish/vendor_completions.d/vault-locator.fish \
+             /usr/share/doc/vault-locator/docs/leader.md \
+             /usr/share/doc/vault-locator/vault-locator.cdx.json; do
+        check "[$arch] rpm ships $p" has "$work/rpm.list" "^$p\$"
+    done
+    # lintian and rpmlint: clean (each override or filter, beside its reason, in
+    # packaging/deb/lintian-overrides and packaging/rpm/rpmlint.toml).
+    check "[$arch] lintian reports nothing on the .deb" bash -c "lintian --tag-display-limit 0 '$a_deb' 2>&1 | grep -v 'running with root privileges' | tee /dev/stderr | (! grep -qE '^[EW]: ')"
+    check "[$arch] rpmlint reports nothing on the .rpm" bash -c "rpmlint -c packaging/rpm/rpmlint.toml '$a_rpm' 2>&1 | tee /dev/stderr | grep -q ' 0 errors, 0 warnings'"
+
+    # The binary is the architecture's, the same in both packages, and runs on glibc
+    # 2.28 (RHEL/Rocky 8, Debian 10) and later.
+    mkdir -p "$work/$arch"
+    dpkg-deb -x "$a_deb" "$work/$arch/deb"
+    rpm2cpio "$a_rpm" | (mkdir -p "$work/$arch/rpm" && cd "$work/$arch/rpm" && cpio -idm --quiet)
+    bin="$work/$arch/deb/usr/bin/vault-locator"
+    check "[$arch] the packaged binary is an $machine ELF" bash -c "file -b '$bin' | grep -q 'ELF 64-bit LSB .*, $machine,'"
+    check "[$arch] the deb and the rpm ship the same binary and SBOM" bash -c "
+        cmp '$bin' '$work/$arch/rpm/usr/bin/vault-locator' &&
+        cmp '$work/$arch/deb/usr/share/doc/vault-locator/vault-locator.cdx.json' '$work/$arch/rpm/usr/share/doc/vault-locator/vault-locator.cdx.json'"
+    glibc=$(objdump -T "$bin" | grep -oE 'GLIBC_[0-9.]+' | sort -uV | tail -1)
+    echo "     [$arch] highest glibc symbol version: $glibc"
+    check "[$arch] packaged binary needs glibc <= 2.28 (got $glibc)" \
+        bash -c "[ -n '$glibc' ] && [ \"\$(printf '%s\n' GLIBC_2.28 '$glibc' | sort -V | tail -1)\" = GLIBC_2.28 ]"
+    check "[$arch] the deb asks for the glibc the binary needs (libc6 >= 2.28)" \
+        bash -c "dpkg-deb -f '$a_deb' Depends | grep -q 'libc6 (>= 2.28)'"
+    # What is inside: the dependency list cargo-auditable embedded, against the SBOM.
+    # Every crate linked at run time is in the SBOM; every SBOM entry is in the
+    # binary's list (the SBOM keeps proc-macros, which auditable marks "build").
+    check "[$arch] the binary carries its dependency list, and the SBOM agrees with it" bash -c "
+        rust-audit-info '$bin' > '$work/$arch/audit.json' &&
+        python3 - '$work/$arch/audit.json' '$work/$arch/deb/usr/share/doc/vault-locator/vault-locator.cdx.json' '$arch' <<'PY'
+import json, sys
+audit = json.load(open(sys.argv[1]))['packages']
+sbom = json.load(open(sys.argv[2]))
+crates = {(p['name'], p['version']) for p in audit if not p.get('root')}
+runtime = {(p['name'], p['version']) for p in audit if not p.get('root') and p.get('kind', 'runtime') == 'runtime'}
+listed = {(c['name'], c['version']) for c in sbom['components']}
+props = {p['name']: p['value'] for p in sbom['metadata'].get('properties', [])}
+assert len(runtime) > 100, f'only {len(runtime)} crates in the binary'
+assert ('tokio', next(v for n, v in runtime if n == 'tokio')) in listed
+assert runtime <= listed, f'linked but not in the SBOM: {sorted(runtime - listed)}'
+assert listed <= crates, f'in the SBOM but not in the binary: {sorted(listed - crates)}'
+assert props.get('cdx:rustc:sbom:target:triple') == sys.argv[3] + '-unknown-linux-gnu', props
+assert all(p.get('source') in ('crates.io', 'local') for p in audit), 'a crate from elsewhere'
+print(f'{len(runtime)} crates linked, {len(listed)} in the SBOM')
+PY"
+done
+check "the SHA256SUMS' SBOMs are the packaged ones" bash -c "
+    cmp $dist/vault-locator-${version}.x86_64.cdx.json '$work/x86_64/deb/usr/share/doc/vault-locator/vault-locator.cdx.json' &&
+    cmp $dist/vault-locator-${version}.aarch64.cdx.json '$work/aarch64/deb/usr/share/doc/vault-locator/vault-locator.cdx.json'"
 
 # --- the man page renders, the completions load
 check "the man page renders" bash -c "dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/share/man/man1/vault-locator.1.gz | gunzip | grep -q 'vault-locator'"
@@ -86,37 +159,18 @@ check "deb prerm stops on removal, postrm forgets the unit (debhelper-style)" \
     bash -c "grep -q 'deb-systemd-invoke stop vault-locator' '$work/control/prerm' && grep -q 'deb-systemd-helper purge vault-locator' '$work/control/postrm'"
 check "deb postrm drops the config only on purge" has "$work/control/postrm" 'purge'
 
-# --- .rpm contents, config(noreplace), scriptlets
-rpm -qlp "$rpmf" > "$work/rpm.list" 2>/dev/null
-for p in /usr/bin/vault-locator /usr/lib/systemd/system/vault-locator.service \
-         /usr/lib/sysusers.d/vault-locator.conf /etc/vault-locator/config.toml \
-         /etc/systemd/resolved.conf.d/vault-locator.conf \
-         /usr/share/vault-locator/vault-locator.rules.yml \
-         /usr/share/vault-locator/vault-locator.dashboard.json \
-         /usr/share/man/man1/vault-locator.1.gz /usr/share/licenses/vault-locator/LICENSE \
-         /usr/share/bash-completion/completions/vault-locator \
-         /usr/share/doc/vault-locator/docs/leader.md; do
-    check "rpm ships $p" has "$work/rpm.list" "^$p\$"
-done
+# --- .rpm config(noreplace), scriptlets
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmf" > "$work/rpm.flags" 2>/dev/null
 check "rpm marks the config %config(noreplace)" has "$work/rpm.flags" '^/etc/vault-locator/config.toml cn'
 rpm -qp --scripts "$rpmf" > "$work/rpm.scripts" 2>/dev/null
 check "rpm %post enables on install" has "$work/rpm.scripts" 'enable --now vault-locator'
 check "rpm %preun disables on removal" has "$work/rpm.scripts" 'disable --now vault-locator'
 check "rpm %postun restarts on upgrade" has "$work/rpm.scripts" 'try-restart vault-locator'
-for p in /usr/share/man/man1/vault-locator-run.1.gz /usr/share/zsh/site-functions/_vault-locator \
-         /usr/share/fish/vendor_completions.d/vault-locator.fish; do
-    check "rpm ships $p" has "$work/rpm.list" "^$p\$"
-done
 rpm -qip "$rpmf" > "$work/rpm.info" 2>/dev/null
 for tag in Packager Group License; do
     check "rpm has a $tag" has "$work/rpm.info" "^$tag +: [^ ]"
 done
 check "rpm has a changelog" bash -c "rpm -qp --changelog '$rpmf' 2>/dev/null | grep -q '^\* '"
-
-# --- rpmlint: clean (each filter, with its reason, in packaging/rpm/rpmlint.toml)
-command -v rpmlint >/dev/null || { apt-get update -qq && apt-get install -y -qq rpmlint >/dev/null; }
-check "rpmlint reports nothing on the .rpm" bash -c "rpmlint -c packaging/rpm/rpmlint.toml '$rpmf' 2>&1 | tee /dev/stderr | grep -q ' 0 errors, 0 warnings'"
 
 # --- install the .deb into a throwaway root
 troot="$work/root"
@@ -207,29 +261,41 @@ if [ "$(id -u)" = 0 ]; then
     fi
     host="$work/bookworm"
     cp -a "$pristine" "$host"
-    cp "$deb" "$host/tmp/vault-locator.deb"
-    cat > "$work/install.yml" <<YML
+    cp "$deb" "$host/tmp/vault-locator_amd64.deb"
+    cp "$dist/vault-locator_${version}-1_arm64.deb" "$host/tmp/vault-locator_arm64.deb"
+    # install_play FILE PACKAGES: a play installing from PACKAGES, a map from
+    # architecture to path (the role picks this host's).
+    install_play() {
+        cat > "$1" <<YML
 - name: Install vault-locator from a local .deb on a clean Debian 12
   hosts: all
   gather_facts: false
   roles:
     - role: vault_locator
       vars:
-        vault_locator_package: /tmp/vault-locator.deb
+        vault_locator_packages_by_architecture: $2
         vault_locator_manage_service: false
         vault_locator_datacenter: us-east-1
         vault_locator_clusters:
           - name: us-east-1
             nodes: ["http://10.0.1.10:8200"]
 YML
+    }
+    install_play "$work/install.yml" \
+        '{x86_64: /tmp/vault-locator_amd64.deb, aarch64: /tmp/vault-locator_arm64.deb}'
+    install_play "$work/install-arm64-only.yml" '{aarch64: /tmp/vault-locator_arm64.deb}'
     chroot_play() {
         ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3 \
-            ansible-playbook -i "$host," -c community.general.chroot "$work/install.yml"
+            ansible-playbook -i "$host," -c community.general.chroot "${1:-$work/install.yml}"
     }
+    chroot_play "$work/install-arm64-only.yml" > "$work/install0.log" 2>&1
+    check "role on clean Debian 12: no package for x86_64 named, the play fails saying so" \
+        bash -c "grep -q 'has no package for this host.s architecture x86_64 (it has: aarch64)' '$work/install0.log' &&
+                 ! chroot '$host' dpkg-query -W vault-locator 2>/dev/null"
     chroot_play > "$work/install1.log" 2>&1
     check "role on clean Debian 12: runs" has "$work/install1.log" 'failed=0'
-    check "role on clean Debian 12: installs the .deb from its path" \
-        bash -c "chroot '$host' dpkg-query -W -f '\${Status}' vault-locator | grep -q 'install ok installed'"
+    check "role on clean Debian 12: installs the host's architecture's .deb (amd64) from its path" \
+        bash -c "chroot '$host' dpkg-query -W -f '\${Status} \${Architecture}' vault-locator | grep -q 'install ok installed amd64'"
     check "role on clean Debian 12: config is root:vault-locator 0640" \
         bash -c "[ \"\$(chroot '$host' stat -c '%U:%G %a' /etc/vault-locator/config.toml)\" = 'root:vault-locator 640' ]"
     check "role on clean Debian 12: no systemd-resolved, no restart of it" \

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod arm64;
 mod cli;
 mod conformance;
 mod dns_protocol;

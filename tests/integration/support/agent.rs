@@ -22,6 +22,24 @@ pub fn run_cli(args: &[&str]) -> Output {
         .expect("run vault-locator")
 }
 
+/// How the agent binary is run.
+enum Runner<'a> {
+    /// This build's binary, on the host.
+    Native,
+    /// This build's binary inside a network namespace.
+    Netns(&'a str),
+    /// Another architecture's binary under qemu-user.
+    Emulated(&'a Emulated),
+}
+
+/// Another architecture's agent binary and what runs it: `qemu -L sysroot binary`,
+/// where the sysroot holds that architecture's dynamic loader and glibc.
+pub struct Emulated {
+    pub qemu: PathBuf,
+    pub sysroot: PathBuf,
+    pub binary: PathBuf,
+}
+
 pub struct Agent {
     child: Option<Child>,
     pub dns: SocketAddr,
@@ -65,31 +83,44 @@ impl Agent {
 
     /// Starts the agent without waiting for it to answer (for one that should not).
     pub fn spawn(config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
-        Self::spawn_in(None, config, dns, env)
+        Self::spawn_as(Runner::Native, config, dns, env)
     }
 
     /// Starts the agent inside network namespace `netns` (see `support::netlab`) and
     /// waits until it answers DNS on `dns` (an address reachable from the test).
     pub fn start_in(netns: &str, config: &str, dns: SocketAddr) -> Agent {
-        let agent = Self::spawn_in(Some(netns), config, dns, &[]);
+        let agent = Self::spawn_as(Runner::Netns(netns), config, dns, &[]);
         agent.wait_answering(dns)
     }
 
-    fn spawn_in(netns: Option<&str>, config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
+    /// Starts another architecture's agent binary under qemu-user and waits until it
+    /// answers DNS on `dns`.
+    pub fn start_emulated(emulated: &Emulated, config: &str, dns: SocketAddr) -> Agent {
+        let agent = Self::spawn_as(Runner::Emulated(emulated), config, dns, &[]);
+        agent.wait_answering(dns)
+    }
+
+    fn spawn_as(runner: Runner, config: &str, dns: SocketAddr, env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         let admin = SocketAddr::new(dns.ip(), 9464);
         std::fs::write(&path, with_admin(config, admin)).unwrap();
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let mut command = match netns {
-            Some(ns) => {
+        let mut command = match runner {
+            Runner::Native => Command::new(bin()),
+            Runner::Netns(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, bin()]);
                 c
             }
-            None => Command::new(bin()),
+            Runner::Emulated(e) => {
+                let mut c = Command::new(&e.qemu);
+                c.arg("-L").arg(&e.sysroot).arg(&e.binary);
+                c
+            }
         };
-        // `ip netns exec` execs the program: the child's pid is the agent's.
+        // `ip netns exec` execs the program, and qemu-user runs it in its own process
+        // (passing signals on): either way the child's pid is the agent's.
         let child = command
             .args(["run", "--config"])
             .arg(&path)
