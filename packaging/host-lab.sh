@@ -144,14 +144,6 @@ WantedBy=multi-user.target
 UNIT
     ln -s "/etc/systemd/system/$unit" "$work/root/etc/systemd/system/multi-user.target.wants/$unit"
 done
-datacenter = "dc1"
-[dns]
-listen = ["127.0.0.1:8600"]
-[[clusters]]
-name = "dc1"
-nodes = ["http://127.0.0.1:8200", "http://127.0.0.2:8200", "http://127.0.0.3:8200"]
-poll_interval = "250ms"
-TOML
 
 started=$(date +%s)
 check "the container boots (systemd running)" boot
