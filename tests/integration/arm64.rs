@@ -19,10 +19,8 @@ use crate::support::agent::{Agent, Emulated};
 use crate::support::config::dc1;
 use crate::support::dns::{ask, ips};
 use crate::support::openbao::{eventually, Cluster};
-use crate::support::tls::observe;
+use crate::support::tls::{observe, passes_through, FORWARDING as FW};
 use hickory_proto::rr::RecordType;
-
-const FW: &[u8] = b"req_fw_sb-act_v1";
 
 fn emulated_from_env() -> Emulated {
     let var = |name: &str| -> PathBuf {
@@ -53,9 +51,13 @@ fn emulated_from_env() -> Emulated {
     emulated
 }
 
-/// The A records `active.vault.service.consul` answers, once.
-fn active(dns: SocketAddr) -> Vec<IpAddr> {
-    ips(&ask(dns, "active.vault.service.consul", RecordType::A).once())
+/// Waits until `active.vault.service.consul` answers `ip` alone.
+async fn answers(dns: SocketAddr, ip: IpAddr, what: &str) {
+    eventually(Duration::from_secs(30), what, || {
+        let answer = ips(&ask(dns, "active.vault.service.consul", RecordType::A).once());
+        async move { (answer == vec![ip]).then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,47 +80,15 @@ async fn arm64_agent_answers_proxies_and_follows_failover() {
 
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     let leader_ip = cluster.ip(leader);
-    eventually(
-        Duration::from_secs(20),
-        "DNS answers the active node",
-        || {
-            let answer = active(dns);
-            async move { (answer == vec![leader_ip]).then_some(()) }
-        },
-    )
-    .await;
+    answers(dns, leader_ip, "DNS answers the active node").await;
 
-    let direct = SocketAddr::new(leader_ip, 8201);
-    let (direct_chain, direct_alpn) = eventually(
-        Duration::from_secs(20),
-        "the active serves forwarding",
-        || async { observe(direct, FW).await },
-    )
-    .await;
-    assert_eq!(direct_alpn.as_deref(), Some("req_fw_sb-act_v1"));
-    let (chain, alpn) = eventually(Duration::from_secs(20), "the proxy forwards", || async {
-        observe(proxy, FW).await
-    })
-    .await;
-    assert_eq!(
-        chain, direct_chain,
-        "the active node's chain through the proxy"
-    );
-    assert_eq!(alpn, direct_alpn, "the same ALPN through the proxy");
+    let direct_chain = passes_through(SocketAddr::new(leader_ip, 8201), proxy).await;
 
     cluster.kill(leader);
     let new = cluster.wait_leader(Duration::from_secs(60)).await;
     assert_ne!(new, leader);
     let new_ip = cluster.ip(new);
-    eventually(
-        Duration::from_secs(30),
-        "DNS answers the new active",
-        || {
-            let answer = active(dns);
-            async move { (answer == vec![new_ip]).then_some(()) }
-        },
-    )
-    .await;
+    answers(dns, new_ip, "DNS answers the new active").await;
     let (new_direct_chain, _) = eventually(
         Duration::from_secs(20),
         "the new active serves forwarding",

@@ -259,3 +259,31 @@ pub fn spawn_echo(addr: &str) {
         }
     });
 }
+
+/// The ALPN id of request forwarding to the active node.
+pub const FORWARDING: &[u8] = b"req_fw_sb-act_v1";
+
+/// Waits until the active node's cluster port `direct` serves request forwarding, then
+/// until the proxy at `proxy` passes a forwarding ClientHello through to it untouched:
+/// the same certificate chain and the same negotiated ALPN. Returns the chain.
+pub async fn passes_through(direct: SocketAddr, proxy: SocketAddr) -> Vec<String> {
+    use super::openbao::eventually;
+    use std::time::Duration;
+    let (direct_chain, direct_alpn) = eventually(
+        Duration::from_secs(20),
+        "the active serves forwarding",
+        || async { observe(direct, FORWARDING).await },
+    )
+    .await;
+    assert_eq!(direct_alpn.as_deref(), Some("req_fw_sb-act_v1"));
+    let (chain, alpn) = eventually(Duration::from_secs(20), "the proxy forwards", || async {
+        observe(proxy, FORWARDING).await
+    })
+    .await;
+    assert_eq!(
+        chain, direct_chain,
+        "same server certificate chain through the proxy"
+    );
+    assert_eq!(alpn, direct_alpn, "same negotiated ALPN through the proxy");
+    chain
+}
