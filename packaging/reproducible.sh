@@ -7,8 +7,8 @@
 #
 # (default: HEAD, all). With --against, the first build is one already made (DIST, a
 # target/dist/ whose BUILDINFO names COMMIT, built from a clean tree), and only the
-# second is built: `scripts/test` does that with the packages `packaging/test.sh` built,
-# rebuilding the x86_64 ones, within CI's time.
+# second is built (for one architecture, its files are compared with the first's of
+# the same name).
 #
 # What the two builds share is what a rebuilder shares with the release: the toolchain
 # (the release build root, packaging/build-root.sh) and the crates (the host's cargo
