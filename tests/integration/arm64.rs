@@ -19,7 +19,7 @@ use crate::support::agent::{Agent, Emulated};
 use crate::support::config::dc1;
 use crate::support::dns::{ask, ips};
 use crate::support::openbao::{eventually, Cluster};
-use crate::support::tls::{observe, passes_through, FORWARDING as FW};
+use crate::support::tls::{follows_failover, passes_through};
 use hickory_proto::rr::RecordType;
 
 fn emulated_from_env() -> Emulated {
@@ -89,24 +89,6 @@ async fn arm64_agent_answers_proxies_and_follows_failover() {
     assert_ne!(new, leader);
     let new_ip = cluster.ip(new);
     answers(dns, new_ip, "DNS answers the new active").await;
-    let (new_direct_chain, _) = eventually(
-        Duration::from_secs(20),
-        "the new active serves forwarding",
-        || async { observe(SocketAddr::new(new_ip, 8201), FW).await },
-    )
-    .await;
-    assert_ne!(
-        new_direct_chain, direct_chain,
-        "a new active, a new certificate"
-    );
-    eventually(
-        Duration::from_secs(30),
-        "the proxy reaches the new active",
-        || async {
-            let (chain, _) = observe(proxy, FW).await?;
-            (chain == new_direct_chain).then_some(())
-        },
-    )
-    .await;
+    follows_failover(SocketAddr::new(new_ip, 8201), proxy, &direct_chain).await;
     drop(agent);
 }

@@ -12,11 +12,9 @@ use crate::support::agent::Agent;
 use crate::support::config::dc1;
 use crate::support::dns::{ask, has_soa, ips, rcode};
 use crate::support::openbao::{eventually, Cluster};
-use crate::support::tls::{observe, passes_through};
+use crate::support::tls::{follows_failover, observe, passes_through};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-
-const FW: &[u8] = b"req_fw_sb-act_v1";
 
 /// What the node behind the proxy's API side says of itself: `(health status code,
 /// is_self, leader_address)`.
@@ -89,25 +87,7 @@ async fn passthrough_is_exact_and_follows_failover() {
     let new = cluster.wait_leader(Duration::from_secs(60)).await;
     assert_ne!(new, leader);
     let new_direct = SocketAddr::new(cluster.ip(new), 8201);
-    let (new_chain, _) = eventually(
-        Duration::from_secs(20),
-        "the new active serves forwarding",
-        || async { observe(new_direct, FW).await },
-    )
-    .await;
-    assert_ne!(
-        new_chain, direct_chain,
-        "a new active presents a new certificate"
-    );
-    eventually(
-        Duration::from_secs(30),
-        "the proxy reaches the new active",
-        || async {
-            let (chain, _) = observe(proxy, FW).await?;
-            (chain == new_chain).then_some(())
-        },
-    )
-    .await;
+    follows_failover(new_direct, proxy, &direct_chain).await;
     let new_api = format!("http://{}:8200", cluster.ip(new));
     eventually(
         Duration::from_secs(30),

@@ -287,3 +287,35 @@ pub async fn passes_through(direct: SocketAddr, proxy: SocketAddr) -> Vec<String
     assert_eq!(alpn, direct_alpn, "same negotiated ALPN through the proxy");
     chain
 }
+
+/// After a failover: waits until the new active node's cluster port `new_direct` serves
+/// forwarding with a certificate other than the old active's `old_chain`, then until
+/// the proxy at `proxy` passes forwarding through to it. Returns the new chain.
+pub async fn follows_failover(
+    new_direct: SocketAddr,
+    proxy: SocketAddr,
+    old_chain: &[String],
+) -> Vec<String> {
+    use super::openbao::eventually;
+    use std::time::Duration;
+    let (new_chain, _) = eventually(
+        Duration::from_secs(20),
+        "the new active serves forwarding",
+        || async { observe(new_direct, FORWARDING).await },
+    )
+    .await;
+    assert_ne!(
+        new_chain, old_chain,
+        "a new active presents a new certificate"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the proxy reaches the new active",
+        || async {
+            let (chain, _) = observe(proxy, FORWARDING).await?;
+            (chain == new_chain).then_some(())
+        },
+    )
+    .await;
+    new_chain
+}
